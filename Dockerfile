@@ -1,0 +1,31 @@
+# RevPulse worker image: `docker build -t revpulse .` then `docker run revpulse` (= `revpulse worker`).
+# Any other command works too, e.g. `docker run revpulse replay /data/events.jsonl`.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1
+
+WORKDIR /src
+# Only what the package build needs, so a local .venv, .git or caches never reach the image.
+COPY pyproject.toml ./
+COPY streams ./streams
+COPY agents ./agents
+COPY schemas ./schemas
+RUN pip install --no-cache-dir . \
+    && rm -rf /src/build /src/*.egg-info
+
+# Unprivileged user; /data (REVPULSE_DATA_DIR) exists and is theirs, so a named volume mounted there
+# is initialised with that ownership and stays writable.
+RUN groupadd --system --gid 10001 revpulse \
+    && useradd --system --uid 10001 --gid revpulse --home-dir /data --no-create-home revpulse \
+    && mkdir -p /data \
+    && chown revpulse:revpulse /data
+ENV REVPULSE_DATA_DIR=/data
+WORKDIR /data
+USER revpulse
+
+EXPOSE 6066
+ENTRYPOINT ["revpulse"]
+CMD ["worker"]

@@ -1,0 +1,371 @@
+"""The metrics engine: accepts validated events (SPEC §2: lateness, duplicates, watermark) into per-entity state
+and keeps the global `Ledger` equal to an in-order replay of everything accepted.
+
+Order independence comes from recomputing, on each change, the contribution of the one entity the event
+belongs to (an account's billing, a lead, an opportunity) from its events sorted by (occurred_at, arrival), and
+applying only the difference. Entities are small, so this costs little; product events, the most frequent,
+take an incremental path because each one's contribution stands alone.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right, insort
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Final
+
+from schemas.models import NANOS, Event
+from streams.ledger import Contribution, Ledger, add
+from streams.windows import HOUR_US
+
+HALF_CENT: Final = NANOS // 200
+Stamp = tuple[int, int]  # (occurred_at µs, arrival sequence): the total order events are applied in
+Timeline = list[tuple[int, int, Event]]
+
+_PRODUCT_FLOWS: Final = {
+    "product.signup": "signups",
+    "product.trial_started": "trials_started",
+    "product.activated": "activated",
+}
+
+
+@dataclass
+class Account:
+    segment_stamps: list[Stamp] = field(default_factory=list)
+    segment_values: list[str] = field(default_factory=list)
+    billing: Timeline = field(default_factory=list)
+    billing_contribution: Contribution = field(default_factory=dict)
+    first_trial: Stamp | None = None
+    product: list[tuple[int, int, str]] = field(default_factory=list)
+    product_contribution: Contribution = field(default_factory=dict)
+    last_active: dict[str, int] = field(default_factory=dict)  # segment (and "all") -> latest active slice
+    leads: set[str] = field(default_factory=set)
+    opportunities: set[str] = field(default_factory=set)
+
+    def segment_at(self, stamp: Stamp) -> str:
+        i = bisect_right(self.segment_stamps, stamp)
+        return self.segment_values[i - 1] if i else "unknown"
+
+    @property
+    def latest_segment(self) -> str:
+        return self.segment_values[-1] if self.segment_values else "unknown"
+
+
+@dataclass
+class Entity:
+    """A lead or an opportunity: its events in applied order and its current contribution."""
+
+    events: Timeline = field(default_factory=list)
+    contribution: Contribution = field(default_factory=dict)
+
+    def first(self, event_type: str) -> tuple[int, int, Event] | None:
+        return next((item for item in self.events if item[2].type == event_type), None)
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    allowed_lateness_us: int = 7 * 86_400 * 1_000_000
+
+
+class Engine:
+    def __init__(self, config: EngineConfig | None = None) -> None:
+        self.config = config or EngineConfig()
+        self.ledger = Ledger()
+        self.accounts: dict[str, Account] = {}
+        self.leads: dict[str, Entity] = {}
+        self.opportunities: dict[str, Entity] = {}
+        self.lead_opportunities: dict[str, set[str]] = {}  # lead id -> opportunities that name it
+        self.seen_ids: set[str] = set()
+        self.key_latest: dict[tuple[str, str], int] = {}  # (input topic, routing key) -> latest occurred_at
+        self.watermark: int | None = None
+        self.segments_seen: set[str] = set()
+        self.sequence = 0
+
+    # -- intake ------------------------------------------------------------------------------------------------
+
+    def accept(self, topic: str, event: Event) -> str:
+        """Apply one valid event; returns its outcome: `accepted`, `duplicate` or `late`."""
+        key = (topic, event.routing_key)
+        latest = self.key_latest.get(key)
+        if latest is not None and event.t < latest - self.config.allowed_lateness_us:
+            return "late"
+        if event.event_id in self.seen_ids:
+            return "duplicate"
+        self.seen_ids.add(event.event_id)
+        if latest is None or event.t > latest:
+            self.key_latest[key] = event.t
+        if self.watermark is None or event.t > self.watermark:
+            self.watermark = event.t
+        self.sequence += 1
+        self._apply(event, (event.t, self.sequence))
+        return "accepted"
+
+    def _apply(self, event: Event, stamp: Stamp) -> None:
+        if event.type == "marketing.spend":
+            # Spend belongs to no account: only its own segment, else only `all`.
+            hour = event.t // HOUR_US
+            if event.segment is not None:
+                self.segments_seen.add(event.segment)
+                self.ledger.add(("marketing_spend", event.segment, hour), event.money or 0)
+            self.ledger.add(("marketing_spend", "all", hour), event.money or 0)
+            return
+        account_id = event.account_id or ""
+        account = self.accounts.get(account_id)
+        if account is None:
+            account = self.accounts[account_id] = Account()
+        if event.segment is not None:
+            self._learn_segment(account_id, account, stamp, event.segment)
+        self.segments_seen.add(account.segment_at(stamp))
+        family = event.type.partition(".")[0]
+        if family == "subscription":
+            insort(account.billing, (*stamp, event))
+            self._refresh_billing(account)
+        elif family == "product":
+            self._add_product(account, stamp, event.type)
+        elif family == "lead":
+            self._add_lead(account_id, account, stamp, event)
+        elif family == "opportunity":
+            self._add_opportunity(account_id, account, stamp, event)
+
+    def _learn_segment(self, account_id: str, account: Account, stamp: Stamp, segment: str) -> None:
+        changes = account.segment_at(stamp) != segment
+        i = bisect_right(account.segment_stamps, stamp)
+        account.segment_stamps.insert(i, stamp)
+        account.segment_values.insert(i, segment)
+        if changes:
+            # Events after this point, and the account's state, may now belong to another segment.
+            self._refresh_billing(account)
+            self._refresh_product(account)
+            for lead_id in account.leads:
+                self._refresh_lead(lead_id)
+            for opportunity_id in account.opportunities:
+                self._refresh_opportunity(opportunity_id)
+
+    # -- accounts: billing -------------------------------------------------------------------------------------
+
+    def _refresh_billing(self, account: Account) -> None:
+        if not account.billing:
+            return
+        new = billing_contribution(account)
+        self.ledger.apply(account.billing_contribution, new)
+        account.billing_contribution = new
+
+    # -- accounts: product -------------------------------------------------------------------------------------
+
+    def _add_product(self, account: Account, stamp: Stamp, event_type: str) -> None:
+        insort(account.product, (*stamp, event_type))
+        if event_type == "product.trial_started" and (account.first_trial is None or stamp < account.first_trial):
+            account.first_trial = stamp
+            self._refresh_billing(account)
+        for key, amount in product_delta(account, stamp, event_type).items():
+            account.product_contribution[key] = account.product_contribution.get(key, 0) + amount
+            self.ledger.add(key, amount)
+
+    def _refresh_product(self, account: Account) -> None:
+        new: Contribution = {}
+        account.last_active = {}
+        for t, seq, event_type in account.product:
+            for key, amount in product_delta(account, (t, seq), event_type).items():
+                new[key] = new.get(key, 0) + amount
+        new = {key: amount for key, amount in new.items() if amount}
+        self.ledger.apply(account.product_contribution, new)
+        account.product_contribution = new
+
+    # -- leads and opportunities -------------------------------------------------------------------------------
+
+    def _add_lead(self, account_id: str, account: Account, stamp: Stamp, event: Event) -> None:
+        lead_id = event.entity_id or ""
+        lead = self.leads.get(lead_id)
+        if lead is None:
+            lead = self.leads[lead_id] = Entity()
+        first_created = lead.first("lead.created")
+        insort(lead.events, (*stamp, event))
+        account.leads.add(lead_id)
+        self._refresh_lead(lead_id)
+        if lead.first("lead.created") != first_created:
+            for opportunity_id in self.lead_opportunities.get(lead_id, ()):
+                self._refresh_opportunity(opportunity_id)
+
+    def _add_opportunity(self, account_id: str, account: Account, stamp: Stamp, event: Event) -> None:
+        opportunity_id = event.entity_id or ""
+        opportunity = self.opportunities.get(opportunity_id)
+        if opportunity is None:
+            opportunity = self.opportunities[opportunity_id] = Entity()
+        insort(opportunity.events, (*stamp, event))
+        account.opportunities.add(opportunity_id)
+        if event.lead_id is not None:
+            self.lead_opportunities.setdefault(event.lead_id, set()).add(opportunity_id)
+        self._refresh_opportunity(opportunity_id)
+
+    def _refresh_lead(self, lead_id: str) -> None:
+        lead = self.leads[lead_id]
+        new = lead_contribution(lead, self._account)
+        self.ledger.apply(lead.contribution, new)
+        lead.contribution = new
+
+    def _refresh_opportunity(self, opportunity_id: str) -> None:
+        opportunity = self.opportunities[opportunity_id]
+        new = opportunity_contribution(opportunity, self._account, self.leads.get)
+        self.ledger.apply(opportunity.contribution, new)
+        opportunity.contribution = new
+
+    def _account(self, account_id: str | None) -> Account:
+        return self.accounts[account_id or ""]
+
+
+
+# -- contributions: pure functions of one entity's events ------------------------------------------------------
+
+
+def billing_contribution(account: Account) -> Contribution:
+    """Movements (flows, by event segment) and the MRR step functions of t0 (by latest segment)."""
+    out: Contribution = {}
+    subscriptions: dict[str, int] = {}
+    recorded = 0  # the customer's MRR; it changes only with a movement
+    paid_before = False
+    end_of_slice: list[tuple[int, int]] = []  # (slice, recorded MRR after the slice's events)
+    last_churn: int | None = None
+    for t, seq, event in account.billing:
+        hour = t // HOUR_US
+        segment = account.segment_at((t, seq))
+        sub_id = event.entity_id or ""
+        if event.type == "subscription.canceled":
+            subscriptions[sub_id] = 0
+            add(out, "canceled", segment, hour, 1)
+        else:
+            if event.money is not None:
+                subscriptions[sub_id] = event.money
+            if event.type == "subscription.renewed":
+                add(out, "renewed", segment, hour, 1)
+        mrr = sum(subscriptions.values())
+        if mrr < HALF_CENT:
+            mrr = 0
+        if abs(mrr - recorded) >= HALF_CENT:
+            kind = movement_kind(recorded, mrr, paid_before)
+            add(out, f"mv_{kind}", segment, hour, abs(mrr - recorded))
+            if kind == "new":
+                add(out, "new_customers", segment, hour, 1)
+                if account.first_trial is not None and account.first_trial < (t, seq):
+                    add(out, "trial_conversions", segment, hour, 1)
+            elif kind == "churn":
+                last_churn = hour
+            paid_before = paid_before or mrr > 0
+            recorded = mrr
+        if end_of_slice and end_of_slice[-1][0] == hour:
+            end_of_slice[-1] = (hour, recorded)
+        else:
+            end_of_slice.append((hour, recorded))
+
+    latest = account.latest_segment
+    add(out, "mrr_now", latest, 0, recorded)
+    add(out, "customers_now", latest, 0, int(recorded > 0))
+    # MRR at t0 is the MRR after the last slice before t0, so each slice end is a breakpoint at slice + 1.
+    previous = (0, 0, 0, 0, 0)
+    for hour, mrr in end_of_slice:
+        t0 = hour + 1
+        in_c0 = mrr > 0
+        values = (
+            mrr,
+            int(in_c0),
+            recorded if in_c0 else 0,
+            min(recorded, mrr),
+            int(in_c0 and last_churn is not None and last_churn >= t0),
+        )
+        for quantity, value, before in zip(_STEP_QUANTITIES, values, previous, strict=True):
+            if value != before:
+                add(out, quantity, latest, t0, value - before)
+        previous = values
+    return out
+
+
+_STEP_QUANTITIES: Final = ("mrr_at_t0", "c0_customers", "c0_mrr_now", "c0_mrr_retained", "c0_churned")
+
+
+def movement_kind(before: int, after: int, paid_before: bool) -> str:
+    """SPEC §4: the kind of a change of a customer's MRR from `before` to `after` (they differ)."""
+    if before == 0:
+        return "reactivation" if paid_before else "new"
+    if after == 0:
+        return "churn"
+    return "expansion" if after > before else "contraction"
+
+
+def product_delta(account: Account, stamp: Stamp, event_type: str) -> Contribution:
+    """What one product event adds: its own flow, and a move of the account's latest active slice if later.
+
+    Updates `account.last_active`; the returned delta may hold −1 for the slice the account leaves.
+    """
+    hour = stamp[0] // HOUR_US
+    segment = account.segment_at(stamp)
+    out: Contribution = {}
+    flow = _PRODUCT_FLOWS.get(event_type)
+    if flow is not None:
+        add(out, flow, segment, hour, 1)
+    for seg in (segment, "all"):
+        last = account.last_active.get(seg)
+        if last is None or hour > last:
+            if last is not None:
+                out[("active_accounts", seg, last)] = -1
+            account.last_active[seg] = hour
+            out[("active_accounts", seg, hour)] = 1
+    return out
+
+
+def lead_contribution(lead: Entity, account: Callable[[str | None], Account]) -> Contribution:
+    """Funnel counts (by event segment) and the lead's current stage (by its account's latest segment)."""
+    out: Contribution = {}
+    for t, seq, event in lead.events:
+        segment = account(event.account_id).segment_at((t, seq))
+        hour = t // HOUR_US
+        if event.type == "lead.created":
+            add(out, "leads_created", segment, hour, 1)
+        elif event.stage in ("mql", "sql"):
+            add(out, f"{event.stage}s", segment, hour, 1)
+    last = lead.events[-1][2]
+    stage = "lead" if last.type == "lead.created" else last.stage
+    add(out, f"leads_in_stage:{stage}", account(last.account_id).latest_segment, 0, 1)
+    return out
+
+
+def opportunity_contribution(
+    opportunity: Entity,
+    account: Callable[[str | None], Account],
+    lead: Callable[[str], Entity | None],
+) -> Contribution:
+    """Replays one opportunity in order: creations, wins with amount and cycle times, losses, and open state."""
+    out: Contribution = {}
+    created: tuple[int, int, Event] | None = None
+    amount: int | None = None
+    is_open = False
+    for t, seq, event in opportunity.events:
+        segment = account(event.account_id).segment_at((t, seq))
+        hour = t // HOUR_US
+        if event.type == "opportunity.created":
+            add(out, "opportunities_created", segment, hour, 1)
+            created = created or (t, seq, event)
+            amount = event.money
+            is_open = True
+            continue
+        is_open = False
+        if event.type == "opportunity.lost":
+            add(out, "deals_lost", segment, hour, 1)
+            continue
+        if event.money is not None:
+            amount = event.money
+        add(out, "deals_won", segment, hour, 1)
+        add(out, "won_amount", segment, hour, amount or 0)
+        if created is None:
+            continue
+        add(out, "sales_cycle_sum", segment, hour, t - created[0])
+        add(out, "sales_cycle_count", segment, hour, 1)
+        lead_id = created[2].lead_id
+        source = lead(lead_id) if lead_id is not None else None
+        lead_created = source.first("lead.created") if source is not None else None
+        if lead_created is not None and lead_created[:2] < (t, seq):
+            add(out, "time_to_close_sum", segment, hour, t - lead_created[0])
+            add(out, "time_to_close_count", segment, hour, 1)
+    if is_open:
+        latest = account(opportunity.events[-1][2].account_id).latest_segment
+        add(out, "open_opportunities", latest, 0, 1)
+        add(out, "open_pipeline_amount", latest, 0, amount or 0)
+    return out

@@ -1,0 +1,210 @@
+"""Typed settings read from the environment (SPEC §6); a bad value fails fast naming its variable."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, TypeVar
+
+import orjson
+
+Clock = Literal["wall", "event"]
+T = TypeVar("T")
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_UNIT_SECONDS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
+_SEGMENT = re.compile(r"^[A-Za-z0-9_.-]+$")
+# Derived label values; a configured segment may not take their names.
+_RESERVED_SEGMENTS = {"all", "other", "unknown"}
+
+
+class SettingsError(ValueError):
+    """A setting's value is unusable; the message names the variable."""
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in `text`: a number of seconds, or a number with unit s, m, h or d (`7d`, `1.5s`)."""
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(f"not a duration: {text!r} (use seconds, or a number with s, m, h or d, e.g. 7d)")
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+@dataclass(frozen=True)
+class Topics:
+    crm: str = "crm.events"
+    billing: str = "billing.events"
+    product: str = "product.events"
+    marketing: str = "marketing.events"
+    metrics: str = "revpulse.metrics"
+    deadletter: str = "revpulse.deadletter"
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return (self.crm, self.billing, self.product, self.marketing)
+
+
+@dataclass(frozen=True)
+class Settings:
+    broker: str = "kafka://localhost:9092"
+    web_port: int = 6066
+    clock: Clock = "wall"
+    data_dir: Path = Path("data")
+    segments: tuple[str, ...] = ("smb", "mid_market", "enterprise")
+    currency: str = "USD"
+    fx_rates: Mapping[str, float] = field(default_factory=dict)
+    allowed_lateness: float = 7 * 86400.0
+    publish_interval: float = 1.0
+    inflation_annual: float = 0.03
+    gross_margin: float = 1.0
+    topics: Topics = field(default_factory=Topics)
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """`host:port[,host:port]` for aiokafka, from a `kafka://` URL list."""
+        return ",".join(part.removeprefix("kafka://") for part in self.broker.split(";"))
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = _with_dotenv(os.environ if env is None else env)
+        defaults = cls()
+        topic_defaults = defaults.topics
+
+        def get(name: str) -> str | None:
+            value = env.get(name)
+            return value if value not in (None, "") else None
+
+        def parse(name: str, default: T, convert: Callable[[str], T]) -> T:
+            raw = get(name)
+            if raw is None:
+                return default
+            try:
+                return convert(raw)
+            except (ValueError, TypeError) as exc:
+                raise SettingsError(f"{name}: {exc}") from None
+
+        topics = Topics(
+            **{
+                attr: _topic(f"REVPULSE_TOPIC_{attr.upper()}", get(f"REVPULSE_TOPIC_{attr.upper()}"), default)
+                for attr, default in vars(topic_defaults).items()
+            }
+        )
+        return cls(
+            broker=parse("REVPULSE_BROKER", defaults.broker, _broker),
+            web_port=parse("REVPULSE_WEB_PORT", defaults.web_port, _port),
+            clock=parse("REVPULSE_CLOCK", defaults.clock, _clock),
+            data_dir=parse("REVPULSE_DATA_DIR", defaults.data_dir, Path),
+            segments=parse("REVPULSE_SEGMENTS", defaults.segments, _segments),
+            currency=parse("REVPULSE_CURRENCY", defaults.currency, _currency),
+            fx_rates=parse("REVPULSE_FX_RATES", defaults.fx_rates, _fx_rates),
+            allowed_lateness=parse("REVPULSE_ALLOWED_LATENESS", defaults.allowed_lateness, _non_negative_duration),
+            publish_interval=parse("REVPULSE_PUBLISH_INTERVAL", defaults.publish_interval, _positive_duration),
+            inflation_annual=parse("REVPULSE_INFLATION_ANNUAL", defaults.inflation_annual, _inflation),
+            gross_margin=parse("REVPULSE_GROSS_MARGIN", defaults.gross_margin, _margin),
+            topics=topics,
+        )
+
+
+def _with_dotenv(env: Mapping[str, str]) -> Mapping[str, str]:
+    """The environment over a `.env` file in the working directory, if there is one."""
+    path = Path(".env")
+    if not path.is_file():
+        return env
+    merged: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            key, _, value = line.partition("=")
+            merged[key.strip()] = value.strip().strip("'\"")
+    merged.update(env)
+    return merged
+
+
+def _topic(name: str, raw: str | None, default: str) -> str:
+    if raw is None:
+        return default
+    if not re.match(r"^[A-Za-z0-9._-]{1,249}$", raw):
+        raise SettingsError(f"{name}: not a valid Kafka topic name: {raw!r}")
+    return raw
+
+
+def _broker(raw: str) -> str:
+    for part in raw.split(";"):
+        if not re.match(r"^kafka://[^:/\s]+:\d+$", part):
+            raise ValueError(f"expected kafka://host:port (several separated by ';'), got {raw!r}")
+    return raw
+
+
+def _port(raw: str) -> int:
+    port = int(raw)
+    if not 0 < port < 65536:
+        raise ValueError(f"port out of range: {raw}")
+    return port
+
+
+def _clock(raw: str) -> Clock:
+    if raw not in ("wall", "event"):
+        raise ValueError(f"expected 'wall' or 'event', got {raw!r}")
+    return raw  # type: ignore[return-value]
+
+
+def _segments(raw: str) -> tuple[str, ...]:
+    names = tuple(part.strip() for part in raw.split(",") if part.strip())
+    if not names:
+        raise ValueError("no segment named")
+    for name in names:
+        if name in _RESERVED_SEGMENTS or not _SEGMENT.match(name):
+            raise ValueError(f"invalid segment name {name!r} (all, other and unknown are reserved)")
+    if len(set(names)) != len(names):
+        raise ValueError(f"segment listed twice in {raw!r}")
+    return names
+
+
+def _currency(raw: str) -> str:
+    if not _CURRENCY.match(raw):
+        raise ValueError(f"expected an upper-case ISO 4217 code, got {raw!r}")
+    return raw
+
+
+def _fx_rates(raw: str) -> dict[str, float]:
+    try:
+        rates = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise ValueError(f"not a JSON object: {raw!r}") from None
+    if not isinstance(rates, dict):
+        raise ValueError(f"not a JSON object: {raw!r}")
+    for code, rate in rates.items():
+        if not _CURRENCY.match(code):
+            raise ValueError(f"bad currency code {code!r}")
+        if isinstance(rate, bool) or not isinstance(rate, int | float) or not rate > 0 or rate == float("inf"):
+            raise ValueError(f"rate for {code} must be a positive number, got {rate!r}")
+    return {code: float(rate) for code, rate in rates.items()}
+
+
+def _non_negative_duration(raw: str) -> float:
+    return parse_duration(raw)
+
+
+def _positive_duration(raw: str) -> float:
+    seconds = parse_duration(raw)
+    if seconds <= 0:
+        raise ValueError(f"must be positive, got {raw!r}")
+    return seconds
+
+
+def _inflation(raw: str) -> float:
+    value = float(raw)
+    if not -1 < value < 10:
+        raise ValueError(f"expected an annual rate such as 0.03, got {raw!r}")
+    return value
+
+
+def _margin(raw: str) -> float:
+    value = float(raw)
+    if not 0 < value <= 1:
+        raise ValueError(f"expected a fraction in (0, 1], got {raw!r}")
+    return value
