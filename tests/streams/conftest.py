@@ -1,0 +1,59 @@
+"""Factories shared by the unit tests of `streams`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import pytest
+
+from streams.pipeline import InputRecord, Pipeline
+from streams.settings import Settings
+
+TOPICS = {
+    "lead": "crm.events",
+    "opportunity": "crm.events",
+    "account": "crm.events",
+    "subscription": "billing.events",
+    "product": "product.events",
+    "marketing": "marketing.events",
+}
+
+
+class Harness:
+    """A pipeline on the event clock, fed one record per call, read back as {series key: value}."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.pipeline = Pipeline(settings)
+        self.offset = 0
+        self.dead: list[Any] = []
+
+    def send(self, *events: dict[str, Any], topic: str | None = None) -> None:
+        for event in events:
+            self.send_raw(orjson.dumps(event), topic or TOPICS[str(event["type"]).partition(".")[0]])
+
+    def send_raw(self, value: bytes, topic: str) -> None:
+        self.dead += self.pipeline.process([InputRecord(topic, 0, self.offset, value, 0.0)])
+        self.offset += 1
+
+    def values(self) -> dict[str, float | None]:
+        return {series.key: series.value for series in self.pipeline.refresh()}
+
+    def value(self, metric: str, **labels: str) -> float | None:
+        labels.setdefault("segment", "all")
+        key = metric + "{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
+        return self.values()[key]
+
+
+@pytest.fixture
+def harness_factory() -> Callable[..., Harness]:
+    def make(**settings: Any) -> Harness:
+        return Harness(Settings(clock="event", **settings))
+
+    return make
+
+
+@pytest.fixture
+def harness(harness_factory: Callable[..., Harness]) -> Harness:
+    return harness_factory()
