@@ -112,7 +112,7 @@ class IngestAgent(Service):
             committed = await self.consumer.committed(tp)
             if committed:
                 self.replay_until[tp] = committed
-            self.consumer.seek_to_beginning(tp)
+            await self.consumer.seek_to_beginning(tp)
         self.assigned = True
         log.info("ingest: assigned %d partitions, replaying %d", len(partitions), len(self.replay_until))
 

@@ -40,7 +40,6 @@ def create_worker(settings: Settings, *, session_timeout: float = 10.0) -> Worke
         datadir=str(settings.data_dir),
         broker_session_timeout=session_timeout,
         broker_heartbeat_interval=min(3.0, session_timeout / 5),
-        topic_disable_leader=True,
         web_enabled=True,
     )
     pipeline = Pipeline(settings)
