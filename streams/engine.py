@@ -213,7 +213,6 @@ class Engine:
         return self.accounts[account_id or ""]
 
 
-
 # -- contributions: pure functions of one entity's events ------------------------------------------------------
 
 

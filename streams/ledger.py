@@ -130,4 +130,3 @@ class Ledger:
             return [running[i - 1] if (i := bisect_right(hours, t0)) else 0 for t0 in starts]
         total = running[-1]
         return [total - (running[i - 1] if (i := bisect_left(hours, t0)) else 0) for t0 in starts]
-

@@ -91,9 +91,9 @@ class Pipeline:
 
     # -- intake ------------------------------------------------------------------------------------------------
 
-    def process(self, records: Iterable[InputRecord], *, replaying: Callable[[InputRecord], bool] | None = None) -> (
-        list[DeadLetter]
-    ):
+    def process(
+        self, records: Iterable[InputRecord], *, replaying: Callable[[InputRecord], bool] | None = None
+    ) -> list[DeadLetter]:
         """Apply a batch; returns what must go to the dead-letter topic (nothing for records being replayed)."""
         dead: list[DeadLetter] = []
         for record in records:

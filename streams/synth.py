@@ -1269,8 +1269,11 @@ def bad_record_cases(*, at: datetime = _BAD_AT) -> list[tuple[str, bytes, tuple[
             enc(ev("bad-8", "opportunity.created", opportunity_id="opp-bad-8", amount="1200.00")),
             ("invalid_event",),
         ),
-        (TOPIC_BILLING, enc(ev("bad-9", "subscription.started", subscription_id="sub-bad-9", mrr=-5)),
-         ("invalid_event",)),
+        (
+            TOPIC_BILLING,
+            enc(ev("bad-9", "subscription.started", subscription_id="sub-bad-9", mrr=-5)),
+            ("invalid_event",),
+        ),
         (
             TOPIC_CRM,
             enc({**ev("bad-10", "lead.created", lead_id="lead-bad-10"), "occurred_at": "2024-01-02 12:00:00"}),
@@ -1288,8 +1291,7 @@ def bad_record_cases(*, at: datetime = _BAD_AT) -> list[tuple[str, bytes, tuple[
             ("invalid_event",),
         ),
         (TOPIC_CRM, enc(ev("bad-14", "lead.created")), ("invalid_event",)),
-        (TOPIC_CRM, enc({**ev("bad-15", "lead.created", lead_id="lead-bad-15"), "account_id": ""}),
-         ("invalid_event",)),
+        (TOPIC_CRM, enc({**ev("bad-15", "lead.created", lead_id="lead-bad-15"), "account_id": ""}), ("invalid_event",)),
         (
             TOPIC_BILLING,
             enc(ev("bad-16", "subscription.started", subscription_id="sub-bad-16", mrr=99.0, currency="XTS")),
