@@ -31,15 +31,15 @@ class Worker:
     publisher: Publisher
 
 
-def create_worker(settings: Settings, *, session_timeout: float = 10.0) -> Worker:
+def create_worker(settings: Settings) -> Worker:
     app = faust.App(
-        "revpulse",
+        settings.app_id,
         broker=settings.broker,
         web_port=settings.web_port,
         web_host="0.0.0.0",
         datadir=str(settings.data_dir),
-        broker_session_timeout=session_timeout,
-        broker_heartbeat_interval=min(3.0, session_timeout / 5),
+        broker_session_timeout=settings.session_timeout,
+        broker_heartbeat_interval=min(3.0, settings.session_timeout / 5),
         web_enabled=True,
     )
     pipeline = Pipeline(settings)

@@ -62,6 +62,10 @@ class Settings:
     inflation_annual: float = 0.03
     gross_margin: float = 1.0
     topics: Topics = field(default_factory=Topics)
+    # Not in SPEC §6: the Faust app id (consumer groups are named after it), so two deployments can share a
+    # cluster, and the consumer-group session timeout, which bounds how long a dead worker's partitions wait.
+    app_id: str = "revpulse"
+    session_timeout: float = 10.0
 
     @property
     def bootstrap_servers(self) -> str:
@@ -106,6 +110,8 @@ class Settings:
             inflation_annual=parse("REVPULSE_INFLATION_ANNUAL", defaults.inflation_annual, _inflation),
             gross_margin=parse("REVPULSE_GROSS_MARGIN", defaults.gross_margin, _margin),
             topics=topics,
+            app_id=parse("REVPULSE_APP_ID", defaults.app_id, _app_id),
+            session_timeout=parse("REVPULSE_SESSION_TIMEOUT", defaults.session_timeout, _session_timeout),
         )
 
 
@@ -201,6 +207,19 @@ def _inflation(raw: str) -> float:
     if not -1 < value < 10:
         raise ValueError(f"expected an annual rate such as 0.03, got {raw!r}")
     return value
+
+
+def _app_id(raw: str) -> str:
+    if not re.match(r"^[A-Za-z0-9._-]{1,100}$", raw):
+        raise ValueError(f"letters, digits, '.', '_' and '-' only; got {raw!r}")
+    return raw
+
+
+def _session_timeout(raw: str) -> float:
+    seconds = parse_duration(raw)
+    if not 1 <= seconds <= 300:
+        raise ValueError(f"must be between 1s and 300s, got {raw!r}")
+    return seconds
 
 
 def _margin(raw: str) -> float:
