@@ -17,7 +17,7 @@ from schemas.models import Event, EventDecoder, Rejection
 from streams.engine import Engine, EngineConfig
 from streams.series import Series, SeriesParams, compute_series
 from streams.settings import Settings
-from streams.windows import isoformat
+from streams.windows import hour_of, isoformat
 
 VERSION = "0.1.0"
 US_PER_SECOND = 1_000_000
@@ -148,19 +148,20 @@ class Pipeline:
         return max(watermark, round(self.clock() * US_PER_SECOND))
 
     def refresh(self) -> list[Series]:
-        """The current series, recomputed when events were applied or as_of moved to another slice."""
+        """The current series. Recomputed when events were applied or as_of entered another hourly slice: within
+        a slice the windows (and so every value) stay put, only `as_of` moves."""
         as_of = self.as_of()
         if as_of is None:
             return []
-        if self._dirty or as_of != self._as_of:
+        if self._dirty or self._as_of is None or hour_of(as_of) != hour_of(self._as_of):
             self._series = compute_series(self.engine, as_of, self.params)
-            self._as_of = as_of
             self._dirty = False
             self.watermark_seconds.set((self.engine.watermark or 0) / US_PER_SECOND)
             now = self.clock()
             for arrival in self._pending_arrivals:
                 self.processing_lag.observe(max(0.0, now - arrival))
             self._pending_arrivals.clear()
+        self._as_of = as_of
         return self._series
 
     @property
