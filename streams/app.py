@@ -70,7 +70,8 @@ def create_worker(settings: Settings) -> Worker:
 
     @app.page("/healthz")
     async def healthz(web: faust.web.Web, request: faust.web.Request) -> Response:
-        return Response(body=b'{"status": "ok"}', content_type="application/json")
+        body = {"status": "ok", "records": pipeline.records, "as_of": pipeline.as_of_text}
+        return Response(body=orjson.dumps(body), content_type="application/json")
 
     @app.page("/readyz")
     async def readyz(web: faust.web.Web, request: faust.web.Request) -> Response:

@@ -88,6 +88,7 @@ class Pipeline:
         self._as_of: int | None = None
         self._dirty = False
         self._pending_arrivals: list[float] = []
+        self.records = 0  # input records consumed by this process, for /healthz
 
     # -- intake ------------------------------------------------------------------------------------------------
 
@@ -119,6 +120,7 @@ class Pipeline:
                         )
                     )
             self._pending_arrivals.append(record.timestamp)
+            self.records += 1
         self._dirty = True
         return dead
 

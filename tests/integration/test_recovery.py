@@ -1,0 +1,78 @@
+"""A restarted worker rebuilds its state from the input topics before it reports ready.
+
+It replays each partition up to the group's committed offset without writing dead letters again, so after the
+restart every series equals the one before and the dead-letter topic still holds each bad record once. The
+log is 20k records in large batches: Tansu's ListOffsets answers short of the real end on such logs, and this
+recovery never asks it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from streams.replay import route_line
+from streams.synth import SynthConfig, bad_records, generate
+from tests.integration.conftest import RunningWorker, start_worker, stop_worker, worker_env
+from tests.integration.kafka_io import read_topic
+
+pytestmark = pytest.mark.integration
+
+
+async def _produce_log(bootstrap: str, env: dict[str, str], lines: list[bytes]) -> int:
+    from streams.settings import Settings
+
+    topics = Settings.from_env(env).topics
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=50, max_batch_size=1024 * 1024)
+    await producer.start()
+    try:
+        futures = [
+            await producer.send(record.topic, record.value, key=record.key)
+            for line in lines
+            for record in route_line(line, topics)
+        ]
+        for topic, value in bad_records():
+            futures.append(await producer.send(getattr(topics, topic.split(".")[0]), value))
+        await asyncio.gather(*futures)
+        return len(futures)
+    finally:
+        await producer.stop()
+
+
+def _wait_for_counts(worker: RunningWorker, total: int) -> None:
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if orjson.loads(worker.get("/healthz")[1])["records"] >= total:
+            return
+        time.sleep(0.3)
+    raise TimeoutError(f"worker did not consume {total} records")
+
+
+def test_restart_rebuilds_state_and_writes_no_dead_letter_twice(broker: str, tmp_path: Path) -> None:
+    env = worker_env(broker, tmp_path / "data")
+    lines = [orjson.dumps(event) for _, event in generate(SynthConfig(accounts=200, days=40), events=20_000)]
+    process, worker = start_worker(env, tmp_path / "first.log")
+    try:
+        sent = asyncio.run(_produce_log(broker, env, lines))
+        _wait_for_counts(worker, sent)
+        time.sleep(0.5)
+        before = orjson.loads(worker.get("/api/metrics")[1])
+    finally:
+        stop_worker(process)
+    letters_before = asyncio.run(read_topic(broker, worker.settings.topics.deadletter))
+
+    process, worker = start_worker(env, tmp_path / "second.log")
+    try:
+        # ready means recovered: the very first answer already has every series as before the restart
+        after = orjson.loads(worker.get("/api/metrics")[1])
+        assert orjson.loads(worker.get("/healthz")[1])["records"] == sent
+    finally:
+        stop_worker(process)
+    assert len(before) > 1000 and after == before
+    letters_after = asyncio.run(read_topic(broker, worker.settings.topics.deadletter))
+    assert len(letters_before) == len(letters_after) > 0
