@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
 
 import faust
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import KafkaError
 from mode import Service
 
 from streams.pipeline import DeadLetter, InputRecord, Pipeline
@@ -80,28 +80,44 @@ class IngestAgent(Service):
             if until is not None and self.applied[tp] >= until:
                 del self.replay_until[tp]
         assert self.consumer is not None
-        await self.consumer.commit({tp: self.applied[tp] for tp in batches})
+        owned = self.consumer.assignment()
+        offsets = {tp: self.applied[tp] for tp in batches if tp in owned}
+        try:
+            await self.consumer.commit(offsets)
+        except KafkaError as exc:
+            # A rebalance or a broker hiccup: the next batch commits past these offsets; a replay is idempotent.
+            log.warning("ingest: commit failed (%r); will commit with the next batch", exc)
 
     def _is_replay(self, record: InputRecord) -> bool:
         until = self.replay_until.get(TopicPartition(record.topic, record.partition))
         return until is not None and record.offset < until
 
-    async def _dead_letter(self, dead: Iterable[DeadLetter]) -> None:
-        producer = self.app.producer
-        sent = [
-            await producer.send(
-                self.settings.topics.deadletter,
-                key=None,
-                value=letter.payload,
-                partition=None,
-                timestamp=None,
-                headers=letter.headers,
-            )
-            for letter in dead
-        ]
-        if sent:
-            # Commit only once every dead letter is durable: a crash in between replays, never loses.
-            await asyncio.gather(*sent)
+    async def _dead_letter(self, dead: list[DeadLetter]) -> None:
+        """Write every dead letter, retrying until the broker has acknowledged each one.
+
+        The batch's offsets are committed only after this returns: a crash in between replays, never loses.
+        """
+        pending = dead
+        delay = 0.5
+        while pending:
+            results = await asyncio.gather(*(self._send(letter) for letter in pending), return_exceptions=True)
+            failed = [letter for letter, result in zip(pending, results, strict=True) if result is not None]
+            if failed:
+                log.warning("ingest: %d dead letters not written (%r); retrying in %.1fs", len(failed), results, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+            pending = failed
+
+    async def _send(self, letter: DeadLetter) -> None:
+        sent = await self.app.producer.send(
+            self.settings.topics.deadletter,
+            key=None,
+            value=letter.payload,
+            partition=None,
+            timestamp=None,
+            headers=letter.headers,
+        )
+        await sent
 
     async def on_assigned(self, partitions: set[TopicPartition]) -> None:
         assert self.consumer is not None

@@ -6,6 +6,7 @@ it computes. Keeping it apart from the consumer lets the tests drive it with pla
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -18,6 +19,8 @@ from streams.engine import Engine, EngineConfig
 from streams.series import Series, SeriesParams, compute_series
 from streams.settings import Settings
 from streams.windows import hour_of, isoformat
+
+log = logging.getLogger(__name__)
 
 VERSION = "0.1.0"
 US_PER_SECOND = 1_000_000
@@ -106,7 +109,7 @@ class Pipeline:
             replayed = replaying is not None and replaying(record)
             for index, item in enumerate(items):
                 rejection = self._apply(record.topic, item)
-                if rejection is not None and rejection.reason == "too_late":
+                if rejection is not None and rejection.reason in ("too_late", "processing_error"):
                     rejection.payload = _element_payload(record.value or b"", index)
                 if rejection is not None and not replayed:
                     dead.append(
@@ -128,7 +131,13 @@ class Pipeline:
         if isinstance(item, Rejection):
             self.events_total.labels(topic, item.type or "invalid", "rejected").inc()
             return item
-        outcome = self.engine.accept(topic, item)
+        try:
+            outcome = self.engine.accept(topic, item)
+        except Exception as exc:
+            # A defect must not stop the worker or lose the event: it goes to the dead letters, loudly.
+            log.exception("engine failed on event %s", item.event_id)
+            self.events_total.labels(topic, item.type, "rejected").inc()
+            return Rejection("processing_error", f"internal error: {exc!r}", b"", item.type)
         self.events_total.labels(topic, item.type, outcome).inc()
         if outcome == "late":
             return Rejection(
@@ -172,6 +181,6 @@ class Pipeline:
 
 
 def _element_payload(value: bytes, index: int) -> bytes:
-    """A late event's dead-letter payload: the record itself, or for an array, that element's JSON."""
+    """A valid but unapplied event's dead-letter payload: the record itself, or for an array, that element's JSON."""
     doc = orjson.loads(value)
     return orjson.dumps(doc[index]) if isinstance(doc, list) else value
