@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench clean promtool
+.PHONY: setup demo test lint bench clean tools
 
 setup: $(STAMP)
 
@@ -17,17 +17,20 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(BIN)/revpulse demo
 
-# promtool (Debian package `prometheus`) checks the /metrics exposition in the tests.
-promtool:
-	@command -v promtool >/dev/null || { \
-		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; \
-		else echo "make test needs promtool: sudo apt-get install prometheus" >&2; exit 1; fi; }
+# The tests use real tools from Debian: prometheus + promtool, amtool, docker-compose (config checks only).
+DEBIAN_TOOLS := prometheus:promtool prometheus-alertmanager:amtool docker-compose:docker-compose
+tools:
+	@missing=""; for pair in $(DEBIAN_TOOLS); do \
+		command -v "$${pair#*:}" >/dev/null || missing="$$missing $${pair%%:*}"; done; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+		else echo "make test needs:$$missing (sudo apt-get install$$missing)" >&2; exit 1; fi; fi
 
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: setup promtool lint
+test: setup tools lint
 	$(BIN)/pytest -q
 
 bench: setup

@@ -76,6 +76,9 @@ class IngestAgent(Service):
         await self._dead_letter(dead)
         for tp, batch in batches.items():
             self.applied[tp] = batch[-1].offset + 1
+            highwater = self.consumer.highwater(tp) if self.consumer is not None else None
+            if highwater is not None:
+                self.pipeline.consumer_lag.labels(tp.topic, str(tp.partition)).set(highwater - self.applied[tp])
             until = self.replay_until.get(tp)
             if until is not None and self.applied[tp] >= until:
                 del self.replay_until[tp]

@@ -15,7 +15,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from agents.ingest import IngestAgent
 from agents.publisher import Publisher
 from streams.pipeline import Pipeline
-from streams.prometheus import SeriesCollector
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -43,7 +42,6 @@ def create_worker(settings: Settings) -> Worker:
         web_enabled=True,
     )
     pipeline = Pipeline(settings)
-    pipeline.registry.register(SeriesCollector(lambda: pipeline.refresh()))
     ingest = IngestAgent(app, pipeline, settings, beacon=app.beacon, loop=app.loop)
     publisher = Publisher(app, pipeline, settings)
     worker = Worker(app, pipeline, ingest, publisher)

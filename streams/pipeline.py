@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from schemas.models import Event, EventDecoder, Rejection
 from streams.engine import Engine, EngineConfig
+from streams.prometheus import SeriesCollector
 from streams.series import Series, SeriesParams, compute_series
 from streams.settings import Settings
 from streams.windows import hour_of, isoformat
@@ -84,9 +85,16 @@ class Pipeline:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
             registry=self.registry,
         )
+        self.consumer_lag = Gauge(
+            "revpulse_consumer_lag_records",
+            "Input records not yet consumed, per partition (fetch high watermark - position)",
+            ["topic", "partition"],
+            registry=self.registry,
+        )
         Info("revpulse", "RevPulse build and settings", registry=self.registry).info(
             {"version": VERSION, "currency": settings.currency}
         )
+        self.registry.register(SeriesCollector(self.refresh))
         self._series: list[Series] = []
         self._as_of: int | None = None
         self._dirty = False
