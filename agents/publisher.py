@@ -7,7 +7,7 @@ import asyncio
 import faust
 import orjson
 
-from streams.pipeline import Pipeline
+from streams.outputs import Outputs
 from streams.series import Series
 from streams.settings import Settings
 
@@ -15,9 +15,9 @@ _UNSET = object()
 
 
 class Publisher:
-    def __init__(self, app: faust.App, pipeline: Pipeline, settings: Settings) -> None:
+    def __init__(self, app: faust.App, outputs: Outputs, settings: Settings) -> None:
         self.app = app
-        self.pipeline = pipeline
+        self.outputs = outputs
         self.topic = settings.topics.metrics
         self.published: dict[str, float | None] = {}
 
@@ -27,8 +27,8 @@ class Publisher:
 
     async def publish(self) -> int:
         """Send the changed series and wait until the broker has them; returns how many were sent."""
-        changed = self.changed(self.pipeline.refresh())
-        as_of = self.pipeline.as_of_text
+        changed = self.changed(self.outputs.refresh())
+        as_of = self.outputs.as_of_text
         if not changed or as_of is None:
             return 0
         producer = self.app.producer

@@ -70,14 +70,17 @@ class Event:
         return self.channel if self.type == "marketing.spend" else self.account_id  # type: ignore[return-value]
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Rejection:
-    """A record or array element that is not applied. `payload` is what goes to the dead-letter topic."""
+    """Why a record or array element is not applied."""
 
-    reason: str  # invalid_json | invalid_event | unknown_type | unknown_currency | too_late
+    reason: str  # invalid_json | invalid_event | unknown_type | unknown_currency | too_late | processing_error
     detail: str
-    payload: bytes
     type: str | None = None  # the event's type when it is a known one
+
+
+# An event or its rejection, with its payload: the record's bytes, or for an array element, that element's JSON.
+Decoded = tuple[Event | Rejection, bytes]
 
 
 class InvalidEvent(ValueError):
@@ -94,22 +97,22 @@ class EventDecoder:
     fx_rates: Mapping[str, float] | None = None
     segments: tuple[str, ...] = ("smb", "mid_market", "enterprise")
 
-    def decode_record(self, value: bytes) -> list[Event | Rejection]:
+    def decode_record(self, value: bytes) -> list[Decoded]:
         """The events of one record value, in order; bad ones become rejections, the rest still apply."""
         try:
             doc = orjson.loads(value)
         except orjson.JSONDecodeError as exc:
-            return [Rejection("invalid_json", f"record is not JSON: {exc}", value)]
+            return [(Rejection("invalid_json", f"record is not JSON: {exc}"), value)]
         if isinstance(doc, list):
-            return [self._decode(item, orjson.dumps(item)) for item in doc]
-        return [self._decode(doc, value)]
+            return [(self._decode(item), orjson.dumps(item)) for item in doc]
+        return [(self._decode(doc), value)]
 
-    def _decode(self, doc: Any, payload: bytes) -> Event | Rejection:
+    def _decode(self, doc: Any) -> Event | Rejection:
         try:
             return self.event(doc)
         except InvalidEvent as exc:
             known = doc.get("type") if isinstance(doc, dict) and doc.get("type") in EVENT_TYPES else None
-            return Rejection(exc.reason, str(exc), payload, known)
+            return Rejection(exc.reason, str(exc), known)
 
     def event(self, doc: Any) -> Event:
         """Validate one decoded JSON value; raises `InvalidEvent` with the SPEC's reason."""

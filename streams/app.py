@@ -1,4 +1,9 @@
-"""The Faust application: settings, topics, the two agents and the HTTP outputs of SPEC §5."""
+"""The Faust application: settings, topics, the agents and the HTTP outputs of SPEC §5.
+
+Data flow: input topics → router agent → `<app id>-shards` (one partition per shard) → shard agents (state,
+dead letters) → `<app id>-partials` → the rollup agent of every worker → global series → `/metrics`,
+`/api/metrics`, and the metric topic (published by the worker that owns shard 0).
+"""
 
 from __future__ import annotations
 
@@ -12,22 +17,36 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from agents.ingest import IngestAgent
+from agents.base import ProducerService
 from agents.publisher import Publisher
-from streams.pipeline import Pipeline
+from agents.rollup import RollupAgent
+from agents.router import RouterAgent, shard_topic
+from agents.shards import ShardAgent
+from agents.snapshots import SnapshotStore
+from streams.outputs import Outputs
+from streams.pipeline import decoder, engine_config
+from streams.rollup import Rollup
 from streams.settings import Settings
+from streams.shards import Router
 
 log = logging.getLogger(__name__)
 
 INPUT_PARTITIONS = 4
+PARTIALS_PARTITIONS = 4
 
 
 @dataclass
 class Worker:
     app: faust.App
-    pipeline: Pipeline
-    ingest: IngestAgent
+    outputs: Outputs
+    router: RouterAgent
+    shards: ShardAgent
+    rollup: RollupAgent
     publisher: Publisher
+
+    @property
+    def ready(self) -> bool:
+        return self.router.assigned and self.shards.ready and self.rollup.caught_up
 
 
 def create_worker(settings: Settings) -> Worker:
@@ -41,56 +60,77 @@ def create_worker(settings: Settings) -> Worker:
         broker_heartbeat_interval=min(3.0, settings.session_timeout / 5),
         web_enabled=True,
     )
-    pipeline = Pipeline(settings)
-    ingest = IngestAgent(app, pipeline, settings, beacon=app.beacon, loop=app.loop)
-    publisher = Publisher(app, pipeline, settings)
-    worker = Worker(app, pipeline, ingest, publisher)
+    config = engine_config(settings)
+    rollup = Rollup()
+    shards_ref: list[ShardAgent] = []
+    outputs = Outputs(settings, rollup, lambda: shards_ref[0].outcomes())
+    kwargs = {"beacon": app.beacon, "loop": app.loop}
+    producer = ProducerService(settings, **kwargs)
+    router = RouterAgent(settings, Router(decoder(settings), settings.shards), producer, outputs, **kwargs)
+    snapshots = SnapshotStore(settings, config, producer)
+    shards = ShardAgent(settings, config, producer, snapshots, rollup, outputs, **kwargs)
+    shards_ref.append(shards)
+    rollup_agent = RollupAgent(settings, rollup, lambda shard: shard in shards.shards, **kwargs)
+    publisher = Publisher(app, outputs, settings)
+    worker = Worker(app, outputs, router, shards, rollup_agent, publisher)
 
     @app.task
-    async def ensure_topics() -> None:
+    async def start_agents() -> None:
         await create_topics(settings)
-        await app.add_runtime_dependency(ingest)
+        # Rollup first: a shard restored on assignment publishes its partials into it.
+        for agent in (producer, rollup_agent, shards, router):
+            await app.add_runtime_dependency(agent)
 
     @app.timer(interval=settings.publish_interval)
     async def publish() -> None:
-        await publisher.publish()
+        if 0 in shards.shards:
+            await publisher.publish()
 
     @app.page("/metrics")
     async def metrics(web: faust.web.Web, request: faust.web.Request) -> Response:
-        return Response(body=generate_latest(pipeline.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return Response(body=generate_latest(outputs.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     @app.page("/api/metrics")
     async def api_metrics(web: faust.web.Web, request: faust.web.Request) -> Response:
-        series = pipeline.refresh()
-        as_of = pipeline.as_of_text
+        series = outputs.refresh()
+        as_of = outputs.as_of_text
         body = orjson.dumps([s.record(as_of) for s in series]) if as_of is not None else b"[]"
         return Response(body=body, content_type="application/json")
 
     @app.page("/healthz")
     async def healthz(web: faust.web.Web, request: faust.web.Request) -> Response:
-        body = {"status": "ok", "records": pipeline.records, "as_of": pipeline.as_of_text}
+        outcomes = shards.outcomes()
+        body = {
+            "status": "ok",
+            "events": sum(outcomes.values()),
+            "shards": sorted(shards.shards),
+            "as_of": outputs.as_of_text,
+        }
         return Response(body=orjson.dumps(body), content_type="application/json")
 
     @app.page("/readyz")
     async def readyz(web: faust.web.Web, request: faust.web.Request) -> Response:
-        ready = ingest.ready
-        return Response(
-            body=orjson.dumps({"ready": ready, "replaying_partitions": len(ingest.replay_until)}),
-            status=200 if ready else 503,
-            content_type="application/json",
-        )
+        ready = worker.ready
+        body = {"ready": ready, "catching_up_shards": sorted(shards.catching_up), "rollup": rollup_agent.caught_up}
+        return Response(body=orjson.dumps(body), status=200 if ready else 503, content_type="application/json")
 
     return worker
 
 
 async def create_topics(settings: Settings) -> None:
-    """Create any missing topic: inputs and dead letters plain, the metric topic compacted."""
+    """Create any missing topic: inputs and dead letters plain, the metric topic compacted, internal ones."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
     await admin.start()
+    compact = {"cleanup.policy": "compact"}
     try:
         topics = [NewTopic(name, INPUT_PARTITIONS, 1) for name in settings.topics.inputs]
-        topics.append(NewTopic(settings.topics.deadletter, 1, 1))
-        topics.append(NewTopic(settings.topics.metrics, 1, 1, topic_configs={"cleanup.policy": "compact"}))
+        topics += [
+            NewTopic(settings.topics.deadletter, 1, 1),
+            NewTopic(settings.topics.metrics, 1, 1, topic_configs=compact),
+            NewTopic(shard_topic(settings), settings.shards, 1),
+            NewTopic(f"{settings.app_id}-partials", PARTIALS_PARTITIONS, 1, topic_configs=compact),
+            NewTopic(f"{settings.app_id}-snapshots", 1, 1, topic_configs=compact),
+        ]
         existing = set(await admin.list_topics())
         missing = [topic for topic in topics if topic.name not in existing]
         if missing:

@@ -268,14 +268,23 @@ class EmbeddedBroker:
                 proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 proc.kill()
-                proc.wait()
+                # Bounded: stop() may run in a signal handler that interrupted wait() holding Popen's lock.
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout)
         self._close_log()
 
     def wait(self) -> int:
         """Block until the broker exits (foreground use); returns its exit code."""
-        if self._proc is None:
+        proc = self._proc
+        if proc is None:
             raise BrokerError("the embedded broker is not running")
-        return self._proc.wait()
+        # Short waits, so that a signal handler may call stop() meanwhile (a blocking Popen.wait() holds a
+        # lock that a nested wait would deadlock on).
+        while True:
+            try:
+                return proc.wait(0.2)
+            except subprocess.TimeoutExpired:
+                continue
 
     def _close_log(self) -> None:
         log, self._log = self._log, None

@@ -70,7 +70,7 @@ class EngineConfig:
 class Engine:
     def __init__(self, config: EngineConfig | None = None) -> None:
         self.config = config or EngineConfig()
-        self.ledger = Ledger()
+        self.ledger = Ledger(track_touched=True)
         self.accounts: dict[str, Account] = {}
         self.leads: dict[str, Entity] = {}
         self.opportunities: dict[str, Entity] = {}

@@ -73,9 +73,11 @@ class Ledger:
     window reads a flow there, and every step's prefix sum includes it, so folding changes no answer.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, track_touched: bool = False) -> None:
         self.cells: dict[tuple[str, str], dict[int, int]] = {}
         self.horizon: int | None = None
+        self.track_touched = track_touched
+        self.touched: set[Key] = set()  # with tracking: cells changed since the last `take_touched`
 
     def apply(self, old: Mapping[Key, int], new: Mapping[Key, int]) -> None:
         """Replace contribution `old` by `new`."""
@@ -94,6 +96,8 @@ class Ledger:
         cell = self.cells.get((quantity, segment))
         if cell is None:
             cell = self.cells[(quantity, segment)] = {}
+        if self.track_touched:
+            self.touched.add((quantity, segment, hour))
         total = cell.get(hour, 0) + amount
         if total:
             cell[hour] = total
@@ -115,6 +119,19 @@ class Ledger:
                     cell[horizon - 1] = folded
                 else:
                     cell.pop(horizon - 1, None)
+
+    def get(self, key: Key) -> int:
+        quantity, segment, hour = key
+        return self.cells.get((quantity, segment), {}).get(hour, 0)
+
+    def take_touched(self) -> dict[Key, int]:
+        """The current value of every cell changed since the last call (0 for a cell that emptied)."""
+        touched, self.touched = self.touched, set()
+        return {key: self.get(key) for key in touched}
+
+    def items(self) -> dict[Key, int]:
+        """Every non-empty cell."""
+        return {(q, seg, hour): value for (q, seg), cell in self.cells.items() for hour, value in cell.items()}
 
     def snapshot(self, quantity: str, segment: str) -> int:
         return self.cells.get((quantity, segment), {}).get(0, 0)

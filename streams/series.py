@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from schemas.models import LEAD_STAGES, NANOS
-from streams.engine import Engine
-from streams.ledger import FLOWS, STEPS
+from streams.ledger import FLOWS, STEPS, Ledger
 from streams.metrics import MOVEMENT_KINDS, Snapshot, Value, WindowTotals, snapshot_metrics, window_metrics
 from streams.windows import WINDOWS, window_days, window_start_hour
 
@@ -44,18 +43,17 @@ class SeriesParams:
     gross_margin: float = 1.0
 
 
-def published_segments(engine: Engine, configured: Sequence[str]) -> list[str]:
+def published_segments(segments_seen: Collection[str], configured: Sequence[str]) -> list[str]:
     """`all`, each configured segment, then `other`/`unknown` once anything resolved to them."""
-    return ["all", *configured, *(seg for seg in ("other", "unknown") if seg in engine.segments_seen)]
+    return ["all", *configured, *(seg for seg in ("other", "unknown") if seg in segments_seen)]
 
 
-def compute_series(engine: Engine, as_of_us: int, params: SeriesParams) -> list[Series]:
+def compute_series(ledger: Ledger, segments_seen: Collection[str], as_of_us: int, params: SeriesParams) -> list[Series]:
     """Every series at `as_of_us`; the ledger's old slices are folded first (as_of never goes back)."""
-    ledger = engine.ledger
     starts = [window_start_hour(as_of_us, hours) for hours in WINDOWS.values()]
     ledger.advance_horizon(min(starts))
     out: list[Series] = []
-    for segment in published_segments(engine, params.segments):
+    for segment in published_segments(segments_seen, params.segments):
         snapshot = Snapshot(
             mrr=ledger.snapshot("mrr_now", segment) / NANOS,
             customers=ledger.snapshot("customers_now", segment),

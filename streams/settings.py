@@ -66,6 +66,10 @@ class Settings:
     # cluster, and the consumer-group session timeout, which bounds how long a dead worker's partitions wait.
     app_id: str = "revpulse"
     session_timeout: float = 10.0
+    # Partitions of the internal shard topic: the most workers that can share the state work.
+    shards: int = 8
+    # How often a worker snapshots the state of the shards it owns (data dir and snapshot topic).
+    snapshot_interval: float = 30.0
 
     @property
     def bootstrap_servers(self) -> str:
@@ -112,6 +116,8 @@ class Settings:
             topics=topics,
             app_id=parse("REVPULSE_APP_ID", defaults.app_id, _app_id),
             session_timeout=parse("REVPULSE_SESSION_TIMEOUT", defaults.session_timeout, _session_timeout),
+            shards=parse("REVPULSE_SHARDS", defaults.shards, _shards),
+            snapshot_interval=parse("REVPULSE_SNAPSHOT_INTERVAL", defaults.snapshot_interval, _positive_duration),
         )
 
 
@@ -220,6 +226,13 @@ def _session_timeout(raw: str) -> float:
     if not 1 <= seconds <= 300:
         raise ValueError(f"must be between 1s and 300s, got {raw!r}")
     return seconds
+
+
+def _shards(raw: str) -> int:
+    count = int(raw)
+    if not 1 <= count <= 1024:
+        raise ValueError(f"must be between 1 and 1024, got {raw!r}")
+    return count
 
 
 def _margin(raw: str) -> float:

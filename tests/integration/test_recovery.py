@@ -17,7 +17,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from streams.replay import route_line
-from streams.synth import SynthConfig, bad_records, generate
+from streams.synth import SynthConfig, bad_record_cases, generate
 from tests.integration.conftest import RunningWorker, start_worker, stop_worker, worker_env
 from tests.integration.kafka_io import read_topic
 
@@ -36,10 +36,12 @@ async def _produce_log(bootstrap: str, env: dict[str, str], lines: list[bytes]) 
             for line in lines
             for record in route_line(line, topics)
         ]
-        for topic, value in bad_records():
+        events = len(lines)
+        for topic, value, outcomes in bad_record_cases():
             futures.append(await producer.send(getattr(topics, topic.split(".")[0]), value))
+            events += len(outcomes)
         await asyncio.gather(*futures)
-        return len(futures)
+        return events
     finally:
         await producer.stop()
 
@@ -47,7 +49,7 @@ async def _produce_log(bootstrap: str, env: dict[str, str], lines: list[bytes]) 
 def _wait_for_counts(worker: RunningWorker, total: int) -> None:
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
-        if orjson.loads(worker.get("/healthz")[1])["records"] >= total:
+        if orjson.loads(worker.get("/healthz")[1])["events"] >= total:
             return
         time.sleep(0.3)
     raise TimeoutError(f"worker did not consume {total} records")
@@ -70,7 +72,7 @@ def test_restart_rebuilds_state_and_writes_no_dead_letter_twice(broker: str, tmp
     try:
         # ready means recovered: the very first answer already has every series as before the restart
         after = orjson.loads(worker.get("/api/metrics")[1])
-        assert orjson.loads(worker.get("/healthz")[1])["records"] == sent
+        assert orjson.loads(worker.get("/healthz")[1])["events"] == sent
     finally:
         stop_worker(process)
     assert len(before) > 1000 and after == before

@@ -14,7 +14,7 @@ BASE = {"event_id": "e1", "occurred_at": "2024-03-17T10:00:00Z", "account_id": "
 
 
 def decode(doc: Any) -> Event | Rejection:
-    (item,) = DECODER.decode_record(orjson.dumps(doc))
+    ((item, _),) = DECODER.decode_record(orjson.dumps(doc))
     return item
 
 
@@ -59,8 +59,8 @@ def test_reasons(doc: Any, expected: str | None) -> None:
 
 
 def test_invalid_json_keeps_bytes() -> None:
-    (item,) = DECODER.decode_record(b"\xff{")
-    assert isinstance(item, Rejection) and item.reason == "invalid_json" and item.payload == b"\xff{"
+    ((item, payload),) = DECODER.decode_record(b"\xff{")
+    assert isinstance(item, Rejection) and item.reason == "invalid_json" and payload == b"\xff{"
 
 
 def test_mrr_from_amount_interval_and_fx() -> None:
@@ -96,6 +96,6 @@ def test_times_and_segments() -> None:
 
 
 def test_array_elements_are_separate() -> None:
-    items = DECODER.decode_record(orjson.dumps([{**BASE, "type": "product.usage"}, "junk"]))
-    assert isinstance(items[0], Event)
-    assert isinstance(items[1], Rejection) and items[1].payload == b'"junk"'
+    (first, _), (second, payload) = DECODER.decode_record(orjson.dumps([{**BASE, "type": "product.usage"}, "junk"]))
+    assert isinstance(first, Event)
+    assert isinstance(second, Rejection) and payload == b'"junk"'

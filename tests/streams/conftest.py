@@ -8,8 +8,9 @@ from typing import Any
 import orjson
 import pytest
 
-from streams.pipeline import InputRecord, Pipeline
+from streams.pipeline import Pipeline
 from streams.settings import Settings
+from streams.shards import InputRecord
 
 TOPICS = {
     "lead": "crm.events",

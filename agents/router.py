@@ -1,0 +1,55 @@
+"""The router agent: consumes the four input topics and sends each event to the shard owning its key.
+
+Stateless. Input offsets are committed once the batch's shard records are acknowledged; a crash in between
+re-sends them, and the shards skip what they already applied (see `streams.shards`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agents.base import BatchAgent, Batches, ProducerService, send_all
+from streams.outputs import Outputs
+from streams.settings import Settings
+from streams.shards import InputRecord, Router, encode_items
+
+# Items per shard-topic record: keeps records well under Kafka's default 1 MB message limit.
+ITEMS_PER_RECORD = 1_000
+
+
+class RouterAgent(BatchAgent):
+    def __init__(
+        self, settings: Settings, router: Router, producer: ProducerService, outputs: Outputs, **kwargs: Any
+    ) -> None:
+        super().__init__(settings, list(settings.topics.inputs), f"{settings.app_id}-router", **kwargs)
+        self.router = router
+        self.io = producer
+        self.outputs = outputs
+        self.shard_topic = shard_topic(settings)
+
+    async def handle(self, batches: Batches) -> None:
+        records = [
+            InputRecord(tp.topic, tp.partition, record.offset, record.value, record.timestamp / 1000)
+            for tp, batch in batches.items()
+            for record in batch
+        ]
+        routed = self.router.route(records)
+        await send_all(
+            self.io.producer,
+            (
+                (self.shard_topic, shard, None, encode_items(items[i : i + ITEMS_PER_RECORD]), None)
+                for shard, items in routed.items()
+                for i in range(0, len(items), ITEMS_PER_RECORD)
+            ),
+        )
+        assert self.consumer is not None
+        for tp, batch in batches.items():
+            highwater = self.consumer.highwater(tp)
+            if highwater is not None:
+                lag = highwater - batch[-1].offset - 1
+                self.outputs.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
+        await self.commit({tp: batch[-1].offset + 1 for tp, batch in batches.items()})
+
+
+def shard_topic(settings: Settings) -> str:
+    return f"{settings.app_id}-shards"

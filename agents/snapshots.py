@@ -1,0 +1,123 @@
+"""Durable shard state: snapshots in the data dir and on a snapshot topic, each with the offset it includes.
+
+A snapshot is the whole `ShardState` (engine, applied source positions, outcome counts, next offset), taken
+between batches, so it is exactly the state after its offset: restoring it and resuming there applies every
+later item once. The data-dir copy makes a restart cheap; the topic copy (chunked, under a manifest written
+last) lets a worker on a new machine, or one whose data dir was lost, rebuild without replaying from zero.
+Snapshots are pickles: the snapshot topic and the data dir must be as trusted as the worker itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+from pathlib import Path
+
+import orjson
+
+from agents.base import ProducerService, read_topic, send_all
+from streams.engine import EngineConfig
+from streams.settings import Settings
+from streams.shards import DeadLetter, ShardState
+
+log = logging.getLogger(__name__)
+
+CHUNK_BYTES = 512 * 1024
+
+
+class SnapshotStore:
+    def __init__(self, settings: Settings, config: EngineConfig, producer: ProducerService) -> None:
+        self.settings = settings
+        self.config = config
+        self.io = producer
+        self.directory = Path(settings.data_dir) / settings.app_id
+        self.topic = f"{settings.app_id}-snapshots"
+        self._topic_chunks: dict[int, list[bytes]] = {}  # shard -> chunk keys of its latest snapshot on the topic
+
+    def _path(self, shard: int) -> Path:
+        return self.directory / f"shard-{shard}.pickle"
+
+    async def save(self, shard: int, state: ShardState) -> None:
+        blob = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self._path(shard)
+        temporary = path.with_suffix(".tmp")
+        with temporary.open("wb") as handle:
+            handle.write(blob)
+            handle.flush()
+            os.fsync(handle.fileno())
+        temporary.replace(path)
+        snapshot = f"{shard}/{state.next_offset}"
+        chunks = [blob[i : i + CHUNK_BYTES] for i in range(0, len(blob), CHUNK_BYTES)] or [b""]
+        keys = [f"{snapshot}/{i}".encode() for i in range(len(chunks))]
+        manifest = orjson.dumps({"snapshot": snapshot, "chunks": len(chunks), "next_offset": state.next_offset})
+        producer = self.io.producer
+        await send_all(producer, [(self.topic, 0, k, chunk, None) for k, chunk in zip(keys, chunks, strict=True)])
+        await send_all(producer, [(self.topic, 0, f"{shard}".encode(), manifest, None)])
+        # The previous snapshot's chunks are dead now: tombstones let a compacting broker drop them.
+        stale = [key for key in self._topic_chunks.get(shard, []) if key not in keys]
+        await send_all(producer, [(self.topic, 0, key, None, None) for key in stale])
+        self._topic_chunks[shard] = keys
+
+    async def load(self, shards: list[int]) -> dict[int, ShardState | None]:
+        """The newest snapshot of each shard: from the data dir or the snapshot topic, whichever includes more."""
+        topic = await self._topic_values()
+        restored: dict[int, ShardState | None] = {}
+        for shard in shards:
+            local = self._load_local(shard)
+            remote = self._from_topic(topic, shard, after=local.next_offset if local is not None else -1)
+            state = remote if remote is not None else local
+            if state is not None:
+                state.engine.config = self.config  # settings may have changed since the snapshot
+                source = "snapshot topic" if remote is not None else "data dir"
+                log.info("shard %d: restored at offset %d from the %s", shard, state.next_offset, source)
+            restored[shard] = state
+        return restored
+
+    def _load_local(self, shard: int) -> ShardState | None:
+        path = self._path(shard)
+        if not path.is_file():
+            return None
+        try:
+            return pickle.loads(path.read_bytes())  # type: ignore[no-any-return]
+        except Exception:
+            log.exception("shard %d: unreadable snapshot %s, ignored", shard, path)
+            return None
+
+    async def _topic_values(self) -> dict[bytes, bytes | None]:
+        """The latest value of every key on the snapshot topic."""
+        return {record.key: record.value for record in await read_topic(self.settings, self.topic)}
+
+    def _from_topic(self, values: dict[bytes, bytes | None], shard: int, *, after: int) -> ShardState | None:
+        """The topic's latest complete snapshot of `shard`, if it includes more than offset `after`."""
+        manifest_value = values.get(f"{shard}".encode())
+        if manifest_value is None:
+            return None
+        manifest = orjson.loads(manifest_value)
+        if manifest["next_offset"] <= after:
+            return None
+        keys = [f"{manifest['snapshot']}/{i}".encode() for i in range(manifest["chunks"])]
+        chunks = [values.get(key) for key in keys]
+        if any(chunk is None for chunk in chunks):
+            log.warning("shard %d: snapshot %s on the topic is incomplete, ignored", shard, manifest["snapshot"])
+            return None
+        self._topic_chunks[shard] = keys
+        return pickle.loads(b"".join(chunk or b"" for chunk in chunks))  # type: ignore[no-any-return]
+
+    async def dead_letters_written(self) -> set[tuple[str, int, int, bytes]]:
+        """Identities of the letters already on the dead-letter topic, so that a replay writes none twice."""
+        written = set()
+        for record in await read_topic(self.settings, self.settings.topics.deadletter):
+            headers = {key: value.decode() for key, value in record.headers}
+            written.add(
+                DeadLetter(
+                    record.value or b"",
+                    headers.get("revpulse.reason", ""),
+                    "",
+                    headers.get("revpulse.source.topic", ""),
+                    int(headers.get("revpulse.source.partition", "-1")),
+                    int(headers.get("revpulse.source.offset", "-1")),
+                ).identity
+            )
+        return written

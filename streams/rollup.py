@@ -1,0 +1,42 @@
+"""Phase two of the two-phase design: the global ledger, as the sum of every shard's partial ledger.
+
+Each worker keeps one, fed by the partials of all shards (its own and the others'), so every worker serves the
+same global values: ratios from global numerators and denominators, one `as_of` for all.
+"""
+
+from __future__ import annotations
+
+from streams.ledger import Key, Ledger
+from streams.shards import SEGMENT_SEEN, WATERMARK
+
+
+class Rollup:
+    def __init__(self) -> None:
+        self.ledger = Ledger()
+        self.partials: dict[tuple[int, Key], int] = {}  # (shard, cell) -> that shard's absolute value
+        self.watermarks: dict[int, int] = {}
+        self.segments_seen: set[str] = set()
+        self.version = 0  # bumps on every change, so readers know when to recompute
+
+    def update(self, shard: int, partials: dict[Key, int]) -> None:
+        """Take a shard's absolute cell values; applying the same values twice changes nothing."""
+        for key, value in partials.items():
+            quantity = key[0]
+            if quantity == WATERMARK:
+                self.watermarks[shard] = max(value, self.watermarks.get(shard, value))
+            elif quantity == SEGMENT_SEEN:
+                self.segments_seen.add(key[1])
+            else:
+                before = self.partials.get((shard, key), 0)
+                if value != before:
+                    self.ledger.add(key, value - before)
+                    if value:
+                        self.partials[(shard, key)] = value
+                    else:
+                        del self.partials[(shard, key)]
+        self.version += 1
+
+    @property
+    def watermark(self) -> int | None:
+        """The largest occurred_at accepted so far over all shards."""
+        return max(self.watermarks.values(), default=None)
