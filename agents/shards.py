@@ -8,6 +8,7 @@ A replay writes no dead letter twice: the letters already on the dead-letter top
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import Counter
@@ -21,7 +22,7 @@ from streams.engine import EngineConfig
 from streams.outputs import Outcomes, Outputs
 from streams.rollup import Rollup
 from streams.settings import Settings
-from streams.shards import DeadLetter, Shard, decode_items
+from streams.shards import DeadLetter, Shard, ShardState, decode_items
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,8 @@ class ShardAgent(BatchAgent):
         self.shards: dict[int, Shard] = {}
         self.catching_up: dict[int, int] = {}  # shard -> committed offset it has not reached yet
         self.letters_written: set[tuple[str, int, int, bytes]] | None = None
+        self._parked: dict[int, ShardState] = {}
+        self._lock = asyncio.Lock()  # a rebalance waits for the batch in flight
         self._last_snapshot = time.monotonic()
 
     @property
@@ -58,47 +61,60 @@ class ShardAgent(BatchAgent):
 
     async def on_assigned(self, partitions: set[TopicPartition]) -> None:
         assert self.consumer is not None
-        if self.letters_written is None:
-            self.letters_written = await self.snapshots.dead_letters_written()
-        restored = await self.snapshots.load([tp.partition for tp in partitions if tp.partition not in self.shards])
-        for tp in partitions:
-            if tp.partition in self.shards:
-                self.consumer.seek(tp, self.shards[tp.partition].state.next_offset)
-                continue
-            shard = Shard(tp.partition, self.config, restored[tp.partition])
-            self.shards[tp.partition] = shard
-            self.consumer.seek(tp, shard.state.next_offset)
-            committed = await self.consumer.committed(tp) or 0
-            if committed > shard.state.next_offset:
-                self.catching_up[tp.partition] = committed
-            await self._publish([], shard.id, shard.all_partials())
-        log.info("shards: own %s, catching up %s", sorted(self.shards), sorted(self.catching_up))
-        self.assigned = True
+        async with self._lock:
+            committed = {tp.partition: await self.consumer.committed(tp) or 0 for tp in partitions}
+            # A shard parked at the last revocation is still exact if nobody committed past it since.
+            reused = {
+                shard: state
+                for shard, state in self._parked.items()
+                if shard in committed and committed[shard] <= state.next_offset
+            }
+            self._parked.clear()
+            missing = [p for p in committed if p not in self.shards and p not in reused]
+            restored = await self.snapshots.load(missing) if missing else {}
+            if missing or self.letters_written is None:
+                # Another worker may have written letters this replay would write again.
+                self.letters_written = await self.snapshots.dead_letters_written()
+            for tp in partitions:
+                shard = self.shards.get(tp.partition)
+                if shard is None:
+                    state = reused.get(tp.partition) or restored.get(tp.partition)
+                    shard = self.shards[tp.partition] = Shard(tp.partition, self.config, state)
+                    await self._publish([], shard.id, shard.all_partials())
+                self.consumer.seek(tp, shard.state.next_offset)
+                if committed[tp.partition] > shard.state.next_offset:
+                    self.catching_up[tp.partition] = committed[tp.partition]
+            log.info("shards: own %s, catching up %s", sorted(self.shards), sorted(self.catching_up))
+            self.assigned = True
 
     async def on_revoked(self, partitions: set[TopicPartition]) -> None:
-        for tp in partitions:
-            shard = self.shards.pop(tp.partition, None)
-            self.catching_up.pop(tp.partition, None)
-            if shard is not None:
-                await self.snapshots.save(shard.id, shard.state)
+        """Waits for the batch in flight, then snapshots and parks the shards that leave."""
+        async with self._lock:
+            for tp in partitions:
+                shard = self.shards.pop(tp.partition, None)
+                self.catching_up.pop(tp.partition, None)
+                if shard is not None:
+                    await self.snapshots.save(shard.id, shard.state)
+                    self._parked[shard.id] = shard.state
 
     async def handle(self, batches: Batches) -> None:
-        commits: dict[TopicPartition, int] = {}
-        for tp, records in batches.items():
-            shard = self.shards.get(tp.partition)
-            if shard is None:
-                continue
-            items = [item for record in records for item in decode_items(record.value)]
-            output = shard.apply(items, records[-1].offset + 1)
-            self.outputs.pending_arrivals.extend(output.arrivals)
-            await self._publish(output.dead, shard.id, output.partials)
-            commits[tp] = shard.state.next_offset
-            until = self.catching_up.get(shard.id)
-            if until is not None and shard.state.next_offset >= until:
-                del self.catching_up[shard.id]
-        await self.commit(commits)
-        if time.monotonic() - self._last_snapshot >= self.settings.snapshot_interval:
-            await self.snapshot_all()
+        async with self._lock:
+            commits: dict[TopicPartition, int] = {}
+            for tp, records in batches.items():
+                shard = self.shards.get(tp.partition)
+                if shard is None:
+                    continue
+                items = [item for record in records for item in decode_items(record.value)]
+                output = shard.apply(items, records[-1].offset + 1)
+                self.outputs.pending_arrivals.extend(output.arrivals)
+                await self._publish(output.dead, shard.id, output.partials)
+                commits[tp] = shard.state.next_offset
+                until = self.catching_up.get(shard.id)
+                if until is not None and shard.state.next_offset >= until:
+                    del self.catching_up[shard.id]
+            await self.commit(commits)
+            if time.monotonic() - self._last_snapshot >= self.settings.snapshot_interval:
+                await self.snapshot_all()
 
     async def snapshot_all(self) -> None:
         self._last_snapshot = time.monotonic()
