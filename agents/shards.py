@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import Counter
 from typing import Any
 
 from aiokafka import TopicPartition
+from mode import Service
 
 from agents.base import BatchAgent, Batches, ProducerService, send_all
 from agents.snapshots import SnapshotStore
@@ -50,7 +50,7 @@ class ShardAgent(BatchAgent):
         self.letters_written: set[tuple[str, int, int, bytes]] | None = None
         self._parked: dict[int, ShardState] = {}
         self._lock = asyncio.Lock()  # a rebalance waits for the batch in flight
-        self._last_snapshot = time.monotonic()
+        self._snapshotted: dict[int, int] = {}  # shard -> next_offset of its last snapshot
 
     @property
     def ready(self) -> bool:
@@ -80,6 +80,8 @@ class ShardAgent(BatchAgent):
                 if shard is None:
                     state = reused.get(tp.partition) or restored.get(tp.partition)
                     shard = self.shards[tp.partition] = Shard(tp.partition, self.config, state)
+                    if state is not None:
+                        self._snapshotted[shard.id] = state.next_offset
                     await self._publish([], shard.id, shard.all_partials())
                 self.consumer.seek(tp, shard.state.next_offset)
                 if committed[tp.partition] > shard.state.next_offset:
@@ -94,7 +96,9 @@ class ShardAgent(BatchAgent):
                 shard = self.shards.pop(tp.partition, None)
                 self.catching_up.pop(tp.partition, None)
                 if shard is not None:
-                    await self.snapshots.save(shard.id, shard.state)
+                    if self._snapshotted.get(shard.id) != shard.state.next_offset:
+                        await self.snapshots.save(shard.id, shard.state)
+                    self._snapshotted.pop(shard.id, None)
                     self._parked[shard.id] = shard.state
 
     async def handle(self, batches: Batches) -> None:
@@ -113,13 +117,17 @@ class ShardAgent(BatchAgent):
                 if until is not None and shard.state.next_offset >= until:
                     del self.catching_up[shard.id]
             await self.commit(commits)
-            if time.monotonic() - self._last_snapshot >= self.settings.snapshot_interval:
-                await self.snapshot_all()
 
-    async def snapshot_all(self) -> None:
-        self._last_snapshot = time.monotonic()
-        for shard in list(self.shards.values()):
-            await self.snapshots.save(shard.id, shard.state)
+    @Service.task
+    async def _snapshot_periodically(self) -> None:
+        """Snapshot, every interval, each owned shard that applied something since its last snapshot."""
+        while not self.should_stop:
+            await self.sleep(self.settings.snapshot_interval)
+            async with self._lock:
+                for shard in list(self.shards.values()):
+                    if self._snapshotted.get(shard.id) != shard.state.next_offset:
+                        await self.snapshots.save(shard.id, shard.state)
+                        self._snapshotted[shard.id] = shard.state.next_offset
 
     async def _publish(self, dead: list[DeadLetter], shard: int, partials: dict[tuple[str, str, int], int]) -> None:
         """Dead letters not yet on the topic, then the partials; the rollup of this worker takes them at once."""

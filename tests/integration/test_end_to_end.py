@@ -17,10 +17,10 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
+from streams.local import WorkerProcess
 from streams.replay import route_line
 from streams.settings import Topics
 from streams.synth import SynthConfig, bad_records, generate
-from tests.integration.conftest import RunningWorker
 from tests.integration.kafka_io import read_topic
 from tests.reference import RefResult, RefSettings, compute
 
@@ -63,7 +63,7 @@ def _events_counted(exposition: str) -> Counter[str]:
 
 
 @pytest.fixture(scope="module")
-def replayed(worker: RunningWorker, broker: str, tmp_path_factory: pytest.TempPathFactory) -> Replayed:
+def replayed(worker: WorkerProcess, broker: str, tmp_path_factory: pytest.TempPathFactory) -> Replayed:
     topics = worker.settings.topics
     log = tmp_path_factory.mktemp("log") / "events.jsonl"
     lines = [orjson.dumps(event) for _, event in generate(SynthConfig(accounts=300, days=45), events=20_000)]
@@ -148,7 +148,7 @@ def test_prometheus_exposition_matches_and_passes_promtool(replayed: Replayed) -
 
 
 def test_metric_topic_holds_the_final_value_of_every_series(
-    worker: RunningWorker, replayed: Replayed, broker: str
+    worker: WorkerProcess, replayed: Replayed, broker: str
 ) -> None:
     records = asyncio.run(read_topic(broker, worker.settings.topics.metrics))
     last = {record.key.decode(): orjson.loads(record.value) for record in records}
@@ -163,7 +163,7 @@ def test_metric_topic_holds_the_final_value_of_every_series(
 
 
 def test_dead_letter_topic_holds_each_bad_record_untouched(
-    worker: RunningWorker, replayed: Replayed, broker: str
+    worker: WorkerProcess, replayed: Replayed, broker: str
 ) -> None:
     records = asyncio.run(read_topic(broker, worker.settings.topics.deadletter))
     letters = [(record.value, {k: v.decode() for k, v in record.headers}) for record in records]

@@ -10,11 +10,9 @@ import os
 import random
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +21,14 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from agents.base import read_topic
-from streams.broker import EmbeddedBroker, free_port
+from streams.broker import EmbeddedBroker
+from streams.local import LocalWorkers
 from streams.pipeline import Pipeline
 from streams.replay import route_line
 from streams.settings import Settings, Topics
 from streams.shards import InputRecord
 from streams.synth import SynthConfig, bad_record_cases, generate
-from tests.integration.conftest import RunningWorker, worker_env
+from tests.integration.conftest import worker_env
 
 pytestmark = pytest.mark.integration
 
@@ -59,60 +58,16 @@ def fault_log() -> Log:
     return Log(records, expected, sum(pipeline.outcomes().values()), len(dead))
 
 
-@dataclass
-class Cluster:
-    """Workers of one deployment (same app id and topics) on a broker of their own."""
+class Cluster(LocalWorkers):
+    """Workers of one deployment on a broker of their own (so that it can be frozen)."""
 
-    broker: EmbeddedBroker
-    root: Path
-    env: dict[str, str]
-    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-    workers: dict[str, RunningWorker] = field(default_factory=dict)
+    def __init__(self, broker: EmbeddedBroker, env: dict[str, str], root: Path) -> None:
+        super().__init__(env, root)
+        self.broker = broker
 
     @property
     def topics(self) -> Topics:
         return Settings.from_env(self.env).topics
-
-    def start(self, name: str, *, wait: bool = True) -> None:
-        env = self.env | {"REVPULSE_WEB_PORT": str(free_port()), "REVPULSE_DATA_DIR": str(self.data_dir(name))}
-        log = (self.root / f"{name}.log").open("ab")
-        self.processes[name] = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "worker"], env=os.environ | env, stdout=log, stderr=log
-        )
-        settings = Settings.from_env(env)
-        self.workers[name] = RunningWorker(settings, env, f"http://127.0.0.1:{settings.web_port}", self.root / name)
-        if wait:
-            self.wait_ready(name)
-
-    def data_dir(self, name: str) -> Path:
-        return self.root / f"data-{name}"
-
-    def wait_ready(self, name: str, timeout: float = 90) -> float:
-        started = time.monotonic()
-        while time.monotonic() - started < timeout:
-            assert self.processes[name].poll() is None, (self.root / f"{name}.log").read_text()[-3000:]
-            try:
-                if self.workers[name].get("/readyz")[0] == 200:
-                    return time.monotonic() - started
-            except OSError:
-                pass
-            time.sleep(0.2)
-        raise TimeoutError(f"{name} not ready in {timeout}s")
-
-    def kill(self, name: str) -> None:
-        process = self.processes.pop(name)
-        process.send_signal(signal.SIGKILL)
-        process.wait()
-        del self.workers[name]
-
-    def stop_all(self) -> None:
-        for name in list(self.processes):
-            process = self.processes.pop(name)
-            process.terminate()
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
 
     def produce(self, records: list[tuple[str, bytes | None, bytes]]) -> None:
         topics = self.topics
@@ -138,12 +93,12 @@ class Cluster:
         deadline = time.monotonic() + timeout
         counted = -1
         while time.monotonic() < deadline:
-            counted = sum(orjson.loads(w.get("/healthz")[1])["events"] for w in self.workers.values())
+            counted = sum(orjson.loads(w.get("/healthz")[1])["events"] for w in self.running.values())
             if counted == log.events:
                 break
             time.sleep(0.5)
         assert counted == log.events, f"workers counted {counted} of {log.events} events"
-        for name, worker in self.workers.items():
+        for name, worker in self.running.items():
             while True:
                 api = {_key(r): r["value"] for r in orjson.loads(worker.get("/api/metrics")[1])}
                 if api == log.expected or time.monotonic() > deadline:
@@ -176,11 +131,8 @@ def _key(record: dict[str, Any]) -> str:
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
     with EmbeddedBroker() as broker:
-        env = worker_env(broker.bootstrap, tmp_path / "unused") | {
-            "REVPULSE_SESSION_TIMEOUT": "3s",
-            "REVPULSE_SNAPSHOT_INTERVAL": "2s",
-        }
-        running = Cluster(broker, tmp_path, env)
+        env = worker_env(broker.bootstrap, REVPULSE_SESSION_TIMEOUT="3s", REVPULSE_SNAPSHOT_INTERVAL="2s")
+        running = Cluster(broker, env, tmp_path)
         try:
             yield running
         finally:
@@ -209,9 +161,9 @@ def test_workers_join_and_die_mid_stream(cluster: Cluster, fault_log: Log) -> No
     cluster.start("w1")
     cluster.start("w2")
     cluster.produce(first)
-    cluster.start("w3", wait=False)
+    third_worker = cluster.start("w3", wait=False)
     cluster.produce(second)
-    cluster.wait_ready("w3")
+    third_worker.wait_ready()
     cluster.kill("w2")
     cluster.produce(third)
     cluster.verify(fault_log)

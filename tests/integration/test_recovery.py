@@ -16,9 +16,10 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from streams.local import WorkerProcess
 from streams.replay import route_line
 from streams.synth import SynthConfig, bad_record_cases, generate
-from tests.integration.conftest import RunningWorker, start_worker, stop_worker, worker_env
+from tests.integration.conftest import deployment
 from tests.integration.kafka_io import read_topic
 
 pytestmark = pytest.mark.integration
@@ -46,7 +47,7 @@ async def _produce_log(bootstrap: str, env: dict[str, str], lines: list[bytes]) 
         await producer.stop()
 
 
-def _wait_for_counts(worker: RunningWorker, total: int) -> None:
+def _wait_for_counts(worker: WorkerProcess, total: int) -> None:
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         if orjson.loads(worker.get("/healthz")[1])["events"] >= total:
@@ -56,25 +57,26 @@ def _wait_for_counts(worker: RunningWorker, total: int) -> None:
 
 
 def test_restart_rebuilds_state_and_writes_no_dead_letter_twice(broker: str, tmp_path: Path) -> None:
-    env = worker_env(broker, tmp_path / "data")
+    workers = deployment(broker, tmp_path)
+    env = workers.env
     lines = [orjson.dumps(event) for _, event in generate(SynthConfig(accounts=200, days=40), events=20_000)]
-    process, worker = start_worker(env, tmp_path / "first.log")
+    worker = workers.start("w1")
     try:
         sent = asyncio.run(_produce_log(broker, env, lines))
         _wait_for_counts(worker, sent)
         time.sleep(0.5)
         before = orjson.loads(worker.get("/api/metrics")[1])
     finally:
-        stop_worker(process)
+        workers.stop("w1")
     letters_before = asyncio.run(read_topic(broker, worker.settings.topics.deadletter))
 
-    process, worker = start_worker(env, tmp_path / "second.log")
+    worker = workers.start("w1")
     try:
         # ready means recovered: the very first answer already has every series as before the restart
         after = orjson.loads(worker.get("/api/metrics")[1])
         assert orjson.loads(worker.get("/healthz")[1])["events"] == sent
     finally:
-        stop_worker(process)
+        workers.stop("w1")
     assert len(before) > 1000 and after == before
     letters_after = asyncio.run(read_topic(broker, worker.settings.topics.deadletter))
     assert len(letters_before) == len(letters_after) > 0
