@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import zlib
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -38,29 +39,68 @@ def consumer(settings: Settings, group: str | None, **overrides: Any) -> AIOKafk
     return AIOKafkaConsumer(**options)
 
 
-async def send_all(
-    producer: AIOKafkaProducer, records: Iterable[tuple[str, int | None, bytes | None, bytes | None, Any]]
-) -> None:
-    """Send (topic, partition, key, value, headers) records and wait until the broker acknowledged each one,
-    retrying failures with backoff: callers commit their input only after this returns, so nothing is lost."""
-    pending = list(records)
+OutRecord = tuple[str, int | None, bytes | None, bytes | None, Any]  # (topic, partition, key, value, headers)
+
+
+async def send_all(producer: AIOKafkaProducer, records: Iterable[OutRecord]) -> None:
+    """Send records and wait until the broker acknowledged each one, retrying failures with backoff: callers
+    commit their input only after this returns, so nothing is lost.
+
+    Records go out as whole batches per partition (`send_batch`): a task and a future per record would cost
+    more than the processing that produced them. A record without a partition goes to one chosen by its key
+    (crc32, so one key always lands in one partition and keeps its order), or to the first partition.
+    """
+    by_partition: dict[tuple[str, int], list[OutRecord]] = {}
+    for record in records:
+        topic, partition, key = record[:3]
+        if partition is None:
+            partitions = sorted(await producer.partitions_for(topic))
+            partition = partitions[zlib.crc32(key) % len(partitions)] if key is not None else partitions[0]
+        by_partition.setdefault((topic, partition), []).append(record)
+    pending = [(topic, partition, batch) for (topic, partition), batch in by_partition.items()]
     delay = 0.5
     while pending:
-        results = await asyncio.gather(*(_send(producer, *record) for record in pending), return_exceptions=True)
-        failed = [record for record, result in zip(pending, results, strict=True) if result is not None]
+        unsent = await asyncio.gather(*(_send_partition(producer, *entry) for entry in pending))
+        failed = [(topic, partition, rest) for (topic, partition, _), rest in zip(pending, unsent, strict=True) if rest]
         if failed:
-            error = next(result for result in results if result is not None)
-            log.warning("%d records not written (%r); retrying in %.1fs", len(failed), error, delay)
+            log.warning("%d records not acknowledged; retrying in %.1fs", sum(len(f[2]) for f in failed), delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30.0)
         pending = failed
 
 
-async def _send(
-    producer: AIOKafkaProducer, topic: str, partition: int | None, key: bytes | None, value: bytes | None, headers: Any
-) -> None:
-    sent = await producer.send(topic, value, key=key, partition=partition, headers=headers)
-    await sent
+async def _send_partition(
+    producer: AIOKafkaProducer, topic: str, partition: int, records: list[OutRecord]
+) -> list[OutRecord]:
+    """Send one partition's records in as many batches as they need; returns the tail not acknowledged."""
+    sent: list[tuple[list[OutRecord], Any]] = []
+    try:
+        chunk: list[OutRecord] = []
+        batch = producer.create_batch()
+        for record in records:
+            _, _, key, value, headers = record
+            while batch.append(key=key, value=value, timestamp=None, headers=headers or []) is None:
+                if not chunk:
+                    raise ValueError(f"a record for {topic} is larger than a whole batch")
+                sent.append((chunk, await producer.send_batch(batch, topic, partition=partition)))
+                chunk, batch = [], producer.create_batch()
+            chunk.append(record)
+        if chunk:
+            sent.append((chunk, await producer.send_batch(batch, topic, partition=partition)))
+    except KafkaError as exc:
+        log.warning("sending to %s[%d] failed: %r", topic, partition, exc)
+        done = {id(record) for chunk, _ in sent for record in chunk}
+        unsent = [record for record in records if id(record) not in done]
+    else:
+        unsent = []
+    results = await asyncio.gather(*(future for _, future in sent), return_exceptions=True)
+    for i, result in enumerate(results):
+        if isinstance(result, BaseException):
+            # Everything from the first failed batch on goes again, in order: a later batch overtaking an
+            # earlier one would reorder a partition (receivers skip what they have already seen, not gaps).
+            log.warning("a batch to %s[%d] failed: %r", topic, partition, result)
+            return [record for chunk, _ in sent[i:] for record in chunk] + unsent
+    return unsent
 
 
 class BatchAgent(Service):

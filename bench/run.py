@@ -2,9 +2,8 @@
 
 In one run, on the embedded broker and the same records:
 1. the ceiling: a bare aiokafka consumer doing `getmany` + `orjson.loads` over every record;
-2. RevPulse: a real `revpulse worker` process, timed between its consumer group's first commit and the commit
-   of the last record (offsets read from Kafka, so measuring costs the worker nothing; its HTTP port is no
-   use here, as a busy worker answers late).
+2. RevPulse: a real `revpulse worker` process, timed from its router's first commit (read from Kafka) until
+   its `/healthz` counts every event.
 Prints both rates and their ratio, and writes them to bench/results.json.
 """
 
@@ -12,9 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,7 +20,8 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from streams.broker import EmbeddedBroker, free_port
+from streams.broker import EmbeddedBroker
+from streams.local import LocalWorkers
 from streams.replay import routing_key
 from streams.synth import SynthConfig, generate
 
@@ -90,30 +87,26 @@ async def committed_total(bootstrap: str, group: str) -> int:
 
 
 def revpulse(bootstrap: str, total: int, workdir: Path) -> float:
-    """Events/s of a real worker, over the records committed after its first commit."""
-    port = free_port()
-    env = os.environ | {
+    """Events/s of a real worker: from its router's first commit until its shards counted every event."""
+    env = {
         "REVPULSE_BROKER": f"kafka://{bootstrap}",
-        "REVPULSE_WEB_PORT": str(port),
         "REVPULSE_CLOCK": "event",
         "REVPULSE_FX_RATES": '{"EUR": 1.08}',
-        "REVPULSE_DATA_DIR": str(workdir / "data"),
         "REVPULSE_SESSION_TIMEOUT": "6s",
         "REVPULSE_APP_ID": "revpulse-bench",
     }
-    log = (workdir / "worker.log").open("wb")
-    worker = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=env, stdout=log, stderr=log)
+    workers = LocalWorkers(env, workdir)
+    worker = workers.start("w1", wait=False)
     try:
         first = 0
         while first == 0:
-            first = asyncio.run(committed_total(bootstrap, "revpulse-bench-ingest"))
+            first = asyncio.run(committed_total(bootstrap, "revpulse-bench-router"))
         started = time.perf_counter()
-        while asyncio.run(committed_total(bootstrap, "revpulse-bench-ingest")) < total:
-            pass
+        while orjson.loads(worker.get("/healthz")[1])["events"] < total:
+            time.sleep(0.05)
         return (total - first) / (time.perf_counter() - started)
     finally:
-        worker.terminate()
-        worker.wait(15)
+        workers.stop_all()
 
 
 def main() -> None:
