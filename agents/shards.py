@@ -70,7 +70,7 @@ class ShardAgent(BatchAgent):
                 if shard in committed and committed[shard] <= state.next_offset
             }
             self._parked.clear()
-            missing = [p for p in committed if p not in self.shards and p not in reused]
+            missing = {p: offset for p, offset in committed.items() if p not in self.shards and p not in reused}
             restored = await self.snapshots.load(missing) if missing else {}
             if missing or self.letters_written is None:
                 # Another worker may have written letters this replay would write again.

@@ -60,19 +60,23 @@ class SnapshotStore:
         await send_all(producer, [(self.topic, 0, key, None, None) for key in stale])
         self._topic_chunks[shard] = keys
 
-    async def load(self, shards: list[int]) -> dict[int, ShardState | None]:
-        """The newest snapshot of each shard: from the data dir or the snapshot topic, whichever includes more."""
-        topic = await self._topic_values()
+    async def load(self, committed: dict[int, int]) -> dict[int, ShardState | None]:
+        """The newest snapshot of each shard (given the offset committed for it): the data dir's when it is at
+        least as far as the commit, else whichever of the data dir and the snapshot topic includes more."""
+        local = {shard: self._load_local(shard) for shard in committed}
+        behind = [s for s, state in local.items() if state is None or state.next_offset < committed[s]]
+        topic = await self._topic_values() if behind else {}
         restored: dict[int, ShardState | None] = {}
-        for shard in shards:
-            local = self._load_local(shard)
-            remote = self._from_topic(topic, shard, after=local.next_offset if local is not None else -1)
-            state = remote if remote is not None else local
-            if state is not None:
-                state.engine.config = self.config  # settings may have changed since the snapshot
+        for shard, state in local.items():
+            remote = (
+                self._from_topic(topic, shard, after=state.next_offset if state else -1) if shard in behind else None
+            )
+            chosen = remote if remote is not None else state
+            if chosen is not None:
+                chosen.engine.config = self.config  # settings may have changed since the snapshot
                 source = "snapshot topic" if remote is not None else "data dir"
-                log.info("shard %d: restored at offset %d from the %s", shard, state.next_offset, source)
-            restored[shard] = state
+                log.info("shard %d: restored at offset %d from the %s", shard, chosen.next_offset, source)
+            restored[shard] = chosen
         return restored
 
     def _load_local(self, shard: int) -> ShardState | None:
