@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -38,6 +39,7 @@ EVENT_TYPES: Final = frozenset(
         "marketing.spend",
     }
 )
+_TYPE_NAMES: Final = {name: name for name in EVENT_TYPES}
 LEAD_STAGES: Final = ("lead", "mql", "sql", "opportunity", "customer", "disqualified")
 # Months in one billing interval; a week is 12/52 of a month.
 INTERVAL_MONTHS: Final = {"week": 12 / 52, "month": 1.0, "quarter": 3.0, "year": 12.0}
@@ -129,6 +131,10 @@ class EventDecoder:
         marketing = kind == "marketing.spend"
         account_id = fields.id("account_id", required=not marketing)
         segment = fields.text("segment") or None
+        # Shared string objects for the values every event repeats: state holds millions of events.
+        kind = _TYPE_NAMES[kind]
+        if account_id is not None:
+            account_id = sys.intern(account_id)
         event = Event(event_id, kind, t, account_id, None if segment is None else self._segment(segment))
         family = kind.partition(".")[0]
         if family == "lead":
@@ -156,7 +162,7 @@ class EventDecoder:
         return event
 
     def _segment(self, segment: str) -> str:
-        return segment if segment in self.segments else "other"
+        return next((name for name in self.segments if name == segment), "other")
 
     def _rate(self, currency: str | None) -> float:
         if currency is None or currency == self.currency:
@@ -200,9 +206,10 @@ class _Fields:
 
     def choice(self, name: str, allowed: tuple[str, ...]) -> str:
         value = self.doc.get(name)
-        if value not in allowed:
-            raise self._bad(name, f"must be one of {', '.join(allowed)}; got {value!r}")
-        return value  # type: ignore[no-any-return]
+        for option in allowed:
+            if value == option:
+                return option  # the shared string, not the decoded copy
+        raise self._bad(name, f"must be one of {', '.join(allowed)}; got {value!r}")
 
     def number(self, name: str) -> float | None:
         value = self.doc.get(name)

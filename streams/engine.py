@@ -29,7 +29,7 @@ _PRODUCT_FLOWS: Final = {
 }
 
 
-@dataclass
+@dataclass(slots=True)
 class Account:
     segment_stamps: list[Stamp] = field(default_factory=list)
     segment_values: list[str] = field(default_factory=list)
@@ -51,7 +51,7 @@ class Account:
         return self.segment_values[-1] if self.segment_values else "unknown"
 
 
-@dataclass
+@dataclass(slots=True)
 class Entity:
     """A lead or an opportunity: its events in applied order and its current contribution."""
 
