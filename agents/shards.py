@@ -1,9 +1,10 @@
 """The shard agent: owns some partitions of the shard topic, applies their items to the shards' state, and
 publishes dead letters and partial ledgers.
 
-On assignment a shard is restored from its latest snapshot (this worker's data dir, else the snapshot topic)
-and resumes at the offset the snapshot includes; with no snapshot it replays its partition from the start.
-A replay writes no dead letter twice: the letters already on the dead-letter topic are read first.
+On assignment a shard resumes from the state this worker holds for it (a standby replica, or the state it
+had when the shard was last revoked from it), else from its latest snapshot (this worker's data dir, else the
+snapshot topic), at the offset that state includes; with neither it replays its partition from the start.
+Catching up writes no dead letter twice: the letters already on the dead-letter topic are read first.
 """
 
 from __future__ import annotations
@@ -13,16 +14,16 @@ import logging
 from collections import Counter
 from typing import Any
 
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from mode import Service
 
-from agents.base import BatchAgent, Batches, ProducerService, send_all
+from agents.base import MAX_BATCH, BatchAgent, Batches, ProducerService, consumer, send_all
 from agents.snapshots import SnapshotStore
 from streams.engine import EngineConfig
 from streams.outputs import Outcomes, Outputs
 from streams.rollup import Rollup
 from streams.settings import Settings
-from streams.shards import DeadLetter, Shard, ShardState, decode_items
+from streams.shards import DeadLetter, Shard, decode_items
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,10 @@ class ShardAgent(BatchAgent):
         self.shards: dict[int, Shard] = {}
         self.catching_up: dict[int, int] = {}  # shard -> committed offset it has not reached yet
         self.letters_written: set[tuple[str, int, int, bytes]] | None = None
-        self._parked: dict[int, ShardState] = {}
+        self.standby: dict[int, Shard] = {}  # shards held but not owned: since a revocation, or as replicas
+        self.standby_consumer: AIOKafkaConsumer | None = None
+        # standby shard -> (last shard-topic offset of a batch, the dead letters its owner was to write)
+        self.standby_letters: dict[int, list[tuple[int, list[DeadLetter]]]] = {}
         self._lock = asyncio.Lock()  # a rebalance waits for the batch in flight
         self._snapshotted: dict[int, int] = {}  # shard -> next_offset of its last snapshot
 
@@ -63,34 +67,49 @@ class ShardAgent(BatchAgent):
         assert self.consumer is not None
         async with self._lock:
             committed = {tp.partition: await self.consumer.committed(tp) or 0 for tp in partitions}
-            # A shard parked at the last revocation is still exact if nobody committed past it since.
-            reused = {
-                shard: state
-                for shard, state in self._parked.items()
-                if shard in committed and committed[shard] <= state.next_offset
-            }
-            self._parked.clear()
-            missing = {p: offset for p, offset in committed.items() if p not in self.shards and p not in reused}
-            restored = await self.snapshots.load(missing) if missing else {}
-            if missing or self.letters_written is None:
-                # Another worker may have written letters this replay would write again.
+            if self.letters_written is None:
                 self.letters_written = await self.snapshots.dead_letters_written()
+            # A shard held as a standby (or kept since its revocation) is exact as of its own offset, whatever
+            # another owner did since: it resumes there. Others come from their latest snapshot.
+            missing = {p: offset for p, offset in committed.items() if p not in self.shards and p not in self.standby}
+            restored = await self.snapshots.load(missing) if missing else {}
+            taken_over = {p: self.standby_letters.pop(p, []) for p in committed if p in self.standby}
+            if any(taken_over.values()):
+                self.letters_written = await self.snapshots.dead_letters_written()
+            for partition in committed:
+                if partition not in self.shards:
+                    held = self.standby.pop(partition, None)
+                    shard = held or Shard(partition, self.config, restored.get(partition))
+                    self.shards[partition] = shard
+                    if held is None and restored.get(partition) is not None:
+                        self._snapshotted[partition] = shard.state.next_offset
+                    # Letters of items the standby applied past the owner's last commit may not be written.
+                    owed = [
+                        letter
+                        for last, letters in taken_over.get(partition, [])
+                        if last >= committed[partition]
+                        for letter in letters
+                    ]
+                    await self._publish(owed, shard.id, shard.all_partials())
             for tp in partitions:
-                shard = self.shards.get(tp.partition)
-                if shard is None:
-                    state = reused.get(tp.partition) or restored.get(tp.partition)
-                    shard = self.shards[tp.partition] = Shard(tp.partition, self.config, state)
-                    if state is not None:
-                        self._snapshotted[shard.id] = state.next_offset
-                    await self._publish([], shard.id, shard.all_partials())
+                shard = self.shards[tp.partition]
                 self.consumer.seek(tp, shard.state.next_offset)
                 if committed[tp.partition] > shard.state.next_offset:
                     self.catching_up[tp.partition] = committed[tp.partition]
-            log.info("shards: own %s, catching up %s", sorted(self.shards), sorted(self.catching_up))
+            if self.catching_up:
+                # Another worker may have written letters that this catching up would write again.
+                self.letters_written = await self.snapshots.dead_letters_written()
+            await self._follow_standbys(set(committed))
+            log.info(
+                "shards: own %s, catching up %s, standby %s",
+                sorted(self.shards),
+                sorted(self.catching_up),
+                sorted(self.standby),
+            )
             self.assigned = True
 
     async def on_revoked(self, partitions: set[TopicPartition]) -> None:
-        """Waits for the batch in flight, then snapshots and parks the shards that leave."""
+        """Waits for the batch in flight, then snapshots the shards that leave and keeps them as standbys."""
         async with self._lock:
             for tp in partitions:
                 shard = self.shards.pop(tp.partition, None)
@@ -99,7 +118,64 @@ class ShardAgent(BatchAgent):
                     if self._snapshotted.get(shard.id) != shard.state.next_offset:
                         await self.snapshots.save(shard.id, shard.state)
                     self._snapshotted.pop(shard.id, None)
-                    self._parked[shard.id] = shard.state
+                    self.standby[shard.id] = shard
+
+    async def _follow_standbys(self, owned: set[int]) -> None:
+        """Without standby replicas, keep nothing else; with them, hold every other shard, kept current."""
+        if self.settings.standby_replicas == 0 or self.standby_consumer is None:
+            self.standby.clear()
+            return
+        others = [p for p in range(self.settings.shards) if p not in owned]
+        for partition in others:
+            # Letters of batches the owner has committed are written: only later ones can still be owed.
+            assert self.consumer is not None
+            committed = await self.consumer.committed(TopicPartition(self.topics[0], partition)) or 0
+            kept = [(last, letters) for last, letters in self.standby_letters.get(partition, []) if last >= committed]
+            self.standby_letters[partition] = kept
+        unheld = {p: 0 for p in others if p not in self.standby}
+        for partition, state in (await self.snapshots.load(unheld) if unheld else {}).items():
+            self.standby[partition] = Shard(partition, self.config, state)
+        tps = [TopicPartition(self.topics[0], p) for p in others]
+        self.standby_consumer.assign(tps)
+        for tp in tps:
+            self.standby_consumer.seek(tp, self.standby[tp.partition].state.next_offset)
+
+    async def on_start(self) -> None:
+        if self.settings.standby_replicas > 0:
+            self.standby_consumer = consumer(self.settings, None)
+            await self.standby_consumer.start()
+        await super().on_start()
+
+    async def on_stop(self) -> None:
+        await super().on_stop()
+        if self.standby_consumer is not None:
+            await self.standby_consumer.stop()
+
+    @Service.task
+    async def _standby_follower(self) -> None:
+        """Applies the shard topic to the standby shards, publishing nothing: a warm copy for a fast takeover."""
+        follower = self.standby_consumer
+        if follower is None:
+            return
+        while not self.should_stop:
+            if not follower.assignment():
+                await self.sleep(0.2)
+                continue
+            batches = await follower.getmany(timeout_ms=200, max_records=MAX_BATCH)
+            async with self._lock:
+                for tp, records in batches.items():
+                    shard = self.standby.get(tp.partition)
+                    if shard is None:
+                        continue
+                    fresh = [record for record in records if record.offset >= shard.state.next_offset]
+                    if fresh and fresh[0].offset != shard.state.next_offset:
+                        follower.seek(tp, shard.state.next_offset)  # a gap: fetch again from where it is
+                    elif fresh:
+                        items = [item for record in fresh for item in decode_items(record.value)]
+                        output = shard.apply(items, fresh[-1].offset + 1)
+                        if output.dead:
+                            # The owner writes these; kept in case it dies before it could.
+                            self.standby_letters.setdefault(tp.partition, []).append((fresh[-1].offset, output.dead))
 
     async def handle(self, batches: Batches) -> None:
         async with self._lock:
@@ -136,8 +212,11 @@ class ShardAgent(BatchAgent):
         records: list[tuple[str, int | None, bytes | None, bytes | None, Any]] = [
             (self.settings.topics.deadletter, None, None, letter.payload, letter.headers) for letter in fresh
         ]
+        # One partition per shard's partials: readers must see them in the order they were written.
+        partitions = sorted(await self.io.producer.partitions_for(self.partials_topic))
+        partition = partitions[shard % len(partitions)]
         records += [
-            (self.partials_topic, None, partial_key(shard, key), str(value).encode() if value else None, None)
+            (self.partials_topic, partition, partial_key(shard, key), str(value).encode() if value else None, None)
             for key, value in partials.items()
         ]
         await send_all(self.io.producer, records)

@@ -7,7 +7,7 @@ same global values: ratios from global numerators and denominators, one `as_of` 
 from __future__ import annotations
 
 from streams.ledger import Key, Ledger
-from streams.shards import SEGMENT_SEEN, WATERMARK
+from streams.shards import RESET, SEGMENT_SEEN, WATERMARK
 
 
 class Rollup:
@@ -19,10 +19,12 @@ class Rollup:
         self.version = 0  # bumps on every change, so readers know when to recompute
 
     def update(self, shard: int, partials: dict[Key, int]) -> None:
-        """Take a shard's absolute cell values; applying the same values twice changes nothing."""
+        """Take a shard's absolute cell values, in order; applying the same values twice changes nothing."""
         for key, value in partials.items():
             quantity = key[0]
-            if quantity == WATERMARK:
+            if quantity == RESET:
+                self._forget(shard)
+            elif quantity == WATERMARK:
                 self.watermarks[shard] = max(value, self.watermarks.get(shard, value))
             elif quantity == SEGMENT_SEEN:
                 self.segments_seen.add(key[1])
@@ -35,6 +37,11 @@ class Rollup:
                     else:
                         del self.partials[(shard, key)]
         self.version += 1
+
+    def _forget(self, shard: int) -> None:
+        """Drop every cell a shard contributed (its watermark and segments stay: they only ever grow)."""
+        for key in [key for key in self.partials if key[0] == shard]:
+            self.ledger.add(key[1], -self.partials.pop(key))
 
     @property
     def watermark(self) -> int | None:

@@ -70,6 +70,9 @@ class Settings:
     shards: int = 8
     # How often a worker snapshots the state of the shards it owns (data dir and snapshot topic).
     snapshot_interval: float = 30.0
+    # 0: a worker holds only its own shards. 1 (or more): it also keeps a warm replica of every other shard,
+    # applied from the shard topic, so that a takeover needs no restore.
+    standby_replicas: int = 0
 
     @property
     def bootstrap_servers(self) -> str:
@@ -118,6 +121,7 @@ class Settings:
             session_timeout=parse("REVPULSE_SESSION_TIMEOUT", defaults.session_timeout, _session_timeout),
             shards=parse("REVPULSE_SHARDS", defaults.shards, _shards),
             snapshot_interval=parse("REVPULSE_SNAPSHOT_INTERVAL", defaults.snapshot_interval, _positive_duration),
+            standby_replicas=parse("REVPULSE_STANDBY_REPLICAS", defaults.standby_replicas, _standby_replicas),
         )
 
 
@@ -232,6 +236,13 @@ def _shards(raw: str) -> int:
     count = int(raw)
     if not 1 <= count <= 1024:
         raise ValueError(f"must be between 1 and 1024, got {raw!r}")
+    return count
+
+
+def _standby_replicas(raw: str) -> int:
+    count = int(raw)
+    if count < 0:
+        raise ValueError(f"must be 0 or more, got {raw!r}")
     return count
 
 

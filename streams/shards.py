@@ -33,6 +33,7 @@ Item = list[Any]
 _EVENT_FIELDS = ("event_id", "type", "t", "account_id", "segment", "entity_id", "money", "stage", "lead_id", "channel")
 # Pseudo-quantities a shard publishes beside its ledger cells, for the rollup.
 WATERMARK = "__watermark"
+RESET = "__reset"
 SEGMENT_SEEN = "__segment_seen"
 
 
@@ -190,11 +191,13 @@ class Shard:
         return partials
 
     def all_partials(self) -> dict[Key, int]:
-        """Every cell of this shard, for a rollup that must be told the whole state (after a restore)."""
+        """The whole state for a rollup, when this shard changes hands: a reset first (the rollup forgets what
+        the previous owner said, which may include cells this state has at 0), then every cell."""
         self._reported_watermark = None
         self._reported_segments = set()
         self.state.engine.ledger.touched = set()
-        partials = self.state.engine.ledger.items()
+        partials: dict[Key, int] = {(RESET, "", 0): 1}
+        partials.update(self.state.engine.ledger.items())
         partials.update(self.take_partials())
         return partials
 

@@ -192,3 +192,28 @@ def test_data_dir_deleted_while_the_worker_is_down(cluster: Cluster, fault_log: 
     cluster.start("w1")
     cluster.produce(second)
     cluster.verify(fault_log)
+
+
+def test_a_standby_replica_takes_over_without_a_restore(tmp_path: Path, fault_log: Log) -> None:
+    with EmbeddedBroker() as broker:
+        env = worker_env(
+            broker.bootstrap,
+            REVPULSE_SESSION_TIMEOUT="3s",
+            REVPULSE_SNAPSHOT_INTERVAL="2s",
+            REVPULSE_STANDBY_REPLICAS="1",
+        )
+        cluster = Cluster(broker, env, tmp_path)
+        try:
+            first, second = chunks(fault_log.records, 2)
+            survivor = cluster.start("w1")
+            cluster.start("w2")
+            cluster.produce(first)
+            time.sleep(2)
+            restores_before = survivor.log.read_text().count("restored at offset")
+            cluster.kill("w2")
+            cluster.produce(second)
+            cluster.verify(fault_log)
+            # the dead worker's shards were taken over from the warm replicas: nothing was read back
+            assert survivor.log.read_text().count("restored at offset") == restores_before
+        finally:
+            cluster.stop_all()
