@@ -32,6 +32,9 @@ def consumer(settings: Settings, group: str | None, **overrides: Any) -> AIOKafk
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
         "max_partition_fetch_bytes": 8 * 1024 * 1024,
+        # The embedded broker holds a fetch for its whole wait even when data arrives: a short wait keeps each
+        # of the three hops (router, shards, rollup) near 50 ms.
+        "fetch_max_wait_ms": 100,
         "session_timeout_ms": int(settings.session_timeout * 1000),
         "heartbeat_interval_ms": int(min(3.0, settings.session_timeout / 5) * 1000),
     }
@@ -104,20 +107,28 @@ async def _send_partition(
 
 
 class BatchAgent(Service):
-    """Consumes `topics` in group `group`, calling `handle` with every non-empty batch."""
+    """Consumes `topics` in group `group`, calling `handle` with every non-empty batch. Without a group it reads
+    every partition of its topic from the beginning."""
 
-    def __init__(self, settings: Settings, topics: list[str], group: str, **kwargs: Any) -> None:
+    def __init__(self, settings: Settings, topics: list[str], group: str | None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.settings = settings
         self.topics = topics
         self.group = group
         self.consumer: AIOKafkaConsumer | None = None
         self.assigned = False
+        self.max_batch = MAX_BATCH
 
     async def on_start(self) -> None:
         self.consumer = consumer(self.settings, self.group)
         await self.consumer.start()
-        self.consumer.subscribe(self.topics, listener=_Rebalance(self.on_assigned, self.on_revoked))
+        if self.group is not None:
+            self.consumer.subscribe(self.topics, listener=_Rebalance(self.on_assigned, self.on_revoked))
+            return
+        tps = await topic_partitions(self.consumer, self.topics[0])
+        self.consumer.assign(tps)
+        await self.consumer.seek_to_beginning(*tps)
+        await self.on_assigned(set(tps))
 
     async def on_stop(self) -> None:
         if self.consumer is not None:
@@ -127,8 +138,8 @@ class BatchAgent(Service):
     async def _consume(self) -> None:
         assert self.consumer is not None
         while not self.should_stop:
-            batches = await self.consumer.getmany(timeout_ms=200, max_records=MAX_BATCH)
-            if batches:
+            batches = await self.consumer.getmany(timeout_ms=200, max_records=self.max_batch)
+            if batches or self.group is None:
                 await self.handle(batches)
 
     async def handle(self, batches: Batches) -> None:
@@ -167,6 +178,15 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         await self.assigned(assigned)
 
 
+async def topic_partitions(client: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+    """Every partition of `topic`, asking the broker when the client's metadata does not know it yet."""
+    partitions = client.partitions_for_topic(topic) or set()
+    if not partitions:
+        await client.force_metadata_update()
+        partitions = client.partitions_for_topic(topic) or set()
+    return [TopicPartition(topic, p) for p in sorted(partitions)]
+
+
 async def read_topic(
     settings: Settings, topic: str, *, settle: float = 0.3, timeout: float = 60.0
 ) -> list[ConsumerRecord]:
@@ -177,11 +197,7 @@ async def read_topic(
     reader = consumer(settings, None)
     await reader.start()
     try:
-        partitions = reader.partitions_for_topic(topic) or set()
-        if not partitions:
-            await reader.force_metadata_update()
-            partitions = reader.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        tps = await topic_partitions(reader, topic)
         if not tps:
             return []
         reader.assign(tps)

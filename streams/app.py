@@ -83,6 +83,9 @@ def create_worker(settings: Settings) -> Worker:
 
     @app.timer(interval=settings.publish_interval)
     async def publish() -> None:
+        # Every worker refreshes (its /metrics and lag histogram stay current without a scrape); the owner of
+        # shard 0 also publishes the metric topic.
+        outputs.refresh()
         if 0 in shards.shards:
             await publisher.publish()
 

@@ -7,11 +7,10 @@ Known quirks of Tansu 0.6.0 that clients must live with:
 
 * ``ListOffsets(latest)`` answers the *last batch's base offset + 1*, short of the real log end whenever the last
   batch holds more than one record: ``consumer.end_offsets()`` and ``seek_to_end()`` are wrong. The high watermark
-  of a fetch response (``consumer.highwater(tp)``) is right; :func:`log_end_offsets` gets it for any partitions.
+  of a fetch response (``consumer.highwater(tp)``) is right.
 * A group join waits about half the session timeout (and every rebalance as much).
 * Generations start at 0, and aiokafka sends no LeaveGroup for generation 0: a member that stops before its
   group's first rebalance lingers until its session expires, so the next join waits ~1.8x the session timeout.
-  :func:`install_leave_group_fix` makes aiokafka leave in that case too.
 * No compaction is performed (``cleanup.policy=compact`` is stored and reported, every record is kept);
   no idempotent or transactional producers (``InitProducerId`` fails).
 """
@@ -30,19 +29,14 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import IO, TYPE_CHECKING, Literal, Self
-
-if TYPE_CHECKING:
-    from aiokafka import TopicPartition
+from typing import IO, Literal, Self
 
 __all__ = [
     "BrokerError",
     "EmbeddedBroker",
     "broker_argv",
     "free_port",
-    "install_leave_group_fix",
     "kafka_ping",
-    "log_end_offsets",
     "resolve_binary",
 ]
 
@@ -307,67 +301,3 @@ class EmbeddedBroker:
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
         return f"EmbeddedBroker({self.bootstrap}, {state})"
-
-
-async def log_end_offsets(
-    bootstrap: str, partitions: list[TopicPartition], timeout_ms: int = 5000
-) -> dict[TopicPartition, int]:
-    """The real log-end offset (high watermark) of each partition, read from a fetch response.
-
-    Works around Tansu's short ``ListOffsets(latest)``: a throw-away group-less consumer seeks to that lower
-    bound and fetches once; the fetch response carries the true high watermark.
-    """
-    from aiokafka import AIOKafkaConsumer
-
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_bytes=1024, max_partition_fetch_bytes=1024
-    )
-    await consumer.start()
-    try:
-        consumer.assign(partitions)
-        lower = await consumer.end_offsets(partitions)
-        for tp, offset in lower.items():
-            consumer.seek(tp, offset)
-        deadline = time.monotonic() + timeout_ms / 1000
-        result: dict[TopicPartition, int] = {}
-        while True:
-            await consumer.getmany(timeout_ms=100)
-            for tp in partitions:
-                high = consumer.highwater(tp)
-                if high is not None:
-                    result[tp] = high
-            if len(result) == len(partitions):
-                return result
-            if time.monotonic() >= deadline:
-                missing = sorted(f"{tp.topic}[{tp.partition}]" for tp in partitions if tp not in result)
-                raise BrokerError(f"no high watermark within {timeout_ms} ms for {', '.join(missing)}")
-    finally:
-        await consumer.stop()
-
-
-_LEAVE_FIX_ATTR = "_revpulse_leave_group_fix"
-
-
-def install_leave_group_fix() -> None:
-    """Make aiokafka send LeaveGroup on close for a generation-0 member too (idempotent, process-wide).
-
-    Tansu numbers generations from 0 while aiokafka (like Kafka) assumes 0 means "never joined" and skips the
-    LeaveGroup; without it a restarted worker waits for its old self's session to expire (18 s instead of 5 s at
-    ``session_timeout_ms=10000``). Also affects Faust workers, which use aiokafka.
-    """
-    from aiokafka import errors
-    from aiokafka.consumer.group_coordinator import GroupCoordinator
-    from aiokafka.protocol.group import LeaveGroupRequest
-
-    if getattr(GroupCoordinator, _LEAVE_FIX_ATTR, False):
-        return
-    original = GroupCoordinator._maybe_leave_group
-
-    async def _maybe_leave_group(self: GroupCoordinator) -> None:
-        if self.generation == 0 and self._group_instance_id is None and self.member_id:
-            with contextlib.suppress(errors.KafkaError):
-                await self._send_req(LeaveGroupRequest(self.group_id, self.member_id))
-        await original(self)
-
-    GroupCoordinator._maybe_leave_group = _maybe_leave_group
-    setattr(GroupCoordinator, _LEAVE_FIX_ATTR, True)

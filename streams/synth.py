@@ -58,6 +58,10 @@ from datetime import UTC, datetime, timedelta
 from operator import itemgetter
 from typing import Any
 
+from schemas.models import EVENT_TYPES
+from streams.replay import topic_of
+from streams.settings import Topics
+
 __all__ = [
     "CHANNELS",
     "EVENT_TYPES",
@@ -82,34 +86,7 @@ TOPIC_PRODUCT = "product.events"
 TOPIC_MARKETING = "marketing.events"
 REPORTING_CURRENCY = "USD"
 
-EVENT_TYPES: tuple[str, ...] = (
-    "account.updated",
-    "lead.created",
-    "lead.stage_changed",
-    "opportunity.created",
-    "opportunity.won",
-    "opportunity.lost",
-    "subscription.started",
-    "subscription.updated",
-    "subscription.canceled",
-    "subscription.renewed",
-    "product.signup",
-    "product.trial_started",
-    "product.activated",
-    "product.usage",
-    "marketing.spend",
-)
-_TOPIC_OF: dict[str, str] = {
-    t: {
-        "account": TOPIC_CRM,
-        "lead": TOPIC_CRM,
-        "opportunity": TOPIC_CRM,
-        "subscription": TOPIC_BILLING,
-        "product": TOPIC_PRODUCT,
-        "marketing": TOPIC_MARKETING,
-    }[t.split(".", 1)[0]]
-    for t in EVENT_TYPES
-}
+_TOPIC_OF: dict[str, str] = {t: str(topic_of(t, Topics())) for t in EVENT_TYPES}
 
 #: Lead sources; the ones in ``_SPEND_SHARE`` also receive marketing spend.
 CHANNELS: tuple[str, ...] = (

@@ -16,9 +16,7 @@ from streams.broker import (
     EmbeddedBroker,
     broker_argv,
     free_port,
-    install_leave_group_fix,
     kafka_ping,
-    log_end_offsets,
 )
 
 # Small session timeout: Tansu makes every join wait about half of it.
@@ -75,10 +73,26 @@ async def _consume(consumer: AIOKafkaConsumer, count: int) -> list[ConsumerRecor
     return records
 
 
+async def log_end_offsets(bootstrap: str, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+    """The real log end of each partition: the high watermark of a fetch response, not ListOffsets."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign(partitions)
+        for tp, offset in (await consumer.end_offsets(partitions)).items():
+            consumer.seek(tp, offset)
+        ends: dict[TopicPartition, int] = {}
+        while len(ends) < len(partitions):
+            await consumer.getmany(timeout_ms=100)
+            ends.update({tp: high for tp in partitions if (high := consumer.highwater(tp)) is not None})
+        return ends
+    finally:
+        await consumer.stop()
+
+
 @pytest.mark.integration
 @pytest.mark.asyncio
 async def test_round_trip_with_group_commit(broker: str) -> None:
-    install_leave_group_fix()
     topic, group = _name("test.compact"), _name("test.group")
 
     admin = AIOKafkaAdminClient(bootstrap_servers=broker)

@@ -11,20 +11,13 @@ import orjson
 import pytest
 
 from streams.pipeline import Pipeline
-from streams.settings import Settings
+from streams.replay import topic_of
+from streams.settings import Settings, Topics
 from streams.shards import InputRecord
 from tests.reference import RefSettings, compute
 
 STAGES = ("lead", "mql", "sql", "opportunity", "customer", "disqualified")
 START = datetime(2024, 1, 1, tzinfo=UTC)
-TOPIC_OF = {
-    "lead": "crm.events",
-    "opportunity": "crm.events",
-    "account": "crm.events",
-    "subscription": "billing.events",
-    "product": "product.events",
-    "marketing": "marketing.events",
-}
 
 
 def stream_values(records: Sequence[tuple[str, bytes]], settings: Settings) -> dict[str, float | None]:
@@ -112,7 +105,7 @@ def random_log(
         segment = rng.choice(segments)
         if segment is not None:
             event["segment"] = segment
-        record = (TOPIC_OF[event["type"].partition(".")[0]], orjson.dumps(event))
+        record = (str(topic_of(event["type"], Topics())), orjson.dumps(event))
         sent.append(record)
         out.append(record)
     return out

@@ -17,11 +17,11 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
+from agents.base import read_topic
 from streams.local import WorkerProcess
 from streams.replay import route_line
 from streams.settings import Topics
 from streams.synth import SynthConfig, bad_records, generate
-from tests.integration.kafka_io import read_topic
 from tests.reference import RefResult, RefSettings, compute
 
 pytestmark = pytest.mark.integration
@@ -150,7 +150,7 @@ def test_prometheus_exposition_matches_and_passes_promtool(replayed: Replayed) -
 def test_metric_topic_holds_the_final_value_of_every_series(
     worker: WorkerProcess, replayed: Replayed, broker: str
 ) -> None:
-    records = asyncio.run(read_topic(broker, worker.settings.topics.metrics))
+    records = asyncio.run(read_topic(worker.settings, worker.settings.topics.metrics))
     last = {record.key.decode(): orjson.loads(record.value) for record in records}
     api = {}
     for record in replayed.api:
@@ -165,7 +165,7 @@ def test_metric_topic_holds_the_final_value_of_every_series(
 def test_dead_letter_topic_holds_each_bad_record_untouched(
     worker: WorkerProcess, replayed: Replayed, broker: str
 ) -> None:
-    records = asyncio.run(read_topic(broker, worker.settings.topics.deadletter))
+    records = asyncio.run(read_topic(worker.settings, worker.settings.topics.deadletter))
     letters = [(record.value, {k: v.decode() for k, v in record.headers}) for record in records]
     by_payload: dict[bytes, dict[str, str]] = {}
     for payload, headers in letters:

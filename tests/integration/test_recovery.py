@@ -16,11 +16,11 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from agents.base import read_topic
 from streams.local import WorkerProcess
 from streams.replay import route_line
 from streams.synth import SynthConfig, bad_record_cases, generate
 from tests.integration.conftest import deployment
-from tests.integration.kafka_io import read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -68,7 +68,7 @@ def test_restart_rebuilds_state_and_writes_no_dead_letter_twice(broker: str, tmp
         before = orjson.loads(worker.get("/api/metrics")[1])
     finally:
         workers.stop("w1")
-    letters_before = asyncio.run(read_topic(broker, worker.settings.topics.deadletter))
+    letters_before = asyncio.run(read_topic(worker.settings, worker.settings.topics.deadletter))
 
     worker = workers.start("w1")
     try:
@@ -78,5 +78,5 @@ def test_restart_rebuilds_state_and_writes_no_dead_letter_twice(broker: str, tmp
     finally:
         workers.stop("w1")
     assert len(before) > 1000 and after == before
-    letters_after = asyncio.run(read_topic(broker, worker.settings.topics.deadletter))
+    letters_after = asyncio.run(read_topic(worker.settings, worker.settings.topics.deadletter))
     assert len(letters_before) == len(letters_after) > 0

@@ -9,17 +9,9 @@ import orjson
 import pytest
 
 from streams.pipeline import Pipeline
-from streams.settings import Settings
+from streams.replay import topic_of
+from streams.settings import Settings, Topics
 from streams.shards import InputRecord
-
-TOPICS = {
-    "lead": "crm.events",
-    "opportunity": "crm.events",
-    "account": "crm.events",
-    "subscription": "billing.events",
-    "product": "product.events",
-    "marketing": "marketing.events",
-}
 
 
 class Harness:
@@ -32,7 +24,7 @@ class Harness:
 
     def send(self, *events: dict[str, Any], topic: str | None = None) -> None:
         for event in events:
-            self.send_raw(orjson.dumps(event), topic or TOPICS[str(event["type"]).partition(".")[0]])
+            self.send_raw(orjson.dumps(event), topic or topic_of(str(event["type"]), Topics()) or "crm.events")
 
     def send_raw(self, value: bytes, topic: str) -> None:
         self.dead += self.pipeline.process([InputRecord(topic, 0, self.offset, value, 0.0)])
