@@ -34,10 +34,8 @@ class Account:
     segment_stamps: list[Stamp] = field(default_factory=list)
     segment_values: list[str] = field(default_factory=list)
     billing: Timeline = field(default_factory=list)
-    billing_contribution: Contribution = field(default_factory=dict)
     first_trial: Stamp | None = None
     product: list[tuple[int, int, str]] = field(default_factory=list)
-    product_contribution: Contribution = field(default_factory=dict)
     last_active: dict[str, int] = field(default_factory=dict)  # segment (and "all") -> latest active slice
     leads: set[str] = field(default_factory=set)
     opportunities: set[str] = field(default_factory=set)
@@ -53,10 +51,9 @@ class Account:
 
 @dataclass(slots=True)
 class Entity:
-    """A lead or an opportunity: its events in applied order and its current contribution."""
+    """A lead or an opportunity: its events in applied order."""
 
     events: Timeline = field(default_factory=list)
-    contribution: Contribution = field(default_factory=dict)
 
     def first(self, event_type: str) -> tuple[int, int, Event] | None:
         return next((item for item in self.events if item[2].type == event_type), None)
@@ -114,100 +111,96 @@ class Engine:
         if account is None:
             account = self.accounts[account_id] = Account()
         if event.segment is not None:
-            self._learn_segment(account_id, account, stamp, event.segment)
+            self._learn_segment(account, stamp, event.segment)
         self.segments_seen.add(account.segment_at(stamp))
         family = event.type.partition(".")[0]
         if family == "subscription":
-            insort(account.billing, (*stamp, event))
-            self._refresh_billing(account)
+            self._change([self._billing(account)], lambda: insort(account.billing, (*stamp, event)))
         elif family == "product":
             self._add_product(account, stamp, event.type)
         elif family == "lead":
-            self._add_lead(account_id, account, stamp, event)
+            self._add_lead(account, stamp, event)
         elif family == "opportunity":
-            self._add_opportunity(account_id, account, stamp, event)
+            self._add_opportunity(account, stamp, event)
 
-    def _learn_segment(self, account_id: str, account: Account, stamp: Stamp, segment: str) -> None:
-        changes = account.segment_at(stamp) != segment
-        i = bisect_right(account.segment_stamps, stamp)
-        account.segment_stamps.insert(i, stamp)
-        account.segment_values.insert(i, segment)
-        if changes:
-            # Events after this point, and the account's state, may now belong to another segment.
-            self._refresh_billing(account)
-            self._refresh_product(account)
-            for lead_id in account.leads:
-                self._refresh_lead(lead_id)
-            for opportunity_id in account.opportunities:
-                self._refresh_opportunity(opportunity_id)
+    def _change(self, units: list[Callable[[], Contribution]], mutate: Callable[[], object]) -> None:
+        """Apply `mutate`, moving the ledger by the change it makes to each unit's contribution.
 
-    # -- accounts: billing -------------------------------------------------------------------------------------
+        Contributions are recomputed (before and after) rather than stored: they are a pure function of an
+        entity's events, and keeping them would double the state's memory."""
+        before = [unit() for unit in units]
+        mutate()
+        for unit, old in zip(units, before, strict=True):
+            self.ledger.apply(old, unit())
 
-    def _refresh_billing(self, account: Account) -> None:
-        if not account.billing:
+    def _learn_segment(self, account: Account, stamp: Stamp, segment: str) -> None:
+        def insert() -> None:
+            i = bisect_right(account.segment_stamps, stamp)
+            account.segment_stamps.insert(i, stamp)
+            account.segment_values.insert(i, segment)
+
+        if account.segment_at(stamp) == segment:
+            insert()  # the point changes no event's segment, nor the latest
             return
-        new = billing_contribution(account)
-        self.ledger.apply(account.billing_contribution, new)
-        account.billing_contribution = new
+        # Events after this point, and the account's state, may now belong to another segment.
+        units = [self._billing(account), self._product(account)]
+        units += [self._lead(lead_id) for lead_id in account.leads]
+        units += [self._opportunity(opportunity_id) for opportunity_id in account.opportunities]
+        self._change(units, insert)
+        account.last_active = product_contribution(account)[1]
+
+    # -- units: each recomputes one entity's contribution ------------------------------------------------------
+
+    def _billing(self, account: Account) -> Callable[[], Contribution]:
+        return lambda: billing_contribution(account) if account.billing else {}
+
+    def _product(self, account: Account) -> Callable[[], Contribution]:
+        return lambda: product_contribution(account)[0]
+
+    def _lead(self, lead_id: str) -> Callable[[], Contribution]:
+        return lambda: lead_contribution(self.leads[lead_id], self._account)
+
+    def _opportunity(self, opportunity_id: str) -> Callable[[], Contribution]:
+        return lambda: opportunity_contribution(self.opportunities[opportunity_id], self._account, self.leads.get)
 
     # -- accounts: product -------------------------------------------------------------------------------------
 
     def _add_product(self, account: Account, stamp: Stamp, event_type: str) -> None:
-        insort(account.product, (*stamp, event_type))
         if event_type == "product.trial_started" and (account.first_trial is None or stamp < account.first_trial):
-            account.first_trial = stamp
-            self._refresh_billing(account)
-        for key, amount in product_delta(account, stamp, event_type).items():
-            account.product_contribution[key] = account.product_contribution.get(key, 0) + amount
-            self.ledger.add(key, amount)
 
-    def _refresh_product(self, account: Account) -> None:
-        new: Contribution = {}
-        account.last_active = {}
-        for t, seq, event_type in account.product:
-            for key, amount in product_delta(account, (t, seq), event_type).items():
-                new[key] = new.get(key, 0) + amount
-        new = {key: amount for key, amount in new.items() if amount}
-        self.ledger.apply(account.product_contribution, new)
-        account.product_contribution = new
+            def first_trial() -> None:
+                account.first_trial = stamp
+
+            self._change([self._billing(account)], first_trial)
+        insort(account.product, (*stamp, event_type))
+        # Each product event's flow stands alone, and the latest active slice only moves forward: no recompute.
+        for key, amount in product_delta(account, stamp, event_type, account.last_active).items():
+            self.ledger.add(key, amount)
 
     # -- leads and opportunities -------------------------------------------------------------------------------
 
-    def _add_lead(self, account_id: str, account: Account, stamp: Stamp, event: Event) -> None:
+    def _add_lead(self, account: Account, stamp: Stamp, event: Event) -> None:
         lead_id = event.entity_id or ""
         lead = self.leads.get(lead_id)
         if lead is None:
             lead = self.leads[lead_id] = Entity()
-        first_created = lead.first("lead.created")
-        insort(lead.events, (*stamp, event))
         account.leads.add(lead_id)
-        self._refresh_lead(lead_id)
-        if lead.first("lead.created") != first_created:
-            for opportunity_id in self.lead_opportunities.get(lead_id, ()):
-                self._refresh_opportunity(opportunity_id)
+        units = [self._lead(lead_id)]
+        first_created = lead.first("lead.created")
+        if event.type == "lead.created" and (first_created is None or stamp < first_created[:2]):
+            # The lead's creation moves: the time to close of opportunities naming it may change.
+            units += [self._opportunity(o) for o in self.lead_opportunities.get(lead_id, ())]
+        self._change(units, lambda: insort(lead.events, (*stamp, event)))
 
-    def _add_opportunity(self, account_id: str, account: Account, stamp: Stamp, event: Event) -> None:
+    def _add_opportunity(self, account: Account, stamp: Stamp, event: Event) -> None:
         opportunity_id = event.entity_id or ""
         opportunity = self.opportunities.get(opportunity_id)
         if opportunity is None:
             opportunity = self.opportunities[opportunity_id] = Entity()
-        insort(opportunity.events, (*stamp, event))
         account.opportunities.add(opportunity_id)
         if event.lead_id is not None:
             self.lead_opportunities.setdefault(event.lead_id, set()).add(opportunity_id)
-        self._refresh_opportunity(opportunity_id)
-
-    def _refresh_lead(self, lead_id: str) -> None:
-        lead = self.leads[lead_id]
-        new = lead_contribution(lead, self._account)
-        self.ledger.apply(lead.contribution, new)
-        lead.contribution = new
-
-    def _refresh_opportunity(self, opportunity_id: str) -> None:
-        opportunity = self.opportunities[opportunity_id]
-        new = opportunity_contribution(opportunity, self._account, self.leads.get)
-        self.ledger.apply(opportunity.contribution, new)
-        opportunity.contribution = new
+        self._change([self._opportunity(opportunity_id)], lambda: insort(opportunity.events, (*stamp, event)))
 
     def _account(self, account_id: str | None) -> Account:
         return self.accounts[account_id or ""]
@@ -289,10 +282,11 @@ def movement_kind(before: int, after: int, paid_before: bool) -> str:
     return "expansion" if after > before else "contraction"
 
 
-def product_delta(account: Account, stamp: Stamp, event_type: str) -> Contribution:
+def product_delta(account: Account, stamp: Stamp, event_type: str, last_active: dict[str, int]) -> Contribution:
     """What one product event adds: its own flow, and a move of the account's latest active slice if later.
 
-    Updates `account.last_active`; the returned delta may hold −1 for the slice the account leaves.
+    Updates `last_active` (segment, and "all" -> latest active slice); the delta may hold −1 for the slice the
+    account leaves.
     """
     hour = stamp[0] // HOUR_US
     segment = account.segment_at(stamp)
@@ -301,18 +295,30 @@ def product_delta(account: Account, stamp: Stamp, event_type: str) -> Contributi
     if flow is not None:
         add(out, flow, segment, hour, 1)
     for seg in (segment, "all"):
-        last = account.last_active.get(seg)
+        last = last_active.get(seg)
         if last is None or hour > last:
             if last is not None:
                 out[("active_accounts", seg, last)] = -1
-            account.last_active[seg] = hour
+            last_active[seg] = hour
             out[("active_accounts", seg, hour)] = 1
     return out
+
+
+def product_contribution(account: Account) -> tuple[Contribution, dict[str, int]]:
+    """All of an account's product events, and the latest active slice per segment they leave."""
+    out: Contribution = {}
+    last_active: dict[str, int] = {}
+    for t, seq, event_type in account.product:
+        for key, amount in product_delta(account, (t, seq), event_type, last_active).items():
+            out[key] = out.get(key, 0) + amount
+    return {key: amount for key, amount in out.items() if amount}, last_active
 
 
 def lead_contribution(lead: Entity, account: Callable[[str | None], Account]) -> Contribution:
     """Funnel counts (by event segment) and the lead's current stage (by its account's latest segment)."""
     out: Contribution = {}
+    if not lead.events:
+        return out
     for t, seq, event in lead.events:
         segment = account(event.account_id).segment_at((t, seq))
         hour = t // HOUR_US
