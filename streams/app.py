@@ -71,7 +71,7 @@ def create_worker(settings: Settings) -> Worker:
     shards = ShardAgent(settings, config, producer, snapshots, rollup, outputs, **kwargs)
     shards_ref.append(shards)
     rollup_agent = RollupAgent(settings, rollup, lambda shard: shard in shards.shards, **kwargs)
-    publisher = Publisher(app, outputs, settings)
+    publisher = Publisher(producer, outputs, settings)
     worker = Worker(app, outputs, router, shards, rollup_agent, publisher)
 
     @app.task
@@ -86,8 +86,7 @@ def create_worker(settings: Settings) -> Worker:
         # Every worker refreshes (its /metrics and lag histogram stay current without a scrape); the owner of
         # shard 0 also publishes the metric topic.
         outputs.refresh()
-        if 0 in shards.shards:
-            await publisher.publish()
+        await publisher.publish(owner=0 in shards.shards)
 
     @app.page("/metrics")
     async def metrics(web: faust.web.Web, request: faust.web.Request) -> Response:
