@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -23,7 +22,7 @@ from streams.engine import EngineConfig
 from streams.outputs import Outcomes, Outputs
 from streams.rollup import Rollup
 from streams.settings import Settings
-from streams.shards import DeadLetter, Shard, decode_items
+from streams.shards import DeadLetter, Shard, decode_items, total_outcomes
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +60,7 @@ class ShardAgent(BatchAgent):
         return self.assigned and not self.catching_up
 
     def outcomes(self) -> Outcomes:
-        return sum((shard.state.outcomes for shard in self.shards.values()), Counter())
+        return total_outcomes(self.shards.values())
 
     async def on_assigned(self, partitions: set[TopicPartition]) -> None:
         assert self.consumer is not None

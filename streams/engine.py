@@ -16,7 +16,7 @@ from typing import Final
 
 from schemas.models import NANOS, Event
 from streams.ledger import Contribution, Ledger, add
-from streams.windows import HOUR_US
+from streams.windows import HOUR_US, US_PER_SECOND
 
 HALF_CENT: Final = NANOS // 200
 Stamp = tuple[int, int]  # (occurred_at µs, arrival sequence): the total order events are applied in
@@ -61,7 +61,7 @@ class Entity:
 
 @dataclass(frozen=True)
 class EngineConfig:
-    allowed_lateness_us: int = 7 * 86_400 * 1_000_000
+    allowed_lateness_us: int = 7 * 86_400 * US_PER_SECOND
 
 
 class Engine:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from importlib.metadata import version
 
 from prometheus_client import CollectorRegistry, Gauge, Histogram, Info
 from prometheus_client.core import CounterMetricFamily, Metric
@@ -14,10 +15,9 @@ from streams.prometheus import SeriesCollector
 from streams.rollup import Rollup
 from streams.series import Series, SeriesParams, compute_series
 from streams.settings import Settings
-from streams.windows import hour_of, isoformat
+from streams.windows import US_PER_SECOND, hour_of, isoformat
 
-VERSION = "0.1.0"
-US_PER_SECOND = 1_000_000
+VERSION = version("revpulse")
 
 Outcomes = Counter[tuple[str, str, str]]  # (topic, type, outcome) -> events
 

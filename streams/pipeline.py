@@ -7,7 +7,6 @@ that wants the numbers of a log without a broker drive this directly.
 from __future__ import annotations
 
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry
@@ -18,9 +17,8 @@ from streams.outputs import Outcomes, Outputs
 from streams.rollup import Rollup
 from streams.series import Series
 from streams.settings import Settings
-from streams.shards import DeadLetter, InputRecord, Router, Shard
-
-US_PER_SECOND = 1_000_000
+from streams.shards import DeadLetter, InputRecord, Router, Shard, total_outcomes
+from streams.windows import US_PER_SECOND
 
 
 def engine_config(settings: Settings) -> EngineConfig:
@@ -44,7 +42,7 @@ class Pipeline:
         return self.outputs.registry
 
     def outcomes(self) -> Outcomes:
-        return sum((shard.state.outcomes for shard in self.shards), Counter())
+        return total_outcomes(self.shards)
 
     def process(self, records: Iterable[InputRecord]) -> list[DeadLetter]:
         """Apply a batch of input records; returns what goes to the dead-letter topic, in order per shard."""

@@ -9,9 +9,8 @@ from typing import Any
 from schemas.models import LEAD_STAGES, NANOS
 from streams.ledger import FLOWS, STEPS, Ledger
 from streams.metrics import MOVEMENT_KINDS, Snapshot, Value, WindowTotals, snapshot_metrics, window_metrics
-from streams.windows import WINDOWS, window_days, window_start_hour
+from streams.windows import US_PER_SECOND, WINDOWS, window_days, window_start_hour
 
-US_PER_SECOND = 1_000_000
 _MONEY = frozenset(
     {"won_amount", "marketing_spend", "mrr_at_t0", "c0_mrr_now", "c0_mrr_retained"}
     | {f"mv_{kind}" for kind in MOVEMENT_KINDS}

@@ -24,6 +24,7 @@ import orjson
 from schemas.models import Event, EventDecoder, Rejection
 from streams.engine import Engine, EngineConfig
 from streams.ledger import Key
+from streams.windows import US_PER_SECOND
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +170,7 @@ class Shard:
             return Rejection("processing_error", f"internal error: {exc!r}", event.type)
         outcomes[(topic, event.type, outcome)] += 1
         if outcome == "late":
-            lateness = self.state.engine.config.allowed_lateness_us / 1_000_000
+            lateness = self.state.engine.config.allowed_lateness_us / US_PER_SECOND
             return Rejection(
                 "too_late",
                 f"occurred_at is more than the allowed lateness ({lateness:g}s) before the latest accepted "
@@ -200,6 +201,11 @@ class Shard:
         partials.update(self.state.engine.ledger.items())
         partials.update(self.take_partials())
         return partials
+
+
+def total_outcomes(shards: Iterable[Shard]) -> Counter[tuple[str, str, str]]:
+    """Outcome counts summed over shards: what `revpulse_events_total` shows for the shards a process owns."""
+    return sum((shard.state.outcomes for shard in shards), Counter())
 
 
 def encode_items(items: list[Item]) -> bytes:

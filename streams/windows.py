@@ -8,7 +8,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
-HOUR_US: Final = 3_600_000_000
+US_PER_SECOND: Final = 1_000_000
+HOUR_US: Final = 3600 * US_PER_SECOND
 # Window label -> its length in hourly slices.
 WINDOWS: Final = {"1d": 24, "7d": 7 * 24, "30d": 30 * 24, "90d": 90 * 24}
 LONGEST_WINDOW_HOURS: Final = max(WINDOWS.values())
