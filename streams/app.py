@@ -62,14 +62,13 @@ def create_worker(settings: Settings) -> Worker:
     )
     config = engine_config(settings)
     rollup = Rollup()
-    shards_ref: list[ShardAgent] = []
-    outputs = Outputs(settings, rollup, lambda: shards_ref[0].outcomes())
+    # The counts come from the shards this worker owns; `shards` is bound below, before any call.
+    outputs = Outputs(settings, rollup, lambda: shards.outcomes())
     kwargs = {"beacon": app.beacon, "loop": app.loop}
     producer = ProducerService(settings, **kwargs)
     router = RouterAgent(settings, Router(decoder(settings), settings.shards), producer, outputs, **kwargs)
     snapshots = SnapshotStore(settings, config, producer)
     shards = ShardAgent(settings, config, producer, snapshots, rollup, outputs, **kwargs)
-    shards_ref.append(shards)
     rollup_agent = RollupAgent(settings, rollup, lambda shard: shard in shards.shards, **kwargs)
     publisher = Publisher(producer, outputs, settings)
     worker = Worker(app, outputs, router, shards, rollup_agent, publisher)
