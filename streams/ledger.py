@@ -14,7 +14,7 @@ Three kinds of quantity:
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
 from itertools import accumulate
 from typing import Final
 
@@ -78,6 +78,10 @@ class Ledger:
         self.horizon: int | None = None
         self.track_touched = track_touched
         self.touched: set[Key] = set()  # with tracking: cells changed since the last `take_touched`
+        # Window sums, once asked for, are kept current by `add` until the window starts move (once an hour):
+        # a refresh then reads them instead of summing every slice again.
+        self._starts: tuple[int, ...] = ()
+        self._sums: dict[tuple[str, str], list[int]] = {}
 
     def apply(self, old: Mapping[Key, int], new: Mapping[Key, int]) -> None:
         """Replace contribution `old` by `new`."""
@@ -98,6 +102,11 @@ class Ledger:
             cell = self.cells[(quantity, segment)] = {}
         if self.track_touched:
             self.touched.add((quantity, segment, hour))
+        sums = self._sums.get((quantity, segment)) if self._sums else None
+        if sums is not None:
+            for i, t0 in enumerate(self._starts):
+                if (hour <= t0) if quantity in STEPS else (hour >= t0):
+                    sums[i] += amount
         total = cell.get(hour, 0) + amount
         if total:
             cell[hour] = total
@@ -136,8 +145,17 @@ class Ledger:
     def snapshot(self, quantity: str, segment: str) -> int:
         return self.cells.get((quantity, segment), {}).get(0, 0)
 
-    def window_sums(self, quantity: str, segment: str, starts: Iterable[int]) -> list[int]:
+    def window_sums(self, quantity: str, segment: str, starts: Sequence[int]) -> list[int]:
         """For each window start slice t0: a flow's Σ over slices ≥ t0, or a step's value at t0."""
+        starts = tuple(starts)
+        if starts != self._starts:
+            self._starts, self._sums = starts, {}
+        sums = self._sums.get((quantity, segment))
+        if sums is None:
+            sums = self._sums[(quantity, segment)] = self._sum_slices(quantity, segment, starts)
+        return list(sums)
+
+    def _sum_slices(self, quantity: str, segment: str, starts: tuple[int, ...]) -> list[int]:
         cell = self.cells.get((quantity, segment))
         if not cell:
             return [0 for _ in starts]
