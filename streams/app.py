@@ -23,6 +23,7 @@ from agents.rollup import RollupAgent
 from agents.router import RouterAgent, shard_topic
 from agents.shards import ShardAgent
 from agents.snapshots import SnapshotStore
+from streams.ingest import RAW_SOURCES, raw_topic, register_ingest
 from streams.outputs import Outputs
 from streams.pipeline import decoder, engine_config
 from streams.rollup import Rollup
@@ -72,6 +73,7 @@ def create_worker(settings: Settings) -> Worker:
     rollup_agent = RollupAgent(settings, rollup, lambda shard: shard in shards.shards, **kwargs)
     publisher = Publisher(producer, outputs, settings)
     worker = Worker(app, outputs, router, shards, rollup_agent, publisher)
+    register_ingest(app, settings, producer)
 
     @app.task
     async def start_agents() -> None:
@@ -132,6 +134,11 @@ async def create_topics(settings: Settings) -> None:
             NewTopic(f"{settings.app_id}-partials", PARTIALS_PARTITIONS, 1, topic_configs=compact),
             NewTopic(f"{settings.app_id}-snapshots", 1, 1, topic_configs=compact),
         ]
+        # Raw provider bodies and Salesforce CDC: one partition each. Webhook volume is low, and a single
+        # partition keeps a provider's order, which the stateful mappers (updates carrying only changed fields)
+        # depend on.
+        topics += [NewTopic(raw_topic(source), 1, 1) for source in RAW_SOURCES]
+        topics.append(NewTopic(settings.topics.salesforce_cdc, 1, 1))
         existing = set(await admin.list_topics())
         missing = [topic for topic in topics if topic.name not in existing]
         if missing:

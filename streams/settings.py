@@ -18,6 +18,8 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNIT_SECONDS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 _SEGMENT = re.compile(r"^[A-Za-z0-9_.-]+$")
+_FUNNEL_STAGES = ("lead", "mql", "sql", "opportunity", "customer", "disqualified")  # SPEC §1 lead.stage_changed
+_DEAL_OUTCOMES = ("won", "lost")
 # Derived label values; a configured segment may not take their names.
 _RESERVED_SEGMENTS = {"all", "other", "unknown"}
 
@@ -42,10 +44,30 @@ class Topics:
     marketing: str = "marketing.events"
     metrics: str = "revpulse.metrics"
     deadletter: str = "revpulse.deadletter"
+    # Not in SPEC §6: Salesforce change-data-capture records, mapped to canonical events by a connector.
+    salesforce_cdc: str = "salesforce.cdc"
 
     @property
     def inputs(self) -> tuple[str, ...]:
         return (self.crm, self.billing, self.product, self.marketing)
+
+
+@dataclass(frozen=True)
+class Ingest:
+    """HTTP ingest (`POST /ingest/<source>`): a source answers only once its secret is set. Secrets stay out of
+    reprs, so a logged `Settings` never shows them."""
+
+    stripe_webhook_secret: str | None = field(default=None, repr=False)
+    # Seconds a Stripe-Signature timestamp may be away from now (Stripe's libraries default to 300).
+    stripe_tolerance: float = 300.0
+    hubspot_client_secret: str | None = field(default=None, repr=False)
+    pipedrive_user: str | None = None
+    pipedrive_password: str | None = field(default=None, repr=False)
+    token: str | None = field(default=None, repr=False)
+    max_bytes: int = 1024 * 1024
+    # The public base URL providers call (e.g. https://revpulse.example.com behind a proxy); HubSpot signs the
+    # URL it called, which the worker cannot see behind a proxy. None: the URL of the request as received.
+    public_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -73,6 +95,11 @@ class Settings:
     # 0: a worker holds only its own shards. 1 (or more): it also keeps a warm replica of every other shard,
     # applied from the shard topic, so that a takeover needs no restore.
     standby_replicas: int = 0
+    ingest: Ingest = field(default_factory=Ingest)
+    # HubSpot mapper overrides (None: the mapper's defaults): deal stage id → won/lost, lifecycle stage → a
+    # SPEC §1 funnel stage.
+    hubspot_deal_stages: Mapping[str, str] | None = None
+    hubspot_lifecycle_stages: Mapping[str, str] | None = None
 
     @property
     def bootstrap_servers(self) -> str:
@@ -104,6 +131,26 @@ class Settings:
                 for attr, default in vars(topic_defaults).items()
             }
         )
+        ingest_defaults = defaults.ingest
+        pipedrive_user = get("REVPULSE_PIPEDRIVE_USER")
+        pipedrive_password = get("REVPULSE_PIPEDRIVE_PASSWORD")
+        # One without the other would leave the source half configured: refuse to start instead.
+        if pipedrive_user is None and pipedrive_password is not None:
+            raise SettingsError("REVPULSE_PIPEDRIVE_USER: must be set with REVPULSE_PIPEDRIVE_PASSWORD")
+        if pipedrive_password is None and pipedrive_user is not None:
+            raise SettingsError("REVPULSE_PIPEDRIVE_PASSWORD: must be set with REVPULSE_PIPEDRIVE_USER")
+        if pipedrive_user is not None and ":" in pipedrive_user:
+            raise SettingsError("REVPULSE_PIPEDRIVE_USER: HTTP basic auth user names cannot contain ':'")
+        ingest = Ingest(
+            stripe_webhook_secret=get("REVPULSE_STRIPE_WEBHOOK_SECRET"),
+            stripe_tolerance=parse("REVPULSE_STRIPE_TOLERANCE", ingest_defaults.stripe_tolerance, _positive_duration),
+            hubspot_client_secret=get("REVPULSE_HUBSPOT_CLIENT_SECRET"),
+            pipedrive_user=pipedrive_user,
+            pipedrive_password=pipedrive_password,
+            token=get("REVPULSE_INGEST_TOKEN"),
+            max_bytes=parse("REVPULSE_INGEST_MAX_BYTES", ingest_defaults.max_bytes, _max_bytes),
+            public_url=parse("REVPULSE_PUBLIC_URL", ingest_defaults.public_url, _public_url),
+        )
         return cls(
             broker=parse("REVPULSE_BROKER", defaults.broker, _broker),
             web_port=parse("REVPULSE_WEB_PORT", defaults.web_port, _port),
@@ -122,6 +169,11 @@ class Settings:
             shards=parse("REVPULSE_SHARDS", defaults.shards, _shards),
             snapshot_interval=parse("REVPULSE_SNAPSHOT_INTERVAL", defaults.snapshot_interval, _positive_duration),
             standby_replicas=parse("REVPULSE_STANDBY_REPLICAS", defaults.standby_replicas, _standby_replicas),
+            ingest=ingest,
+            hubspot_deal_stages=parse("REVPULSE_HUBSPOT_DEAL_STAGES", defaults.hubspot_deal_stages, _deal_stages),
+            hubspot_lifecycle_stages=parse(
+                "REVPULSE_HUBSPOT_LIFECYCLE_STAGES", defaults.hubspot_lifecycle_stages, _lifecycle_stages
+            ),
         )
 
 
@@ -251,3 +303,44 @@ def _margin(raw: str) -> float:
     if not 0 < value <= 1:
         raise ValueError(f"expected a fraction in (0, 1], got {raw!r}")
     return value
+
+
+def _max_bytes(raw: str) -> int:
+    count = int(raw)
+    # The worker's producer sends records of at most 1 MiB (its max_request_size): a larger limit would accept
+    # bodies that can never be stored.
+    if not 1 <= count <= 1024 * 1024:
+        raise ValueError(f"must be between 1 and 1048576 bytes, got {raw!r}")
+    return count
+
+
+def _public_url(raw: str) -> str:
+    if not re.match(r"^https?://[^/?#\s]+(/[^?#\s]*)?$", raw):
+        raise ValueError(
+            f"expected an http(s) base URL without query or fragment, e.g. https://revpulse.example.com; got {raw!r}"
+        )
+    return raw.rstrip("/")
+
+
+def _string_map(raw: str, allowed: tuple[str, ...]) -> dict[str, str]:
+    """A JSON object of non-empty string keys to one of `allowed`."""
+    try:
+        mapping = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise ValueError(f"not a JSON object: {raw!r}") from None
+    if not isinstance(mapping, dict):
+        raise ValueError(f"not a JSON object: {raw!r}")
+    for key, value in mapping.items():
+        if not key:
+            raise ValueError("empty key")
+        if value not in allowed:
+            raise ValueError(f"value for {key!r} must be one of {', '.join(allowed)}; got {value!r}")
+    return mapping
+
+
+def _deal_stages(raw: str) -> dict[str, str]:
+    return _string_map(raw, _DEAL_OUTCOMES)
+
+
+def _lifecycle_stages(raw: str) -> dict[str, str]:
+    return _string_map(raw, _FUNNEL_STAGES)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from streams.settings import Settings, SettingsError, parse_duration
+from streams.settings import Ingest, Settings, SettingsError, parse_duration
 
 
 def test_defaults() -> None:
@@ -52,6 +52,19 @@ def test_durations(text: str, seconds: float) -> None:
         ("REVPULSE_INFLATION_ANNUAL", "lots"),
         ("REVPULSE_GROSS_MARGIN", "2"),
         ("REVPULSE_TOPIC_CRM", "bad topic"),
+        ("REVPULSE_TOPIC_SALESFORCE_CDC", "bad topic"),
+        ("REVPULSE_STRIPE_TOLERANCE", "5 minutes"),
+        ("REVPULSE_STRIPE_TOLERANCE", "0"),
+        ("REVPULSE_INGEST_MAX_BYTES", "1MB"),
+        ("REVPULSE_INGEST_MAX_BYTES", "0"),
+        ("REVPULSE_INGEST_MAX_BYTES", "1048577"),
+        ("REVPULSE_PUBLIC_URL", "revpulse.example.com"),
+        ("REVPULSE_PUBLIC_URL", "https://revpulse.example.com/?a=1"),
+        ("REVPULSE_HUBSPOT_DEAL_STAGES", "[1]"),
+        ("REVPULSE_HUBSPOT_DEAL_STAGES", '{"closedwon": "win"}'),
+        ("REVPULSE_HUBSPOT_LIFECYCLE_STAGES", "{"),
+        ("REVPULSE_HUBSPOT_LIFECYCLE_STAGES", '{"marketingqualifiedlead": "MQL"}'),
+        ("REVPULSE_HUBSPOT_LIFECYCLE_STAGES", '{"lead": 1}'),
     ],
 )
 def test_bad_setting_names_the_variable(name: str, value: str) -> None:
@@ -59,3 +72,77 @@ def test_bad_setting_names_the_variable(name: str, value: str) -> None:
         Settings.from_env({name: value})
     assert str(error.value).startswith(f"{name}: ")
     assert "\n" not in str(error.value)
+
+
+def test_ingest_defaults() -> None:
+    s = Settings.from_env({})
+    assert s.ingest == Ingest(None, 300.0, None, None, None, None, 1048576, None)
+    assert (s.hubspot_deal_stages, s.hubspot_lifecycle_stages) == (None, None)
+    assert s.topics.salesforce_cdc == "salesforce.cdc"
+    assert "salesforce.cdc" not in s.topics.inputs
+
+
+def test_ingest_values_parsed() -> None:
+    s = Settings.from_env(
+        {
+            "REVPULSE_STRIPE_WEBHOOK_SECRET": "whsec_abc",
+            "REVPULSE_STRIPE_TOLERANCE": "10m",
+            "REVPULSE_HUBSPOT_CLIENT_SECRET": "hs-secret",
+            "REVPULSE_PIPEDRIVE_USER": "revpulse",
+            "REVPULSE_PIPEDRIVE_PASSWORD": "pd-pass",
+            "REVPULSE_INGEST_TOKEN": "tok",
+            "REVPULSE_INGEST_MAX_BYTES": "2048",
+            "REVPULSE_PUBLIC_URL": "https://revpulse.example.com/hooks/",
+            "REVPULSE_HUBSPOT_DEAL_STAGES": '{"closedwon": "won", "closedlost": "lost", "123": "won"}',
+            "REVPULSE_HUBSPOT_LIFECYCLE_STAGES": '{"marketingqualifiedlead": "mql", "other": "disqualified"}',
+            "REVPULSE_TOPIC_SALESFORCE_CDC": "sf.cdc",
+        }
+    )
+    assert s.ingest == Ingest(
+        stripe_webhook_secret="whsec_abc",
+        stripe_tolerance=600.0,
+        hubspot_client_secret="hs-secret",
+        pipedrive_user="revpulse",
+        pipedrive_password="pd-pass",
+        token="tok",
+        max_bytes=2048,
+        public_url="https://revpulse.example.com/hooks",
+    )
+    assert s.hubspot_deal_stages == {"closedwon": "won", "closedlost": "lost", "123": "won"}
+    assert s.hubspot_lifecycle_stages == {"marketingqualifiedlead": "mql", "other": "disqualified"}
+    assert s.topics.salesforce_cdc == "sf.cdc"
+
+
+def test_secrets_stay_out_of_reprs() -> None:
+    s = Settings.from_env(
+        {
+            "REVPULSE_STRIPE_WEBHOOK_SECRET": "whsec_SECRET1",
+            "REVPULSE_HUBSPOT_CLIENT_SECRET": "SECRET2",
+            "REVPULSE_PIPEDRIVE_USER": "pd-user",
+            "REVPULSE_PIPEDRIVE_PASSWORD": "SECRET3",
+            "REVPULSE_INGEST_TOKEN": "SECRET4",
+        }
+    )
+    text = repr(s)
+    assert "SECRET" not in text
+    assert "Ingest(stripe_tolerance=300.0, pipedrive_user='pd-user', max_bytes=1048576, public_url=None)" in text
+
+
+def test_pipedrive_user_cannot_hold_a_colon() -> None:
+    with pytest.raises(SettingsError) as error:
+        Settings.from_env({"REVPULSE_PIPEDRIVE_USER": "a:b", "REVPULSE_PIPEDRIVE_PASSWORD": "p"})
+    assert str(error.value) == "REVPULSE_PIPEDRIVE_USER: HTTP basic auth user names cannot contain ':'"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"REVPULSE_PIPEDRIVE_USER": "u"}, "REVPULSE_PIPEDRIVE_PASSWORD: must be set with REVPULSE_PIPEDRIVE_USER"),
+        ({"REVPULSE_PIPEDRIVE_PASSWORD": "p"}, "REVPULSE_PIPEDRIVE_USER: must be set with REVPULSE_PIPEDRIVE_PASSWORD"),
+    ],
+)
+def test_pipedrive_credentials_come_together(env: dict[str, str], message: str) -> None:
+    # Half a configuration would leave the source disabled without saying so: the missing half is named.
+    with pytest.raises(SettingsError) as error:
+        Settings.from_env(env)
+    assert str(error.value) == message
