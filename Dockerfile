@@ -13,6 +13,7 @@ COPY pyproject.toml ./
 COPY streams ./streams
 COPY agents ./agents
 COPY schemas ./schemas
+COPY connectors ./connectors
 RUN pip install --no-cache-dir . \
     && rm -rf /src/build /src/*.egg-info
 

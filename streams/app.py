@@ -7,6 +7,7 @@ dead letters) → `<app id>-partials` → the rollup agent of every worker → g
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 
 INPUT_PARTITIONS = 4
 PARTIALS_PARTITIONS = 4
+REFRESH_INTERVAL = 0.025  # seconds between checks for a changed rollup
 
 
 @dataclass
@@ -81,6 +83,14 @@ def create_worker(settings: Settings) -> Worker:
         # Rollup first: a shard restored on assignment publishes its partials into it.
         for agent in (producer, rollup_agent, shards, router):
             await app.add_runtime_dependency(agent)
+
+    @app.task
+    async def refresh_on_change() -> None:
+        # /metrics follows the data within REFRESH_INTERVAL, not the publish interval: a refresh is a no-op
+        # unless the rollup changed, and costs a few milliseconds when it did.
+        while True:
+            await asyncio.sleep(REFRESH_INTERVAL)
+            outputs.refresh()
 
     @app.timer(interval=settings.publish_interval)
     async def publish() -> None:
