@@ -3,6 +3,8 @@
 Data flow: input topics → router agent → `<app id>-shards` (one partition per shard) → shard agents (state,
 dead letters) → `<app id>-partials` → the rollup agent of every worker → global series → `/metrics`,
 `/api/metrics`, and the metric topic (published by the worker that owns shard 0).
+Provider data: `POST /ingest/<source>` → `ingest.raw.<source>`, and Salesforce CDC → `salesforce.cdc`; the
+connector agent maps both to canonical events on the input topics.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from aiokafka.errors import TopicAlreadyExistsError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from agents.base import ProducerService
+from agents.connectors import ConnectorAgent
 from agents.publisher import Publisher
 from agents.rollup import RollupAgent
 from agents.router import RouterAgent, shard_topic
@@ -74,6 +77,7 @@ def create_worker(settings: Settings) -> Worker:
     shards = ShardAgent(settings, config, producer, snapshots, rollup, outputs, **kwargs)
     rollup_agent = RollupAgent(settings, rollup, lambda shard: shard in shards.shards, **kwargs)
     publisher = Publisher(producer, outputs, settings)
+    connectors = ConnectorAgent(settings, producer, outputs, **kwargs)
     worker = Worker(app, outputs, router, shards, rollup_agent, publisher)
     register_ingest(app, settings, producer)
 
@@ -81,7 +85,7 @@ def create_worker(settings: Settings) -> Worker:
     async def start_agents() -> None:
         await create_topics(settings)
         # Rollup first: a shard restored on assignment publishes its partials into it.
-        for agent in (producer, rollup_agent, shards, router):
+        for agent in (producer, rollup_agent, shards, router, connectors):
             await app.add_runtime_dependency(agent)
 
     @app.task
@@ -147,7 +151,7 @@ async def create_topics(settings: Settings) -> None:
         # Raw provider bodies and Salesforce CDC: one partition each. Webhook volume is low, and a single
         # partition keeps a provider's order, which the stateful mappers (updates carrying only changed fields)
         # depend on.
-        topics += [NewTopic(raw_topic(source), 1, 1) for source in RAW_SOURCES]
+        topics += [NewTopic(raw_topic(source, settings.topics.ingest_raw), 1, 1) for source in RAW_SOURCES]
         topics.append(NewTopic(settings.topics.salesforce_cdc, 1, 1))
         existing = set(await admin.list_topics())
         missing = [topic for topic in topics if topic.name not in existing]

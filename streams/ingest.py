@@ -38,7 +38,7 @@ from faust.web import Request, View
 from agents.base import ProducerService
 from connectors.signatures import SignatureError, verify_basic, verify_bearer, verify_hubspot_v3, verify_stripe
 from streams.settings import Ingest as IngestSettings
-from streams.settings import Settings
+from streams.settings import Settings, Topics
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +52,11 @@ _READ_CHUNK = 64 * 1024
 Send = Callable[[str, bytes, list[tuple[str, bytes]]], Awaitable[tuple[int, int]]]
 
 
-def raw_topic(source: str) -> str:
-    """The raw topic of an ingest source: `ingest.raw.<source>`."""
+def raw_topic(source: str, prefix: str = Topics.ingest_raw) -> str:
+    """The raw topic of an ingest source: `ingest.raw.<source>` (the prefix is `REVPULSE_TOPIC_INGEST_RAW`)."""
     if source not in RAW_SOURCES:
         raise ValueError(f"unknown ingest source {source!r}")
-    return f"ingest.raw.{source}"
+    return f"{prefix}.{source}"
 
 
 @dataclass(frozen=True)
@@ -78,10 +78,17 @@ class Answer:
 class Ingest:
     """The ingest logic, independent of the web framework: configuration check, verification, JSON check, write."""
 
-    def __init__(self, settings: IngestSettings, send: Send, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        settings: IngestSettings,
+        send: Send,
+        clock: Callable[[], float] = time.time,
+        raw_prefix: str = Topics.ingest_raw,
+    ) -> None:
         self.settings = settings
         self.send = send
         self.clock = clock
+        self.raw_prefix = raw_prefix
 
     def missing_setting(self, source: str) -> str | None:
         """The setting that enables `source` when it is not set, else None."""
@@ -164,7 +171,7 @@ class Ingest:
             orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             return Answer.error(400, "invalid_json", f"the body is not JSON: {exc}")
-        topic = raw_topic(source)
+        topic = raw_topic(source, self.raw_prefix)
         record_headers = [
             ("revpulse.source", source.encode()),
             ("revpulse.received_at", _rfc3339(self.clock()).encode()),
@@ -265,7 +272,7 @@ class IngestView(View):
 
 def register_ingest(app: faust.App, settings: Settings, producer: ProducerService) -> Ingest:
     """Add `/ingest/<source>` for every source in RAW_SOURCES to the app's web server."""
-    ingest = Ingest(settings.ingest, producer_send(producer))
+    ingest = Ingest(settings.ingest, producer_send(producer), raw_prefix=settings.topics.ingest_raw)
     for source in RAW_SOURCES:
         attrs = {"ingest": ingest, "source": source, "__module__": __name__}
         view = type(f"Ingest{source.capitalize()}View", (IngestView,), attrs)

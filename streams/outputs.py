@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from importlib.metadata import version
 
 from prometheus_client import CollectorRegistry, Gauge, Histogram, Info
+from prometheus_client import Counter as CounterMetric
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -51,6 +52,12 @@ class Outputs:
             "revpulse_consumer_lag_records",
             "Input records not yet consumed, per partition (fetch high watermark - position)",
             ["topic", "partition"],
+            registry=self.registry,
+        )
+        self.connector_elements = CounterMetric(
+            "revpulse_connector_elements",
+            "Provider elements (webhook events, CDC changes) read by the connectors, by outcome",
+            ["source", "outcome"],
             registry=self.registry,
         )
         Info("revpulse", "RevPulse build and settings", registry=self.registry).info(

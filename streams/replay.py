@@ -74,11 +74,11 @@ def route_line(line: bytes, topics: Topics) -> list[Outgoing]:
     except orjson.JSONDecodeError as exc:
         return [Outgoing(topics.deadletter, None, line, "invalid_json", f"line is not JSON: {exc}")]
     if not isinstance(doc, list):
-        return [_route_event(doc, line, topics)]
+        return [route_event(doc, line, topics)]
     out: list[Outgoing] = []
     parts: dict[str, list[Any]] = {}
     for element in doc:
-        routed = _route_event(element, orjson.dumps(element), topics)
+        routed = route_event(element, orjson.dumps(element), topics)
         if routed.reason is not None:
             out.append(routed)
         else:
@@ -90,7 +90,7 @@ def route_line(line: bytes, topics: Topics) -> list[Outgoing]:
     return out
 
 
-def _route_event(doc: Any, raw: bytes, topics: Topics) -> Outgoing:
+def route_event(doc: Any, raw: bytes, topics: Topics) -> Outgoing:
     if not isinstance(doc, dict) or not isinstance(doc.get("type"), str):
         return Outgoing(topics.deadletter, None, raw, "invalid_event", "not an object with a string 'type'")
     topic = topic_of(doc["type"], topics)

@@ -46,6 +46,8 @@ class Topics:
     deadletter: str = "revpulse.deadletter"
     # Not in SPEC §6: Salesforce change-data-capture records, mapped to canonical events by a connector.
     salesforce_cdc: str = "salesforce.cdc"
+    # Not in SPEC §6: HTTP ingest writes `<ingest_raw>.<source>` (stripe, hubspot, pipedrive, events).
+    ingest_raw: str = "ingest.raw"
 
     @property
     def inputs(self) -> tuple[str, ...]:

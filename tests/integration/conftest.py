@@ -24,6 +24,8 @@ def worker_env(bootstrap: str, **extra: str) -> dict[str, str]:
     }
     for name in ("CRM", "BILLING", "PRODUCT", "MARKETING", "METRICS", "DEADLETTER"):
         env[f"REVPULSE_TOPIC_{name}"] = f"t{suffix}.{name.lower()}"
+    env["REVPULSE_TOPIC_INGEST_RAW"] = f"t{suffix}.raw"
+    env["REVPULSE_TOPIC_SALESFORCE_CDC"] = f"t{suffix}.salesforce"
     env.update(extra)
     return env
 

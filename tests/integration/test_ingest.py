@@ -141,8 +141,9 @@ def assert_stored(
 ) -> None:
     status, _, answer = reply
     assert status == 200, answer
-    assert answer == {"accepted": True, "topic": f"ingest.raw.{source}", "partition": 0, "offset": answer["offset"]}
-    records = asyncio.run(read_topic(worker.settings, raw_topic(source)))
+    topic = raw_topic(source, worker.settings.topics.ingest_raw)
+    assert answer == {"accepted": True, "topic": topic, "partition": 0, "offset": answer["offset"]}
+    records = asyncio.run(read_topic(worker.settings, topic))
     record = next(r for r in records if r.offset == answer["offset"])
     assert record.value == body
     assert record.key is None
@@ -266,7 +267,7 @@ def test_other_methods_are_405(worker: WorkerProcess, method: str) -> None:
 
 def test_raw_topics_hold_exactly_the_accepted_bodies(worker: WorkerProcess, accepted: dict[str, list[bytes]]) -> None:
     for source in RAW_SOURCES:
-        records = asyncio.run(read_topic(worker.settings, raw_topic(source)))
+        records = asyncio.run(read_topic(worker.settings, raw_topic(source, worker.settings.topics.ingest_raw)))
         assert [r.value for r in records] == accepted[source], source
         assert {r.partition for r in records} <= {0}
 

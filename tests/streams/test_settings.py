@@ -96,6 +96,7 @@ def test_ingest_values_parsed() -> None:
             "REVPULSE_HUBSPOT_DEAL_STAGES": '{"closedwon": "won", "closedlost": "lost", "123": "won"}',
             "REVPULSE_HUBSPOT_LIFECYCLE_STAGES": '{"marketingqualifiedlead": "mql", "other": "disqualified"}',
             "REVPULSE_TOPIC_SALESFORCE_CDC": "sf.cdc",
+            "REVPULSE_TOPIC_INGEST_RAW": "hooks.raw",
         }
     )
     assert s.ingest == Ingest(
@@ -111,6 +112,7 @@ def test_ingest_values_parsed() -> None:
     assert s.hubspot_deal_stages == {"closedwon": "won", "closedlost": "lost", "123": "won"}
     assert s.hubspot_lifecycle_stages == {"marketingqualifiedlead": "mql", "other": "disqualified"}
     assert s.topics.salesforce_cdc == "sf.cdc"
+    assert s.topics.ingest_raw == "hooks.raw"
 
 
 def test_secrets_stay_out_of_reprs() -> None:

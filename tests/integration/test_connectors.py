@@ -1,0 +1,122 @@
+"""End to end on the embedded broker: provider webhooks posted over HTTP become metrics on `/api/metrics`.
+
+A Stripe subscription's whole lifecycle (basil API shape) and a HubSpot deal won and one lost, posted with real
+signatures to one worker, must give the MRR movements, win rate and sales cycle worked out by hand below; a
+provider retry changes nothing, and a payload no mapper can read is dead-lettered untouched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from agents.base import read_topic
+from streams.local import WorkerProcess
+from tests.integration.conftest import deployment
+from tests.integration.test_ingest import SECRETS, hubspot_headers, request, stripe_headers
+
+pytestmark = pytest.mark.integration
+
+FIXTURES = Path(__file__).parent.parent / "fixtures"
+STRIPE_LIFECYCLE = [
+    "basil_01_created_trialing",  # trialing: MRR 0
+    "basil_02_updated_active",  # 2 × $49 = 98: new 98
+    "basil_03_updated_quantity",  # 3 × $49 = 147: expansion 49
+    "basil_04_updated_coupon",  # 20 % off forever = 117.60: contraction 29.40
+    "basil_05_paused",  # 0: churn 117.60
+    "basil_06_resumed",  # 117.60: reactivation 117.60
+    "basil_07_deleted",  # 0: churn 117.60 (2025-08-21T10:00Z, the last event: as_of)
+]
+HUBSPOT_BATCHES = ["deal_won_1_created", "deal_won_2_amount", "deal_won_3_stages", "deal_lost"]
+# The HubSpot examples are from 2024: move them so the lost deal closes 10 days before the Stripe deletion,
+# inside the 90-day window ending there.
+AS_OF_MS = 1_755_770_400_000
+SHIFT_MS = AS_OF_MS - 10 * 86_400_000 - 1_714_125_600_000
+
+
+@pytest.fixture(scope="module")
+def worker(broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
+    workers = deployment(broker, tmp_path_factory.mktemp("connectors"), **SECRETS)
+    try:
+        yield workers.start("w1")
+    finally:
+        workers.stop_all()
+
+
+def hubspot_body(name: str) -> bytes:
+    batch = orjson.loads((FIXTURES / "hubspot" / f"{name}.json").read_bytes())
+    return orjson.dumps([event | {"occurredAt": event["occurredAt"] + SHIFT_MS} for event in batch])
+
+
+def post(worker: WorkerProcess, source: str, body: bytes) -> None:
+    headers = stripe_headers(body) if source == "stripe" else hubspot_headers(body)
+    status, _, reply = request(worker, f"/ingest/{source}", body, headers)
+    assert status == 200, reply
+
+
+def series(worker: WorkerProcess) -> dict[tuple[str, tuple[tuple[str, str], ...]], Any]:
+    return {
+        (s["metric"], tuple(sorted(s["labels"].items()))): s["value"]
+        for s in orjson.loads(worker.get("/api/metrics")[1])
+    }
+
+
+def value(metrics: dict[tuple[str, tuple[tuple[str, str], ...]], Any], metric: str, **labels: str) -> Any:
+    return metrics[(metric, tuple(sorted({"segment": "all", "window": "90d", **labels}.items())))]
+
+
+@pytest.fixture(scope="module")
+def metrics(worker: WorkerProcess) -> dict[tuple[str, tuple[tuple[str, str], ...]], Any]:
+    for name in STRIPE_LIFECYCLE:
+        post(worker, "stripe", (FIXTURES / "stripe" / f"{name}.json").read_bytes())
+    for name in HUBSPOT_BATCHES:
+        post(worker, "hubspot", hubspot_body(name))
+    post(worker, "hubspot", hubspot_body("deal_won_3_stages_retry"))  # HubSpot's retry: the same event ids
+    post(worker, "stripe", (FIXTURES / "stripe" / "malformed_subscription_no_customer.json").read_bytes())
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        current = series(worker)
+        done = current and value(current, "deals_lost") == 1 and value(current, "mrr_movement", kind="churn")
+        if done and value(current, "mrr_movement", kind="churn") > 200:
+            return current
+        time.sleep(0.3)
+    raise AssertionError(f"metrics did not arrive:\n{worker.tail()}")
+
+
+def test_stripe_lifecycle_gives_its_mrr_movements(metrics: dict[Any, Any]) -> None:
+    movements = {kind: value(metrics, "mrr_movement", kind=kind) for kind in ("new", "expansion", "contraction")}
+    assert movements == pytest.approx({"new": 98.0, "expansion": 49.0, "contraction": 29.4})
+    assert value(metrics, "mrr_movement", kind="churn") == pytest.approx(2 * 117.6)
+    assert value(metrics, "mrr_movement", kind="reactivation") == pytest.approx(117.6)
+    assert value(metrics, "new_customers") == 1
+    assert metrics[("mrr", (("segment", "all"),))] == 0.0
+
+
+def test_hubspot_deals_give_win_rate_and_sales_cycle(metrics: dict[Any, Any]) -> None:
+    assert (value(metrics, "deals_won"), value(metrics, "deals_lost")) == (1, 1)  # the retry counted once
+    assert value(metrics, "win_rate") == 0.5
+    # Created 2024-03-17T10:00Z, won 2024-04-05T10:00Z (both shifted alike): 19 days.
+    assert value(metrics, "sales_cycle_seconds") == 19 * 86_400
+    assert value(metrics, "won_amount") == 15000.5  # the last amount HubSpot sent before the win
+
+
+def test_retries_are_duplicates_and_the_unmappable_payload_is_dead_lettered(
+    worker: WorkerProcess, metrics: dict[Any, Any]
+) -> None:
+    text = worker.get("/metrics")[1].decode()
+    assert 'revpulse_connector_elements_total{outcome="mapped",source="stripe"} 7.0' in text
+    assert 'revpulse_connector_elements_total{outcome="unmappable",source="stripe"} 1.0' in text
+    duplicates = [line for line in text.splitlines() if 'outcome="duplicate"' in line and "opportunity.won" in line]
+    assert [line.rsplit(" ", 1)[1] for line in duplicates] == ["1.0"]
+    letters = asyncio.run(read_topic(worker.settings, worker.settings.topics.deadletter))
+    raw = (FIXTURES / "stripe" / "malformed_subscription_no_customer.json").read_bytes()
+    [letter] = [r for r in letters if r.value == raw]
+    headers = dict(letter.headers)
+    assert headers["revpulse.reason"] == b"unmappable"
+    assert headers["revpulse.source.topic"] == f"{worker.settings.topics.ingest_raw}.stripe".encode()
