@@ -148,11 +148,12 @@ async def create_topics(settings: Settings) -> None:
             NewTopic(f"{settings.app_id}-partials", PARTIALS_PARTITIONS, 1, topic_configs=compact),
             NewTopic(f"{settings.app_id}-snapshots", 1, 1, topic_configs=compact),
         ]
-        # Raw provider bodies and Salesforce CDC: one partition each. Webhook volume is low, and a single
-        # partition keeps a provider's order, which the stateful mappers (updates carrying only changed fields)
-        # depend on.
-        topics += [NewTopic(raw_topic(source, settings.topics.ingest_raw), 1, 1) for source in RAW_SOURCES]
-        topics.append(NewTopic(settings.topics.salesforce_cdc, 1, 1))
+        # Raw provider bodies and Salesforce CDC: one partition each (webhook volume is low, and one partition keeps
+        # a provider's order, which the stateful mappers depend on), kept forever: the mappers rebuild their state
+        # by reading them from the start.
+        forever = {"retention.ms": "-1"}
+        raw = [raw_topic(source, settings.topics.ingest_raw) for source in RAW_SOURCES]
+        topics += [NewTopic(name, 1, 1, topic_configs=forever) for name in (*raw, settings.topics.salesforce_cdc)]
         existing = set(await admin.list_topics())
         missing = [topic for topic in topics if topic.name not in existing]
         if missing:

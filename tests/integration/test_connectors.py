@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,9 @@ AS_OF_MS = 1_755_770_400_000
 SHIFT_MS = AS_OF_MS - 10 * 86_400_000 - 1_714_125_600_000
 
 
+Metrics = dict[tuple[str, tuple[tuple[str, str], ...]], Any]  # (metric, sorted labels) -> value
+
+
 @pytest.fixture(scope="module")
 def worker(broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
     workers = deployment(broker, tmp_path_factory.mktemp("connectors"), **SECRETS)
@@ -60,36 +63,29 @@ def post(worker: WorkerProcess, source: str, body: bytes) -> None:
     assert status == 200, reply
 
 
-def series(worker: WorkerProcess) -> dict[tuple[str, tuple[tuple[str, str], ...]], Any]:
+def series(worker: WorkerProcess) -> Metrics:
     return {
         (s["metric"], tuple(sorted(s["labels"].items()))): s["value"]
         for s in orjson.loads(worker.get("/api/metrics")[1])
     }
 
 
-def value(metrics: dict[tuple[str, tuple[tuple[str, str], ...]], Any], metric: str, **labels: str) -> Any:
+def value(metrics: Metrics, metric: str, **labels: str) -> Any:
     return metrics[(metric, tuple(sorted({"segment": "all", "window": "90d", **labels}.items())))]
 
 
 @pytest.fixture(scope="module")
-def metrics(worker: WorkerProcess) -> dict[tuple[str, tuple[tuple[str, str], ...]], Any]:
+def metrics(worker: WorkerProcess) -> Metrics:
     for name in STRIPE_LIFECYCLE:
         post(worker, "stripe", (FIXTURES / "stripe" / f"{name}.json").read_bytes())
     for name in HUBSPOT_BATCHES:
         post(worker, "hubspot", hubspot_body(name))
     post(worker, "hubspot", hubspot_body("deal_won_3_stages_retry"))  # HubSpot's retry: the same event ids
     post(worker, "stripe", (FIXTURES / "stripe" / "malformed_subscription_no_customer.json").read_bytes())
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        current = series(worker)
-        done = current and value(current, "deals_lost") == 1 and value(current, "mrr_movement", kind="churn")
-        if done and value(current, "mrr_movement", kind="churn") > 200:
-            return current
-        time.sleep(0.3)
-    raise AssertionError(f"metrics did not arrive:\n{worker.tail()}")
+    return wait_for(worker, lambda m: value(m, "deals_lost") == 1 and value(m, "mrr_movement", kind="churn") > 200)
 
 
-def test_stripe_lifecycle_gives_its_mrr_movements(metrics: dict[Any, Any]) -> None:
+def test_stripe_lifecycle_gives_its_mrr_movements(metrics: Metrics) -> None:
     movements = {kind: value(metrics, "mrr_movement", kind=kind) for kind in ("new", "expansion", "contraction")}
     assert movements == pytest.approx({"new": 98.0, "expansion": 49.0, "contraction": 29.4})
     assert value(metrics, "mrr_movement", kind="churn") == pytest.approx(2 * 117.6)
@@ -98,7 +94,7 @@ def test_stripe_lifecycle_gives_its_mrr_movements(metrics: dict[Any, Any]) -> No
     assert metrics[("mrr", (("segment", "all"),))] == 0.0
 
 
-def test_hubspot_deals_give_win_rate_and_sales_cycle(metrics: dict[Any, Any]) -> None:
+def test_hubspot_deals_give_win_rate_and_sales_cycle(metrics: Metrics) -> None:
     assert (value(metrics, "deals_won"), value(metrics, "deals_lost")) == (1, 1)  # the retry counted once
     assert value(metrics, "win_rate") == 0.5
     # Created 2024-03-17T10:00Z, won 2024-04-05T10:00Z (both shifted alike): 19 days.
@@ -107,7 +103,7 @@ def test_hubspot_deals_give_win_rate_and_sales_cycle(metrics: dict[Any, Any]) ->
 
 
 def test_retries_are_duplicates_and_the_unmappable_payload_is_dead_lettered(
-    worker: WorkerProcess, metrics: dict[Any, Any]
+    worker: WorkerProcess, metrics: Metrics
 ) -> None:
     text = worker.get("/metrics")[1].decode()
     assert 'revpulse_connector_elements_total{outcome="mapped",source="stripe"} 7.0' in text
@@ -120,3 +116,33 @@ def test_retries_are_duplicates_and_the_unmappable_payload_is_dead_lettered(
     headers = dict(letter.headers)
     assert headers["revpulse.reason"] == b"unmappable"
     assert headers["revpulse.source.topic"] == f"{worker.settings.topics.ingest_raw}.stripe".encode()
+
+
+def test_a_restarted_worker_remembers_what_the_mappers_knew(broker: str, tmp_path: Path) -> None:
+    """The deal's amount reaches RevPulse only on the win; the worker that maps the win is not the one that saw
+    the amount: its connector rebuilt the HubSpot mapper from the raw topic."""
+    workers = deployment(broker, tmp_path, **SECRETS)
+    try:
+        first = workers.start("w1")
+        for name in HUBSPOT_BATCHES[:2]:
+            post(first, "hubspot", hubspot_body(name))
+        wait_for(first, lambda m: value(m, "opportunities_created") == 1)
+        time.sleep(1)  # the connector commits right after its output is acknowledged
+        workers.kill("w1")
+        second = workers.start("w2")
+        post(second, "hubspot", hubspot_body(HUBSPOT_BATCHES[2]))
+        won = wait_for(second, lambda m: value(m, "deals_won") == 1)
+        assert value(won, "won_amount") == 15000.5
+        assert value(won, "opportunities_created") == 1  # the re-mapped creation was a duplicate
+    finally:
+        workers.stop_all()
+
+
+def wait_for(worker: WorkerProcess, done: Callable[[Metrics], bool], timeout: float = 60) -> Metrics:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        current = series(worker)
+        if current and done(current):
+            return current
+        time.sleep(0.3)
+    raise AssertionError(f"metrics did not arrive:\n{worker.tail()}")
