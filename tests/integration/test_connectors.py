@@ -15,11 +15,12 @@ from typing import Any
 
 import orjson
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from agents.base import read_topic
 from streams.local import WorkerProcess
 from tests.integration.conftest import deployment
-from tests.integration.test_ingest import SECRETS, hubspot_headers, request, stripe_headers
+from tests.integration.test_ingest import SECRETS, basic_headers, hubspot_headers, request, stripe_headers
 
 pytestmark = pytest.mark.integration
 
@@ -58,7 +59,8 @@ def hubspot_body(name: str) -> bytes:
 
 
 def post(worker: WorkerProcess, source: str, body: bytes) -> None:
-    headers = stripe_headers(body) if source == "stripe" else hubspot_headers(body)
+    signers = {"stripe": stripe_headers, "hubspot": hubspot_headers, "pipedrive": lambda body: basic_headers()}
+    headers = signers[source](body)
     status, _, reply = request(worker, f"/ingest/{source}", body, headers)
     assert status == 200, reply
 
@@ -146,3 +148,52 @@ def wait_for(worker: WorkerProcess, done: Callable[[Metrics], bool], timeout: fl
             return current
         time.sleep(0.3)
     raise AssertionError(f"metrics did not arrive:\n{worker.tail()}")
+
+
+SALESFORCE_CHANGES = [
+    "won_1_create",  # Amount 50,000, created 2024-03-18T09:15:00Z
+    "won_2_amount",  # only Amount changes: 65,000
+    "won_3_stage",
+    "won_4_closed_won",  # won 2024-04-19T16:45:00Z with the last known amount, 65,000
+    "lost_1_create",
+    "lost_2_create",
+    "lost_3_bulk_closed_lost",  # one change closing both as lost
+]
+PIPEDRIVE_WEBHOOKS = [
+    "deal_won_1_create",  # added 2024-03-18T09:15:00Z
+    "deal_won_2_value",  # value EUR 1,500 = USD 1,620 at the test deployment's rate of 1.08
+    "deal_won_3_stage",
+    "deal_won_4_won",  # won 2024-04-19T16:45:02Z
+    "deal_won_4_won_retry",  # the same meta.id: a duplicate
+    "deal_lost_1_create",
+    "deal_lost_2_lost",
+]
+
+
+async def produce_cdc(worker: WorkerProcess, values: list[bytes]) -> None:
+    """What a Salesforce CDC source connector does: JSON change events on the CDC topic."""
+    producer = AIOKafkaProducer(bootstrap_servers=worker.settings.bootstrap_servers)
+    await producer.start()
+    try:
+        for value in values:
+            await producer.send_and_wait(worker.settings.topics.salesforce_cdc, value)
+    finally:
+        await producer.stop()
+
+
+def test_salesforce_cdc_and_pipedrive_deals(broker: str, tmp_path: Path) -> None:
+    workers = deployment(broker, tmp_path, **SECRETS)
+    try:
+        worker = workers.start("w1")
+        changes = [(FIXTURES / "salesforce" / f"{name}.json").read_bytes() for name in SALESFORCE_CHANGES]
+        asyncio.run(produce_cdc(worker, changes))
+        for name in PIPEDRIVE_WEBHOOKS:
+            post(worker, "pipedrive", (FIXTURES / "pipedrive" / f"{name}.json").read_bytes())
+        metrics = wait_for(worker, lambda m: value(m, "deals_lost") == 3 and value(m, "deals_won") == 2)
+        assert value(metrics, "opportunities_created") == 5  # Salesforce 3, Pipedrive 2
+        assert value(metrics, "won_amount") == pytest.approx(65_000 + 1_620)
+        assert value(metrics, "win_rate") == 2 / 5
+        # Both won 32 days 7 h 30 min after creation; Pipedrive's 2 s later: mean 2,791,801 s.
+        assert value(metrics, "sales_cycle_seconds") == 2_791_801
+    finally:
+        workers.stop_all()
