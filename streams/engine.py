@@ -9,9 +9,12 @@ take an incremental path because each one's contribution stands alone.
 
 from __future__ import annotations
 
+import marshal
 from bisect import bisect_right, insort
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, fields
+from itertools import islice
+from operator import attrgetter
 from typing import Final
 
 from schemas.models import NANOS, Event
@@ -30,7 +33,18 @@ _PRODUCT_FLOWS: Final = {
 
 
 @dataclass(slots=True)
-class Account:
+class Keyed:
+    """Per routing key (SPEC §2): the event ids accepted, and the latest occurred_at per input topic."""
+
+    ids: set[str] = field(default_factory=set)
+    latest: dict[str, int] = field(default_factory=dict)
+
+
+_EVENT_FIELDS: Final = attrgetter(*(f.name for f in fields(Event)))
+
+
+@dataclass(slots=True)
+class Account(Keyed):
     segment_stamps: list[Stamp] = field(default_factory=list)
     segment_values: list[str] = field(default_factory=list)
     billing: Timeline = field(default_factory=list)
@@ -49,6 +63,75 @@ class Account:
     def latest_segment(self) -> str:
         return self.segment_values[-1] if self.segment_values else "unknown"
 
+    def encode(self) -> bytes:
+        """A compact copy (plain tuples, marshalled): a few hundred bytes where the objects take a few KB."""
+        billing = [(t, seq, _EVENT_FIELDS(event)) for t, seq, event in self.billing]
+        return marshal.dumps(
+            (
+                list(self.ids),
+                self.latest,
+                self.segment_stamps,
+                self.segment_values,
+                billing,
+                self.first_trial,
+                self.product,
+                self.last_active,
+                self.leads,
+                self.opportunities,
+            )
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> Account:
+        ids, latest, stamps, values, billing, first_trial, product, last_active, leads, opps = marshal.loads(data)
+        return cls(
+            set(ids),
+            latest,
+            stamps,
+            values,
+            [(t, seq, Event(*event)) for t, seq, event in billing],
+            first_trial,
+            product,
+            last_active,
+            leads,
+            opps,
+        )
+
+
+class AccountStore:
+    """Accounts by id: the most recently used as objects, the others encoded, so state per account stays small
+    at millions of accounts. Only `evict` (between batches) encodes, so an account a batch holds stays live."""
+
+    def __init__(self, hot_limit: int) -> None:
+        self.hot_limit = hot_limit
+        self.hot: dict[str, Account] = {}  # least recently used first
+        self.cold: dict[str, bytes] = {}
+
+    def get(self, account_id: str) -> Account | None:
+        account = self.hot.pop(account_id, None)
+        if account is None:
+            data = self.cold.pop(account_id, None)
+            if data is None:
+                return None
+            account = Account.decode(data)
+        self.hot[account_id] = account
+        return account
+
+    def add(self, account_id: str) -> Account:
+        account = self.hot[account_id] = Account()
+        return account
+
+    def evict(self) -> None:
+        for account_id in list(islice(self.hot, max(0, len(self.hot) - self.hot_limit))):
+            self.cold[account_id] = self.hot.pop(account_id).encode()
+
+    def __len__(self) -> int:
+        return len(self.hot) + len(self.cold)
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self.hot
+        yield from self.cold
+
 
 @dataclass(slots=True)
 class Entity:
@@ -63,19 +146,18 @@ class Entity:
 @dataclass(frozen=True)
 class EngineConfig:
     allowed_lateness_us: int = 7 * 86_400 * US_PER_SECOND
+    hot_accounts: int = 10_000  # accounts kept as objects between batches (per engine, i.e. per shard)
 
 
 class Engine:
     def __init__(self, config: EngineConfig | None = None) -> None:
         self.config = config or EngineConfig()
         self.ledger = Ledger(track_touched=True)
-        self.accounts: dict[str, Account] = {}
+        self.accounts = AccountStore(self.config.hot_accounts)
+        self.channels: dict[str, Keyed] = {}  # marketing's routing keys
         self.leads: dict[str, Entity] = {}
         self.opportunities: dict[str, Entity] = {}
         self.lead_opportunities: dict[str, set[str]] = {}  # lead id -> opportunities that name it
-        self.seen_ids: set[str] = set()
-        # input topic -> routing key -> latest occurred_at (nested: a (topic, key) tuple per key costs 56 bytes)
-        self.key_latest: dict[str, dict[str, int]] = {}
         self.watermark: int | None = None
         self.segments_seen: set[str] = set()
         self.sequence = 0
@@ -84,23 +166,34 @@ class Engine:
 
     def accept(self, topic: str, event: Event) -> str:
         """Apply one valid event; returns its outcome: `accepted`, `duplicate` or `late`."""
-        key = event.routing_key
-        topic_latest = self.key_latest.get(topic)
-        if topic_latest is None:
-            topic_latest = self.key_latest[topic] = {}
-        latest = topic_latest.get(key)
+        keyed = self._keyed(event)
+        latest = keyed.latest.get(topic)
         if latest is not None and event.t < latest - self.config.allowed_lateness_us:
             return "late"
-        if event.event_id in self.seen_ids:
+        if event.event_id in keyed.ids:
             return "duplicate"
-        self.seen_ids.add(event.event_id)
+        keyed.ids.add(event.event_id)
         if latest is None or event.t > latest:
-            topic_latest[key] = event.t
+            keyed.latest[topic] = event.t
         if self.watermark is None or event.t > self.watermark:
             self.watermark = event.t
         self.sequence += 1
         self._apply(event, (event.t, self.sequence))
         return "accepted"
+
+    def _keyed(self, event: Event) -> Keyed:
+        if event.type == "marketing.spend":
+            channel = event.channel or ""
+            keyed = self.channels.get(channel)
+            if keyed is None:
+                keyed = self.channels[channel] = Keyed()
+            return keyed
+        account_id = event.account_id or ""
+        return self.accounts.get(account_id) or self.accounts.add(account_id)
+
+    def end_batch(self) -> None:
+        """Between batches: encode the accounts least recently used beyond the hot limit."""
+        self.accounts.evict()
 
     def _apply(self, event: Event, stamp: Stamp) -> None:
         if event.type == "marketing.spend":
@@ -111,10 +204,7 @@ class Engine:
                 self.ledger.add(("marketing_spend", event.segment, hour), event.money or 0)
             self.ledger.add(("marketing_spend", "all", hour), event.money or 0)
             return
-        account_id = event.account_id or ""
-        account = self.accounts.get(account_id)
-        if account is None:
-            account = self.accounts[account_id] = Account()
+        account = self._account(event.account_id)
         if event.segment is not None:
             self._learn_segment(account, stamp, event.segment)
         self.segments_seen.add(account.segment_at(stamp))
@@ -210,7 +300,9 @@ class Engine:
         self._change([self._opportunity(opportunity_id)], lambda: insort(opportunity.events, (*stamp, event)))
 
     def _account(self, account_id: str | None) -> Account:
-        return self.accounts[account_id or ""]
+        account = self.accounts.get(account_id or "")
+        assert account is not None, "accept creates the account of every event it applies"
+        return account
 
 
 # -- contributions: pure functions of one entity's events ------------------------------------------------------

@@ -22,7 +22,9 @@ from streams.windows import US_PER_SECOND
 
 
 def engine_config(settings: Settings) -> EngineConfig:
-    return EngineConfig(allowed_lateness_us=round(settings.allowed_lateness * US_PER_SECOND))
+    return EngineConfig(
+        allowed_lateness_us=round(settings.allowed_lateness * US_PER_SECOND), hot_accounts=settings.hot_accounts
+    )
 
 
 def decoder(settings: Settings) -> EventDecoder:

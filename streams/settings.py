@@ -97,6 +97,8 @@ class Settings:
     # 0: a worker holds only its own shards. 1 (or more): it also keeps a warm replica of every other shard,
     # applied from the shard topic, so that a takeover needs no restore.
     standby_replicas: int = 0
+    # Accounts per shard kept as objects between batches; the rest are held encoded (memory vs. decode time).
+    hot_accounts: int = 10_000
     ingest: Ingest = field(default_factory=Ingest)
     # HubSpot mapper overrides (None: the mapper's defaults): deal stage id → won/lost, lifecycle stage → a
     # SPEC §1 funnel stage.
@@ -170,7 +172,8 @@ class Settings:
             session_timeout=parse("REVPULSE_SESSION_TIMEOUT", defaults.session_timeout, _session_timeout),
             shards=parse("REVPULSE_SHARDS", defaults.shards, _shards),
             snapshot_interval=parse("REVPULSE_SNAPSHOT_INTERVAL", defaults.snapshot_interval, _positive_duration),
-            standby_replicas=parse("REVPULSE_STANDBY_REPLICAS", defaults.standby_replicas, _standby_replicas),
+            standby_replicas=parse("REVPULSE_STANDBY_REPLICAS", defaults.standby_replicas, _non_negative_int),
+            hot_accounts=parse("REVPULSE_HOT_ACCOUNTS", defaults.hot_accounts, _non_negative_int),
             ingest=ingest,
             hubspot_deal_stages=parse("REVPULSE_HUBSPOT_DEAL_STAGES", defaults.hubspot_deal_stages, _deal_stages),
             hubspot_lifecycle_stages=parse(
@@ -293,7 +296,7 @@ def _shards(raw: str) -> int:
     return count
 
 
-def _standby_replicas(raw: str) -> int:
+def _non_negative_int(raw: str) -> int:
     count = int(raw)
     if count < 0:
         raise ValueError(f"must be 0 or more, got {raw!r}")

@@ -152,6 +152,7 @@ class Shard:
                     DeadLetter(payload.encode("latin-1"), rejection.reason, rejection.detail, topic, partition, offset)
                 )
         state.next_offset = next_offset
+        state.engine.end_batch()
         return ShardOutput(dead, self.take_partials(), arrivals)
 
     def _apply(self, topic: str, item: Item) -> Rejection | None:

@@ -1,4 +1,5 @@
-"""Engine behaviour through the pipeline: movements, order independence, segments, funnel, lateness."""
+"""Engine behaviour through the pipeline: movements, order independence, segments, funnel, lateness; and the
+account store that keeps the state small."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ from typing import Any
 
 import pytest
 
+from schemas.models import NANOS, Event
+from streams.engine import Account, AccountStore
 from tests.streams.conftest import Harness
 
 
@@ -144,3 +147,33 @@ def test_bad_array_element_is_dead_lettered_and_the_rest_applied(harness: Harnes
     assert [(d.reason, d.offset) for d in h.dead] == [("invalid_event", 0), ("invalid_json", 1)]
     assert h.dead[1].payload == b"{not json"
     assert h.dead[0].payload.startswith(b'{"event_id":"b"')
+
+
+def test_an_encoded_account_decodes_to_an_equal_one() -> None:
+    event = Event("e1", "subscription.started", 7_200_000_000, "acc", "smb", "s1", 49 * NANOS)
+    account = Account(
+        ids={"e1", "e2"},
+        latest={"billing.events": 7_200_000_000, "product.events": 3},
+        segment_stamps=[(7_200_000_000, 1)],
+        segment_values=["smb"],
+        billing=[(7_200_000_000, 1, event)],
+        first_trial=(5, 2),
+        product=[(3, 2, "product.trial_started")],
+        last_active={"smb": 0, "all": 0},
+        leads=("l1",),
+        opportunities=("o1", "o2"),
+    )
+    assert Account.decode(account.encode()) == account
+    assert len(account.encode()) < 400
+
+
+def test_the_store_encodes_the_least_recently_used_beyond_its_limit() -> None:
+    store = AccountStore(hot_limit=2)
+    for account_id in ("a", "b", "c"):
+        store.add(account_id).segment_values.append(account_id)
+    assert store.get("a") is not None  # used again: now the most recent
+    store.evict()
+    assert (list(store.hot), list(store.cold)) == (["c", "a"], ["b"])
+    b = store.get("b")
+    assert b is not None and b.segment_values == ["b"] and list(store.hot) == ["c", "a", "b"]
+    assert (len(store), sorted(store)) == (3, ["a", "b", "c"])
