@@ -13,13 +13,14 @@ from streams.shards import RESET, SEGMENT_SEEN, WATERMARK
 class Rollup:
     def __init__(self) -> None:
         self.ledger = Ledger()
-        self.partials: dict[tuple[int, Key], int] = {}  # (shard, cell) -> that shard's absolute value
+        self.partials: dict[int, dict[Key, int]] = {}  # shard -> cell -> that shard's absolute value
         self.watermarks: dict[int, int] = {}
         self.segments_seen: set[str] = set()
         self.version = 0  # bumps on every change, so readers know when to recompute
 
     def update(self, shard: int, partials: dict[Key, int]) -> None:
         """Take a shard's absolute cell values, in order; applying the same values twice changes nothing."""
+        values = self.partials.setdefault(shard, {})
         for key, value in partials.items():
             quantity = key[0]
             if quantity == RESET:
@@ -29,19 +30,21 @@ class Rollup:
             elif quantity == SEGMENT_SEEN:
                 self.segments_seen.add(key[1])
             else:
-                before = self.partials.get((shard, key), 0)
+                before = values.get(key, 0)
                 if value != before:
                     self.ledger.add(key, value - before)
                     if value:
-                        self.partials[(shard, key)] = value
+                        values[key] = value
                     else:
-                        del self.partials[(shard, key)]
+                        del values[key]
         self.version += 1
 
     def _forget(self, shard: int) -> None:
         """Drop every cell a shard contributed (its watermark and segments stay: they only ever grow)."""
-        for key in [key for key in self.partials if key[0] == shard]:
-            self.ledger.add(key[1], -self.partials.pop(key))
+        values = self.partials.get(shard, {})
+        for key, value in values.items():
+            self.ledger.add(key, -value)
+        values.clear()
 
     @property
     def watermark(self) -> int | None:
