@@ -45,9 +45,12 @@ def consumer(settings: Settings, group: str | None, **overrides: Any) -> AIOKafk
 OutRecord = tuple[str, int | None, bytes | None, bytes | None, Any]  # (topic, partition, key, value, headers)
 
 
-async def send_all(producer: AIOKafkaProducer, records: Iterable[OutRecord]) -> None:
+Acked = dict[tuple[str, int], list[range]]  # (topic, partition) -> offsets the broker gave the records sent
+
+
+async def send_all(producer: AIOKafkaProducer, records: Iterable[OutRecord]) -> Acked:
     """Send records and wait until the broker acknowledged each one, retrying failures with backoff: callers
-    commit their input only after this returns, so nothing is lost.
+    commit their input only after this returns, so nothing is lost. Returns the offsets the records got.
 
     Records go out as whole batches per partition (`send_batch`): a task and a future per record would cost
     more than the processing that produced them. A record without a partition goes to one chosen by its key
@@ -61,21 +64,27 @@ async def send_all(producer: AIOKafkaProducer, records: Iterable[OutRecord]) -> 
             partition = partitions[zlib.crc32(key) % len(partitions)] if key is not None else partitions[0]
         by_partition.setdefault((topic, partition), []).append(record)
     pending = [(topic, partition, batch) for (topic, partition), batch in by_partition.items()]
+    acked: Acked = {}
     delay = 0.5
     while pending:
-        unsent = await asyncio.gather(*(_send_partition(producer, *entry) for entry in pending))
+        results = await asyncio.gather(*(_send_partition(producer, *entry) for entry in pending))
+        for (topic, partition, _), (_, ranges) in zip(pending, results, strict=True):
+            acked.setdefault((topic, partition), []).extend(ranges)
+        unsent = [rest for rest, _ in results]
         failed = [(topic, partition, rest) for (topic, partition, _), rest in zip(pending, unsent, strict=True) if rest]
         if failed:
             log.warning("%d records not acknowledged; retrying in %.1fs", sum(len(f[2]) for f in failed), delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30.0)
         pending = failed
+    return acked
 
 
 async def _send_partition(
     producer: AIOKafkaProducer, topic: str, partition: int, records: list[OutRecord]
-) -> list[OutRecord]:
-    """Send one partition's records in as many batches as they need; returns the tail not acknowledged."""
+) -> tuple[list[OutRecord], list[range]]:
+    """Send one partition's records in as many batches as they need; returns the tail not acknowledged, and the
+    offsets of those that were."""
     sent: list[tuple[list[OutRecord], Any]] = []
     try:
         chunk: list[OutRecord] = []
@@ -97,13 +106,15 @@ async def _send_partition(
     else:
         unsent = []
     results = await asyncio.gather(*(future for _, future in sent), return_exceptions=True)
+    acked: list[range] = []
     for i, result in enumerate(results):
         if isinstance(result, BaseException):
             # Everything from the first failed batch on goes again, in order: a later batch overtaking an
             # earlier one would reorder a partition (receivers skip what they have already seen, not gaps).
             log.warning("a batch to %s[%d] failed: %r", topic, partition, result)
-            return [record for chunk, _ in sent[i:] for record in chunk] + unsent
-    return unsent
+            return [record for chunk, _ in sent[i:] for record in chunk] + unsent, acked
+        acked.append(range(result.offset, result.offset + len(sent[i][0])))
+    return unsent, acked
 
 
 class BatchAgent(Service):

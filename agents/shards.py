@@ -22,9 +22,11 @@ from streams.engine import EngineConfig
 from streams.outputs import Outcomes, Outputs
 from streams.rollup import Rollup
 from streams.settings import Settings
-from streams.shards import DeadLetter, Shard, decode_items, total_outcomes
+from streams.shards import DeadLetter, Item, Shard, decode_items, total_outcomes
 
 log = logging.getLogger(__name__)
+
+Plan = dict[int, tuple[int, bool]]  # shard -> (its epoch, whether the router's items were applied here)
 
 
 class ShardAgent(BatchAgent):
@@ -54,10 +56,63 @@ class ShardAgent(BatchAgent):
         self.standby_letters: dict[int, list[tuple[int, list[DeadLetter]]]] = {}
         self._lock = asyncio.Lock()  # a rebalance waits for the batch in flight
         self._snapshotted: dict[int, int] = {}  # shard -> next_offset of its last snapshot
+        # The router's local path: items for a shard this worker owns are applied as soon as they are routed, a
+        # Kafka round trip earlier; they still go to the shard topic, the durable log, where the shard skips them
+        # (undecoded when their offsets are known). A shard takes items so only once it has consumed everything
+        # it was sent otherwise: up to the end of the router's last ordinary send to it, its gate. Epochs bump on
+        # every assignment and router rebalance, so news about an older send is ignored.
+        self.epochs: dict[int, int] = {}
+        self.gates: dict[int, int] = {}
+        self.applied_ranges: dict[int, list[range]] = {}  # shard -> shard-topic offsets already applied
 
     @property
     def ready(self) -> bool:
         return self.assigned and not self.catching_up
+
+    def _open(self, shard_id: int) -> bool:
+        shard = self.shards.get(shard_id)
+        gate = self.gates.get(shard_id)
+        return (
+            shard is not None
+            and gate is not None
+            and shard_id not in self.catching_up
+            and (shard.state.next_offset >= gate)
+        )
+
+    def _close(self, shard_id: int) -> None:
+        self.epochs[shard_id] = self.epochs.get(shard_id, 0) + 1
+        self.gates.pop(shard_id, None)
+        self.applied_ranges.pop(shard_id, None)
+
+    async def apply_routed(self, routed: dict[int, list[Item]]) -> Plan:
+        """Apply at once the items of every shard open to it; returns per shard (epoch, applied here)."""
+        async with self._lock:
+            plan: Plan = {}
+            for shard_id, items in routed.items():
+                applied = self._open(shard_id)
+                if applied:
+                    shard = self.shards[shard_id]
+                    output = shard.apply(items, shard.state.next_offset)
+                    self.outputs.pending_arrivals.extend(output.arrivals)
+                    await self._publish(output.dead, shard_id, output.partials)
+                plan[shard_id] = (self.epochs.get(shard_id, 0), applied)
+            return plan
+
+    def routed_sent(self, plan: Plan, acked: dict[int, list[range]]) -> None:
+        """Where the router's records of `plan` landed on the shard topic."""
+        for shard_id, (epoch, applied) in plan.items():
+            ranges = acked.get(shard_id)
+            if not ranges or epoch != self.epochs.get(shard_id, 0):
+                continue
+            if applied:
+                self.applied_ranges.setdefault(shard_id, []).extend(ranges)
+            else:
+                self.gates[shard_id] = max(self.gates.get(shard_id, 0), *(r.stop for r in ranges))
+
+    def router_rebalanced(self) -> None:
+        """The router's input changed hands: earlier records of its new partitions may wait in any shard."""
+        for shard_id in range(self.settings.shards):
+            self._close(shard_id)
 
     def outcomes(self) -> Outcomes:
         return total_outcomes(self.shards.values())
@@ -77,6 +132,7 @@ class ShardAgent(BatchAgent):
                 self.letters_written = await self.snapshots.dead_letters_written()
             for partition in committed:
                 if partition not in self.shards:
+                    self._close(partition)
                     held = self.standby.pop(partition, None)
                     shard = held or Shard(partition, self.config, restored.get(partition))
                     self.shards[partition] = shard
@@ -113,6 +169,7 @@ class ShardAgent(BatchAgent):
             for tp in partitions:
                 shard = self.shards.pop(tp.partition, None)
                 self.catching_up.pop(tp.partition, None)
+                self._close(tp.partition)
                 if shard is not None:
                     if self._snapshotted.get(shard.id) != shard.state.next_offset:
                         await self.snapshots.save(shard.id, shard.state)
@@ -183,8 +240,16 @@ class ShardAgent(BatchAgent):
                 shard = self.shards.get(tp.partition)
                 if shard is None:
                     continue
-                items = [item for record in records for item in decode_items(record.value)]
+                applied = self.applied_ranges.get(shard.id, [])
+                items = [
+                    item
+                    for record in records
+                    if not any(record.offset in offsets for offsets in applied)
+                    for item in decode_items(record.value)
+                ]
                 output = shard.apply(items, records[-1].offset + 1)
+                if applied:
+                    self.applied_ranges[shard.id] = [r for r in applied if r.stop > shard.state.next_offset]
                 self.outputs.pending_arrivals.extend(output.arrivals)
                 await self._publish(output.dead, shard.id, output.partials)
                 commits[tp] = shard.state.next_offset

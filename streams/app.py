@@ -72,9 +72,9 @@ def create_worker(settings: Settings) -> Worker:
     outputs = Outputs(settings, rollup, lambda: shards.outcomes())
     kwargs = {"beacon": app.beacon, "loop": app.loop}
     producer = ProducerService(settings, **kwargs)
-    router = RouterAgent(settings, Router(decoder(settings), settings.shards), producer, outputs, **kwargs)
     snapshots = SnapshotStore(settings, config, producer)
     shards = ShardAgent(settings, config, producer, snapshots, rollup, outputs, **kwargs)
+    router = RouterAgent(settings, Router(decoder(settings), settings.shards), producer, outputs, shards, **kwargs)
     rollup_agent = RollupAgent(settings, rollup, lambda shard: shard in shards.shards, **kwargs)
     publisher = Publisher(producer, outputs, settings)
     connectors = ConnectorAgent(settings, producer, outputs, **kwargs)
