@@ -95,6 +95,7 @@ class ShardAgent(BatchAgent):
                     output = shard.apply(items, shard.state.next_offset)
                     self.outputs.pending_arrivals.extend(output.arrivals)
                     await self._publish(output.dead, shard_id, output.partials)
+                self.outputs.routed_items.labels("local" if applied else "shard_topic").inc(len(items))
                 plan[shard_id] = (self.epochs.get(shard_id, 0), applied)
             return plan
 

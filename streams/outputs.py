@@ -54,6 +54,12 @@ class Outputs:
             ["topic", "partition"],
             registry=self.registry,
         )
+        self.routed_items = CounterMetric(
+            "revpulse_routed_items",
+            "Events routed by this worker, by path: applied at once to a shard it owns, or via the shard topic",
+            ["path"],
+            registry=self.registry,
+        )
         self.connector_elements = CounterMetric(
             "revpulse_connector_elements",
             "Provider elements (webhook events, CDC changes) read by the connectors, by outcome",

@@ -111,6 +111,20 @@ def test_events_total_accounts_for_every_event(replayed: Replayed) -> None:
     assert counted == {k: v for k, v in replayed.expected.outcomes.items() if v}
 
 
+def test_a_lone_worker_applies_most_events_before_they_cross_the_shard_topic(replayed: Replayed) -> None:
+    """Its router sends each shard's first items through the shard topic (the gate), then applies them locally;
+    the exact results above show both paths together count every event once."""
+    routed = {
+        sample.labels["path"]: sample.value
+        for family in text_string_to_metric_families(replayed.exposition)
+        for sample in family.samples
+        if sample.name == "revpulse_routed_items_total"
+    }
+    total = sum(replayed.expected.outcomes.values())
+    assert routed["local"] + routed["shard_topic"] == total
+    assert routed["local"] > total / 2
+
+
 def test_api_metrics_equal_the_batch_reference(replayed: Replayed) -> None:
     expected = replayed.expected
     assert expected.as_of is not None
