@@ -12,6 +12,7 @@ import asyncio
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +25,8 @@ from streams.local import LocalWorkers, WorkerProcess
 SEGMENTS = ("smb", "mid_market", "enterprise")
 
 
-def account_events(accounts: int) -> list[tuple[str, bytes, bytes]]:
-    """(topic, key, value): three events per account, spread over 30 days of January 2024."""
-    out: list[tuple[str, bytes, bytes]] = []
+def account_events(accounts: int) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(topic, event): three events per account, spread over 30 days of January 2024."""
     for i in range(accounts):
         account = f"acc-{i:07d}"
         at = 1_704_067_200_000 + (i * 997 % (30 * 86_400)) * 1000
@@ -37,8 +37,7 @@ def account_events(accounts: int) -> list[tuple[str, bytes, bytes]]:
             ("product.events", {"type": "product.signup"}),
         ]
         for n, (topic, fields) in enumerate(events):
-            out.append((topic, account.encode(), orjson.dumps({"event_id": f"{account}-{n}", **common, **fields})))
-    return out
+            yield topic, {"event_id": f"{account}-{n}", **common, **fields}
 
 
 async def produce(bootstrap: str, records: list[tuple[str, bytes, bytes]]) -> None:
@@ -66,7 +65,9 @@ def main() -> None:
     parser.add_argument("--accounts", type=int, default=100_000)
     parser.add_argument("--output", type=Path, default=Path("bench/recovery.json"))
     args = parser.parse_args()
-    records = account_events(args.accounts)
+    records = [
+        (topic, event["account_id"].encode(), orjson.dumps(event)) for topic, event in account_events(args.accounts)
+    ]
     with EmbeddedBroker() as broker, tempfile.TemporaryDirectory() as root:
         env = {
             "REVPULSE_BROKER": broker.url,

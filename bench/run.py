@@ -1,137 +1,438 @@
-"""Throughput benchmark: `make bench` (or `python -m bench.run --events 200000`).
+"""The performance benchmark: `make bench`, or `python -m bench.run [--quick] [--parts …] [--events N] …`.
 
-In one run, on the embedded broker and the same records:
-1. the ceiling: a bare aiokafka consumer doing `getmany` + `orjson.loads` over every record;
-2. RevPulse: a real `revpulse worker` process, timed from its router's first commit (read from Kafka) until
-   its `/healthz` counts every event.
-Prints both rates and their ratio, and writes them to bench/results.json.
+Every figure of the performance issue in one run (≈ 20 minutes with the defaults; `--quick`: a smoke run of a
+few minutes on small data). Each data set is generated once into a cache dir (JSONL, reused by later runs) and
+written once to a fresh embedded broker; every consumer below reads the same topics from the earliest offset
+(each RevPulse run is a deployment of its own app id, so its consumer groups and internal topics are new).
+Workers are real `revpulse worker` processes (`streams.local.LocalWorkers`) with the default settings except
+REVPULSE_CLOCK=event (replays) and a 6 s session timeout, unless said otherwise below.
+
+Parts (`--parts`, comma-separated; all by default):
+
+* throughput — on the main data set (`--events` over `--accounts` base accounts and `--days` days of
+  `streams.synth.generate`; its type mix is printed): events/s of
+  - the ceiling: a bare aiokafka consumer, `getmany` + `orjson.loads` of every record, nothing else;
+  - the per-event baseline: a plain Faust app, `@app.agent` over the same topics, `async for value in stream`
+    + `orjson.loads` (value_serializer "raw"), timed from its first event to its last (capped at
+    `--faust-timeout` seconds: then the rate of what it decoded);
+  - RevPulse, one worker, all metrics: the events after its router group's first commit over the time from
+    that commit until `/healthz` counts every event;
+  and the ratio to the ceiling, the gain over the Faust baseline, the worker's peak RSS, and correctness: its
+  settled `/api/metrics` against `tests/reference.py` over the same events (tolerance rel 1e-9, abs 1e-6, as
+  the crosscheck tests).
+* latency — a fresh worker with REVPULSE_CLOCK=wall and the default publish interval; a paced producer offers
+  `--latency-rate` events/s (the main data set's events re-timed to the wall clock) for `--latency-seconds`.
+  p50 and p99 of `revpulse_processing_lag_seconds` (the worker's histogram on /metrics: arrival in Kafka →
+  metrics updated) over the observations after `--latency-warmup` s, until every event sent was observed:
+  computed like PromQL `histogram_quantile` (linear interpolation in the bucket), with the bucket bounds.
+* memory — a fresh worker (REVPULSE_SNAPSHOT_INTERVAL=`--snapshot-interval`) fed `--memory-accounts` accounts,
+  three events each (`bench.recovery.account_events`): peak RSS (VmHWM from /proc/<pid>/status), the RSS
+  growth per account over the idle worker's, and the snapshot bytes per account (the
+  `<data dir>/<app id>/shard-N.pickle` files, once every shard's final snapshot is written).
+* scale — 2 workers vs 1 on the main data set: the same measure as throughput, the events counted summed over
+  both workers' `/healthz`; the 2-worker metrics are checked against the reference too.
+* growth — one worker over `--growth` sizes of the synthetic mix (the main data set's accounts per event):
+  events/s and peak RSS per size; the main size reuses the throughput run.
+
+Output: bench/results.json (every figure, the data sets' facts, machine info) and bench/results.md (a table per
+part), also printed; the exit status is 1 when a correctness check failed. Absolute numbers depend on the
+machine and on what else runs on it (the load average before and after is recorded).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import datetime
+import functools
+import os
+import platform
+import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from bench.correctness import compare, reference
+from bench.datasets import Cached, DataSet, cached, create_topics, input_topics, load
+from bench.latency import difference, histogram_quantile, lag_buckets, offer
+from bench.report import markdown
+from bench.workers import Deployment, Rate, WorkerRun, ceiling, faust_baseline, proc_status, timed_run, wait_until
 from streams.broker import EmbeddedBroker
-from streams.local import LocalWorkers
-from streams.replay import routing_key
-from streams.synth import SynthConfig, generate
+from streams.settings import Settings, Topics
+from tests.reference import RefResult
 
-PARTITIONS = 4
-TOPICS = ("crm.events", "billing.events", "product.events", "marketing.events")
+PARTS = ("throughput", "latency", "memory", "scale", "growth")
+PRESETS: dict[str, dict[str, Any]] = {
+    "full": {
+        "events": 1_000_000,
+        "accounts": 100_000,
+        "latency_rate": 20_000.0,
+        "latency_seconds": 45.0,
+        "latency_warmup": 5.0,
+        "memory_accounts": 1_000_000,
+        "growth": "100000,1000000,3000000",
+        "faust_timeout": 240.0,
+    },
+    "quick": {
+        "events": 50_000,
+        "accounts": 5_000,
+        "latency_rate": 20_000.0,
+        "latency_seconds": 12.0,
+        "latency_warmup": 3.0,
+        "memory_accounts": 20_000,
+        "growth": "20000,50000",
+        "faust_timeout": 30.0,
+    },
+}
 
 
-async def produce(bootstrap: str, events: int, accounts: int) -> int:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    await admin.create_topics([NewTopic(topic, PARTITIONS, 1) for topic in TOPICS])
-    await admin.close()
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=512 * 1024)
-    await producer.start()
-    sent = 0
-    pending: list[Any] = []
-    for topic, event in generate(SynthConfig(accounts=accounts, days=90), events=events):
-        key = routing_key(event)
-        pending.append(await producer.send(topic, orjson.dumps(event), key=None if key is None else key.encode()))
-        sent += 1
-        if len(pending) >= 10_000:
-            await asyncio.gather(*pending)
-            pending.clear()
-    await asyncio.gather(*pending)
-    await producer.stop()
-    return sent
+@dataclass
+class Loaded:
+    data: Cached
+    bootstrap: str
+    topics: Topics
+    total: int
 
 
-async def ceiling(bootstrap: str, total: int) -> float:
-    """Events/s of a bare consumer: getmany + orjson decode of every record, nothing else."""
-    consumer = AIOKafkaConsumer(
-        *TOPICS,
-        bootstrap_servers=bootstrap,
-        group_id=None,
-        auto_offset_reset="earliest",
-        max_partition_fetch_bytes=4 * 1024 * 1024,
+class Bench:
+    def __init__(self, args: argparse.Namespace, root: Path) -> None:
+        self.args = args
+        self.root = root
+        self.main = DataSet.synth(args.accounts, args.events, args.days)
+        self.results: dict[str, Any] = {"datasets": {}, "notes": []}
+        self._runs = 0
+        self._one_worker: WorkerRun | None = None
+
+    # -------------------------------------------------------------------------------------------- plumbing
+
+    def cached(self, dataset: DataSet) -> Cached:
+        data = cached(dataset, self.args.cache_dir)
+        if dataset.name not in self.results["datasets"]:
+            self.results["datasets"][dataset.name] = data.meta
+            print(_mix(data.meta), flush=True)
+        return data
+
+    @contextlib.contextmanager
+    def loaded(self, dataset: DataSet) -> Iterator[Loaded]:
+        """A fresh broker holding the data set on its input topics."""
+        data = self.cached(dataset)
+        with EmbeddedBroker() as broker:
+            topics = input_topics("bench")
+            started = time.perf_counter()
+            total = asyncio.run(load(broker.bootstrap, data, topics))
+            print(f"wrote {total:,} records of {dataset.name} in {time.perf_counter() - started:.1f}s", flush=True)
+            yield Loaded(data, broker.bootstrap, topics, total)
+
+    def deployment(self, bootstrap: str, topics: Topics, part: str, **env: str) -> Deployment:
+        self._runs += 1
+        return Deployment(bootstrap, topics, f"bench-{part}-{self._runs}", self.root, env)
+
+    def workers_run(self, loaded: Loaded, part: str, workers: int, *, api: bool) -> WorkerRun:
+        deployment = self.deployment(loaded.bootstrap, loaded.topics, part)
+        run = timed_run(deployment, workers, loaded.total, api=api)
+        print(f"revpulse ({workers} worker{'s' * (workers > 1)}): {run.rate.eps:>10,.0f} events/s", flush=True)
+        return run
+
+    @functools.cached_property
+    def reference(self) -> RefResult:
+        print("computing the batch reference (tests/reference.py)…", flush=True)
+        return reference(self.cached(self.main))
+
+    def check(self, run: WorkerRun) -> dict[str, Any]:
+        assert run.api is not None
+        verdict = compare(run.api, self.reference)
+        print(f"correctness: {'OK' if verdict['ok'] else 'MISMATCH'} over {verdict['series']:,} series", flush=True)
+        return verdict
+
+    # ---------------------------------------------------------------------------------------------- parts
+
+    def one_worker(self, loaded: Loaded) -> WorkerRun:
+        """The one-worker run on the main data set, shared by throughput, scale and growth."""
+        if self._one_worker is None:
+            self._one_worker = self.workers_run(loaded, "one", 1, api=True)
+        return self._one_worker
+
+    def throughput(self, loaded: Loaded) -> None:
+        raw = ceiling(loaded.bootstrap, loaded.topics, loaded.total)
+        print(f"ceiling  (aiokafka getmany + orjson): {raw.eps:>10,.0f} events/s", flush=True)
+        broker_url = f"kafka://{loaded.bootstrap}"
+        faust = faust_baseline(broker_url, loaded.topics, loaded.total, self.root, self.args.faust_timeout)
+        print(f"plain Faust agent (one event at a time): {faust['events_per_second']:>10,} events/s", flush=True)
+        ours = self.one_worker(loaded)
+        self.results["throughput"] = {
+            "dataset": loaded.data.dataset.name,
+            "ceiling": raw.as_dict(),
+            "faust_baseline": faust,
+            "revpulse_1_worker": ours.as_dict(),
+            "ratio_to_ceiling": round(ours.rate.eps / raw.eps, 3),
+            "gain_over_faust": round(ours.rate.eps / max(faust["events_per_second"], 1), 2),
+            "correctness": self.check(ours),
+        }
+
+    def scale(self, loaded: Loaded) -> None:
+        one = self.one_worker(loaded)
+        two = self.workers_run(loaded, "two", 2, api=True)
+        self.results["scale"] = {
+            "dataset": loaded.data.dataset.name,
+            "1_worker": one.as_dict(),
+            "2_workers": two.as_dict(),
+            "speedup": round(two.rate.eps / one.rate.eps, 2),
+            "correctness_2_workers": self.check(two),
+        }
+
+    def growth(self, main: Loaded | None) -> None:
+        rows = []
+        per_event = self.args.accounts / self.args.events
+        for size in sorted(int(size) for size in self.args.growth.split(",")):
+            dataset = DataSet.synth(max(1, round(size * per_event)), size, self.args.days)
+            if main is not None and dataset == main.data.dataset:
+                run = self.one_worker(main)
+            else:
+                with self.loaded(dataset) as loaded:
+                    run = self.workers_run(loaded, "growth", 1, api=False)
+            rows.append({"dataset": dataset.name, "size": size, "accounts": dataset.accounts, **run.as_dict()})
+        self.results["growth"] = rows
+
+    def latency(self) -> None:
+        args = self.args
+        data = self.cached(self.main)
+        publish_interval = Settings().publish_interval
+        with EmbeddedBroker() as broker:
+            topics = input_topics("latency")
+            asyncio.run(create_topics(broker.bootstrap, topics))
+            deployment = self.deployment(broker.bootstrap, topics, "latency", REVPULSE_CLOCK="wall")
+            try:
+                [worker] = deployment.start(1, wait=True)
+                before: dict[str, Any] = {}
+
+                async def mark() -> None:
+                    before["buckets"] = lag_buckets((await asyncio.to_thread(worker.get, "/metrics"))[1].decode())
+
+                sent, seconds = asyncio.run(
+                    offer(
+                        broker.bootstrap,
+                        topics,
+                        data,
+                        args.latency_rate,
+                        args.latency_seconds,
+                        (args.latency_warmup, mark),
+                    )
+                )
+                stopped = time.monotonic()
+                deployment.wait_counted(sent, timeout=600)
+                drain = time.monotonic() - stopped
+
+                def observed() -> list[tuple[float, float]]:
+                    return lag_buckets(worker.get("/metrics")[1].decode())
+
+                wait_until(lambda: observed()[-1][1] >= sent, "every event observed in the lag histogram", 120, 0.5)
+                window = difference(observed(), before["buckets"])
+            finally:
+                deployment.stop()
+        quantiles = {f"p{round(q * 100)}": histogram_quantile(q, window) for q in (0.5, 0.99)}
+        self.results["latency"] = {
+            "dataset": data.dataset.name,
+            "target_rate": args.latency_rate,
+            "offered_rate": round(sent / seconds),
+            "events": sent,
+            "seconds": round(seconds, 1),
+            "warmup_seconds": args.latency_warmup,
+            "observations": int(window[-1][1]),
+            "drain_seconds": round(drain, 2),
+            "publish_interval": publish_interval,
+            "clock": "wall",
+            "buckets": [[le, count] for le, count in window],
+            **{name: quantile.as_dict() for name, quantile in quantiles.items()},
+        }
+        print(
+            "latency: "
+            + ", ".join(f"{name} {q.value:.3f}s in ({q.bucket[0]}, {q.bucket[1]}]" for name, q in quantiles.items()),
+            flush=True,
+        )
+
+    def memory(self) -> None:
+        args = self.args
+        data = self.cached(DataSet.per_account(args.memory_accounts))
+        with EmbeddedBroker() as broker:
+            topics = input_topics("memory")
+            interval = args.snapshot_interval
+            deployment = self.deployment(broker.bootstrap, topics, "memory", REVPULSE_SNAPSHOT_INTERVAL=f"{interval}s")
+            try:
+                [worker] = deployment.start(1, wait=True)  # the worker creates the input topics
+                idle = proc_status(worker.process.pid)["VmRSS"]
+                started = time.perf_counter()
+                total = asyncio.run(load(broker.bootstrap, data, topics, create=False))
+                deployment.wait_counted(total, timeout=1800)
+                build = Rate(total, time.perf_counter() - started)
+                directory = worker.settings.data_dir / worker.settings.app_id
+                snapshot_bytes = wait_for_snapshots(directory, worker.settings.shards, interval)
+                status = proc_status(worker.process.pid)
+            finally:
+                deployment.stop()
+        accounts = args.memory_accounts
+        self.results["memory"] = {
+            "dataset": data.dataset.name,
+            "accounts": accounts,
+            "events": total,
+            "build_events_per_second": round(build.eps),
+            "rss_idle_mb": round(idle / 2**20, 1),
+            "peak_rss_mb": round(status["VmHWM"] / 2**20, 1),
+            "rss_end_mb": round(status["VmRSS"] / 2**20, 1),
+            "peak_delta_bytes_per_account": round((status["VmHWM"] - idle) / accounts),
+            "rss_delta_bytes_per_account": round((status["VmRSS"] - idle) / accounts),
+            "snapshot_mb": round(snapshot_bytes / 2**20, 1),
+            "snapshot_bytes_per_account": round(snapshot_bytes / accounts),
+            "snapshot_interval_seconds": interval,
+        }
+        print(
+            f"memory: peak RSS {status['VmHWM'] / 2**20:,.0f} MB with {accounts:,} accounts; "
+            f"snapshots {snapshot_bytes / accounts:,.0f} B/account",
+            flush=True,
+        )
+
+    def run(self, parts: set[str]) -> None:
+        if parts & {"throughput", "scale", "growth"}:
+            with self.loaded(self.main) as main:
+                if "throughput" in parts:
+                    self.throughput(main)
+                if "scale" in parts:
+                    self.scale(main)
+                if "growth" in parts:
+                    self.growth(main)
+        if "latency" in parts:
+            self.latency()
+        if "memory" in parts:
+            self.memory()
+        self.results["notes"] += self.notes()
+
+    def notes(self) -> list[str]:
+        """What a reader of the figures should know about the data and the run."""
+        notes = []
+        meta = self.results["datasets"].get(self.main.name)
+        if meta is not None:
+            usage = meta["types"].get("product.usage", {"share": 0.0})["share"]
+            if usage < 0.2 or meta["span_days"] < self.args.days * 0.9:
+                notes.append(
+                    f"main data set: {meta['events'] / self.args.accounts:.0f} events per base account is below the "
+                    f"synthetic business's natural volume, so generate() stops early ({meta['span_days']} of "
+                    f"{self.args.days} days) and product.usage is {usage:.1%}: the mix is account life-cycle events "
+                    "(onboarding, funnel, billing). A usage-heavy mix needs ≈ 50+ events per base account "
+                    "(≈ 70% product.usage at 50 per account, e.g. --accounts 20000 for 1M events)."
+                )
+        latency = self.results.get("latency")
+        if latency is not None and latency["drain_seconds"] > 2 * latency["publish_interval"] + 1:
+            notes.append(
+                f"latency: the worker did not keep up with {latency['target_rate']:,.0f} events/s (it needed "
+                f"{latency['drain_seconds']:.0f} s after the producer stopped): the quantiles include a growing "
+                "backlog, not a steady state."
+            )
+        return notes
+
+
+def wait_for_snapshots(directory: Path, shards: int, interval: float, timeout: float = 600) -> int:
+    """Bytes of the shards' snapshot files once each is there, none is being written and none changed over a
+    snapshot interval (at least two intervals after the last event: each shard's final state is in it)."""
+    time.sleep(2 * interval)
+    previous: list[tuple[str, int, int]] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        files = sorted(directory.glob("shard-*.pickle"))
+        current = [(path.name, path.stat().st_size, path.stat().st_mtime_ns) for path in files]
+        if len(files) == shards and not any(directory.glob("*.tmp")) and current == previous:
+            return sum(size for _, size, _ in current)
+        previous = current
+        time.sleep(interval)
+    raise TimeoutError(f"snapshots in {directory} not settled within {timeout:.0f}s")
+
+
+def _mix(meta: dict[str, Any]) -> str:
+    top = ", ".join(f"{kind} {info['share']:.1%}" for kind, info in meta["types"].items())
+    return (
+        f"data set {meta['name']}: {meta['events']:,} events, {meta['distinct_accounts']:,} accounts, "
+        f"{meta['span_days']} days; {top}"
     )
-    await consumer.start()
-    seen = 0
-    started = time.perf_counter()
-    while seen < total:
-        batches = await consumer.getmany(timeout_ms=500, max_records=10_000)
-        for batch in batches.values():
-            for record in batch:
-                orjson.loads(record.value)
-            seen += len(batch)
-    elapsed = time.perf_counter() - started
-    await consumer.stop()
-    return total / elapsed
 
 
-async def committed_total(bootstrap: str, group: str) -> int:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        total = 0
-        for topic in TOPICS:
-            for partition in range(PARTITIONS):
-                total += await consumer.committed(TopicPartition(topic, partition)) or 0
-        return total
-    finally:
-        await consumer.stop()
-
-
-def revpulse(bootstrap: str, total: int, workdir: Path) -> float:
-    """Events/s of a real worker: from its router's first commit until its shards counted every event."""
-    env = {
-        "REVPULSE_BROKER": f"kafka://{bootstrap}",
-        "REVPULSE_CLOCK": "event",
-        "REVPULSE_FX_RATES": '{"EUR": 1.08}',
-        "REVPULSE_SESSION_TIMEOUT": "6s",
-        "REVPULSE_APP_ID": "revpulse-bench",
+def machine(load: str) -> dict[str, Any]:
+    commit = subprocess.run(
+        ["git", "describe", "--always", "--dirty"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    return {
+        "cpus": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "commit": commit or "unknown",
+        "load_before": load,
     }
-    workers = LocalWorkers(env, workdir)
-    worker = workers.start("w1", wait=False)
-    try:
-        first = 0
-        while first == 0:
-            first = asyncio.run(committed_total(bootstrap, "revpulse-bench-router"))
-        started = time.perf_counter()
-        while orjson.loads(worker.get("/healthz")[1])["events"] < total:
-            time.sleep(0.05)
-        return (total - first) / (time.perf_counter() - started)
-    finally:
-        workers.stop_all()
+
+
+def _load_average() -> str:
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small data sets and short runs: a smoke test")
+    parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated, of {', '.join(PARTS)}")
+    parser.add_argument("--events", type=int, help="events of the main data set (1M; quick 50k)")
+    parser.add_argument("--accounts", type=int, help="base accounts of the main data set (100k; quick 5k)")
+    parser.add_argument("--days", type=int, default=90, help="days of the main data set (90)")
+    parser.add_argument("--latency-rate", type=float, help="offered events/s of the latency part (20k)")
+    parser.add_argument("--latency-seconds", type=float, help="how long the load is offered (45; quick 12)")
+    parser.add_argument("--latency-warmup", type=float, help="seconds left out of the quantiles (5; quick 3)")
+    parser.add_argument("--memory-accounts", type=int, help="accounts of the memory part (1M; quick 20k)")
+    parser.add_argument("--snapshot-interval", type=float, default=5.0, help="of the memory part's worker (5 s)")
+    parser.add_argument("--growth", help="event counts of the growth part (100000,1000000,3000000)")
+    parser.add_argument("--faust-timeout", type=float, help="longest Faust baseline run, seconds (240; quick 30)")
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "revpulse-bench-cache",
+        help="where generated data sets are kept (JSONL) for later runs",
+    )
+    parser.add_argument("--output", type=Path, default=Path("bench/results.json"), help="and .md beside it")
+    args = parser.parse_args()
+    preset = PRESETS["quick" if args.quick else "full"]
+    for name, value in preset.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    unknown = set(args.parts.split(",")) - set(PARTS)
+    if unknown:
+        parser.error(f"unknown parts: {', '.join(sorted(unknown))}")
+    return args
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--events", type=int, default=200_000)
-    parser.add_argument("--accounts", type=int, default=5_000)
-    parser.add_argument("--output", type=Path, default=Path("bench/results.json"))
-    args = parser.parse_args()
-    with EmbeddedBroker() as broker, tempfile.TemporaryDirectory() as workdir:
-        started = time.perf_counter()
-        total = asyncio.run(produce(broker.bootstrap, args.events, args.accounts))
-        print(f"produced {total:,} events in {time.perf_counter() - started:.1f}s", flush=True)
-        raw = asyncio.run(ceiling(broker.bootstrap, total))
-        print(f"ceiling  (aiokafka getmany + orjson): {raw:>10,.0f} events/s", flush=True)
-        ours = revpulse(broker.bootstrap, total, Path(workdir))
-        print(f"revpulse (one worker, all metrics):   {ours:>10,.0f} events/s", flush=True)
-        print(f"ratio: {ours / raw:.1%} of the ceiling", flush=True)
+    args = parse_args()
+    started = datetime.datetime.now(datetime.UTC)
+    info = machine(_load_average())
+    with tempfile.TemporaryDirectory(prefix="revpulse-bench-") as root:
+        bench = Bench(args, Path(root))
+        bench.run(set(args.parts.split(",")))
+    info["load_after"] = _load_average()
     results = {
-        "events": total,
-        "accounts": args.accounts,
-        "ceiling_eps": raw,
-        "revpulse_eps": ours,
-        "ratio": ours / raw,
+        "started": started.isoformat(timespec="seconds"),
+        "preset": "quick" if args.quick else "full",
+        "wall_seconds": round((datetime.datetime.now(datetime.UTC) - started).total_seconds()),
+        "machine": info,
+        "arguments": {key: str(value) for key, value in vars(args).items()},
+        **bench.results,
     }
     args.output.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
+    text = markdown(results)
+    args.output.with_suffix(".md").write_text(text)
+    print("\n" + text, flush=True)
+    checks = [results.get("throughput", {}).get("correctness"), results.get("scale", {}).get("correctness_2_workers")]
+    if any(check is not None and not check["ok"] for check in checks):
+        raise SystemExit("the worker's final metrics differ from tests/reference.py (see above)")
 
 
 if __name__ == "__main__":

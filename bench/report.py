@@ -1,0 +1,154 @@
+"""bench/results.md: a small markdown table per part, from the results dict that bench/results.json holds."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+Row = Sequence[object]
+
+
+def table(header: Row, rows: Sequence[Row]) -> str:
+    lines = ["| " + " | ".join(map(str, header)) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(map(_cell, row)) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:,.3g}" if abs(value) < 100 else f"{value:,.0f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _eps(rate: dict[str, Any] | None) -> object:
+    return "—" if rate is None else rate["events_per_second"]
+
+
+def _throughput(part: dict[str, Any]) -> str:
+    faust = part["faust_baseline"]
+    revpulse = part["revpulse_1_worker"]
+    rows = [
+        ("ceiling: aiokafka getmany + orjson.loads", _eps(part["ceiling"]), part["ceiling"]["events"], "1.00", ""),
+        (
+            "plain Faust agent, one event at a time",
+            _eps(faust),
+            faust["events"],
+            f"{faust['events_per_second'] / part['ceiling']['events_per_second']:.2f}",
+            "" if faust["complete"] else f"stopped after {faust['seconds']:.0f} s",
+        ),
+        (
+            "RevPulse, 1 worker, all metrics",
+            _eps(revpulse),
+            revpulse["events"],
+            f"{part['ratio_to_ceiling']:.2f}",
+            f"{part['gain_over_faust']:.1f}× the Faust baseline; peak RSS {revpulse['peak_rss_mb'][0]} MB",
+        ),
+    ]
+    check = part.get("correctness")
+    verdict = "not checked" if check is None else _verdict(check)
+    return (
+        f"### Throughput — {part['dataset']}\n\n"
+        + table(("consumer", "events/s", "events timed", "× ceiling", "note"), rows)
+        + f"\n\nCorrectness vs tests/reference.py: {verdict}"
+    )
+
+
+def _verdict(check: dict[str, Any]) -> str:
+    if check["ok"]:
+        return (
+            f"all {check['series']:,} series equal (rel {check['tolerance']['rel']}, abs {check['tolerance']['abs']})"
+        )
+    return (
+        f"**MISMATCH**: {check['differing']} differing, {check['missing']} missing, {check['unexpected']} unexpected "
+        f"of {check['series']} series; wrong as_of {check['wrong_as_of']}; e.g. {check['examples'][:3]}"
+    )
+
+
+def _latency(part: dict[str, Any]) -> str:
+    rows = [
+        (name, part[name]["seconds"], f"({part[name]['bucket'][0]}, {part[name]['bucket'][1]}]")
+        for name in ("p50", "p99")
+    ]
+    return (
+        f"### Latency — {part['target_rate']:,.0f} events/s offered for {part['seconds']:.0f} s "
+        f"(achieved {part['offered_rate']:,.0f}/s), clock wall, publish interval {part['publish_interval']} s\n\n"
+        + table(("revpulse_processing_lag_seconds", "seconds (interpolated)", "bucket"), rows)
+        + f"\n\n{part['observations']:,} observations after a {part['warmup_seconds']:.0f} s warm-up; "
+        f"all counted {part['drain_seconds']:.1f} s after the producer stopped."
+    )
+
+
+def _memory(part: dict[str, Any]) -> str:
+    rows = [
+        ("peak RSS (VmHWM)", f"{part['peak_rss_mb']:,.0f} MB", f"{part['peak_delta_bytes_per_account']:,.0f} B"),
+        ("RSS at the end (VmRSS)", f"{part['rss_end_mb']:,.0f} MB", f"{part['rss_delta_bytes_per_account']:,.0f} B"),
+        ("idle worker (VmRSS before the data)", f"{part['rss_idle_mb']:,.0f} MB", ""),
+        (
+            "snapshots (shard-N.pickle)",
+            f"{part['snapshot_mb']:,.0f} MB",
+            f"{part['snapshot_bytes_per_account']:,.0f} B",
+        ),
+    ]
+    return (
+        f"### Memory — {part['accounts']:,} accounts ({part['dataset']}, {part['events']:,} events, "
+        f"built at {part['build_events_per_second']:,.0f} events/s)\n\n"
+        + table(("", "total", "per account (minus idle)"), rows)
+    )
+
+
+def _scale(part: dict[str, Any]) -> str:
+    rows = [
+        (run["workers"], run["events_per_second"], run["seconds"], " / ".join(map(str, run["peak_rss_mb"])))
+        for run in (part["1_worker"], part["2_workers"])
+    ]
+    check = part.get("correctness_2_workers")
+    return (
+        f"### Scale — {part['dataset']}\n\n"
+        + table(("workers", "events/s", "seconds (first commit → all counted)", "peak RSS MB per worker"), rows)
+        + f"\n\nSpeed-up: {part['speedup']:.2f}×. 2-worker metrics vs tests/reference.py: "
+        + ("not checked" if check is None else _verdict(check))
+    )
+
+
+def _growth(rows: list[dict[str, Any]]) -> str:
+    return "### Cost growth — 1 worker\n\n" + table(
+        ("events", "accounts (base)", "events/s", "events timed", "peak RSS MB", "data set"),
+        [
+            (r["size"], r["accounts"], r["events_per_second"], r["events"], r["peak_rss_mb"][0], r["dataset"])
+            for r in rows
+        ],
+    )
+
+
+def _datasets(datasets: dict[str, Any]) -> str:
+    parts = []
+    for name, meta in datasets.items():
+        mix = ", ".join(f"{kind} {info['share']:.1%}" for kind, info in meta["types"].items())
+        parts.append(
+            f"- `{name}`: {meta['events']:,} events, {meta['distinct_accounts']:,} distinct accounts, "
+            f"{meta['span_days']} days of event time. Mix: {mix}."
+        )
+    return "### Data sets\n\n" + "\n".join(parts)
+
+
+def markdown(results: dict[str, Any]) -> str:
+    machine = results["machine"]
+    out = [
+        f"## RevPulse benchmark — {results['started']} ({results['preset']})",
+        f"{machine['cpus']} CPUs, Python {machine['python']}, tree {machine['commit']}, "
+        f"load average {machine['load_before']} before / {machine['load_after']} after.",
+    ]
+    sections = {
+        "throughput": _throughput,
+        "latency": _latency,
+        "memory": _memory,
+        "scale": _scale,
+        "growth": _growth,
+        "datasets": _datasets,
+    }
+    out += [render(results[name]) for name, render in sections.items() if results.get(name)]
+    if results.get("notes"):
+        out.append("### Notes\n\n" + "\n".join(f"- {note}" for note in results["notes"]))
+    return "\n\n".join(out) + "\n"
