@@ -93,8 +93,8 @@ class ShardAgent(BatchAgent):
                 if applied:
                     shard = self.shards[shard_id]
                     output = shard.apply(items, shard.state.next_offset)
-                    self.outputs.pending_arrivals.extend(output.arrivals)
                     await self._publish(output.dead, shard_id, output.partials)
+                    self.outputs.pending_arrivals.extend(output.arrivals)
                 self.outputs.routed_items.labels("local" if applied else "shard_topic").inc(len(items))
                 plan[shard_id] = (self.epochs.get(shard_id, 0), applied)
             return plan
@@ -251,8 +251,9 @@ class ShardAgent(BatchAgent):
                 output = shard.apply(items, records[-1].offset + 1)
                 if applied:
                     self.applied_ranges[shard.id] = [r for r in applied if r.stop > shard.state.next_offset]
-                self.outputs.pending_arrivals.extend(output.arrivals)
                 await self._publish(output.dead, shard.id, output.partials)
+                # Only now is the rollup up to date with these events: their lag ends at the next refresh.
+                self.outputs.pending_arrivals.extend(output.arrivals)
                 commits[tp] = shard.state.next_offset
                 until = self.catching_up.get(shard.id)
                 if until is not None and shard.state.next_offset >= until:
