@@ -54,6 +54,9 @@ class Account(Keyed):
     # Tuples, not sets: most accounts have none or a few, and an empty set costs 216 bytes (× 1M accounts).
     leads: tuple[str, ...] = ()
     opportunities: tuple[str, ...] = ()
+    # Its billing's contribution as last applied to the ledger: the "before" of the next change, instead of a
+    # second replay. Held only while the account is an object (not encoded, not in snapshots).
+    applied: Contribution | None = field(default=None, compare=False)
 
     def segment_at(self, stamp: Stamp) -> str:
         i = bisect_right(self.segment_stamps, stamp)
@@ -107,6 +110,14 @@ class AccountStore:
         self.hot: dict[str, Account] = {}  # least recently used first
         self.cold: dict[str, bytes] = {}
 
+    def __getstate__(self) -> tuple[int, dict[str, bytes]]:
+        # A snapshot holds every account encoded: compact, and without the applied contributions.
+        return self.hot_limit, self.cold | {account_id: account.encode() for account_id, account in self.hot.items()}
+
+    def __setstate__(self, state: tuple[int, dict[str, bytes]]) -> None:
+        self.hot_limit, self.cold = state
+        self.hot = {}
+
     def get(self, account_id: str) -> Account | None:
         account = self.hot.pop(account_id, None)
         if account is None:
@@ -135,12 +146,37 @@ class AccountStore:
 
 @dataclass(slots=True)
 class Entity:
-    """A lead or an opportunity: its events in applied order."""
+    """A lead or an opportunity: its events in applied order, and its contribution as last applied."""
 
     events: Timeline = field(default_factory=list)
+    applied: Contribution | None = field(default=None, compare=False)
+
+    def __getstate__(self) -> Timeline:
+        return self.events  # the applied contribution is recomputed on demand, not snapshotted
+
+    def __setstate__(self, events: Timeline) -> None:
+        self.events, self.applied = events, None
 
     def first(self, event_type: str) -> tuple[int, int, Event] | None:
         return next((item for item in self.events if item[2].type == event_type), None)
+
+
+@dataclass(slots=True)
+class Unit:
+    """One entity's contribution: computed from its events; `holder` keeps the one last applied, if it can."""
+
+    compute: Callable[[], Contribution]
+    holder: Account | Entity | None = None
+
+    def before(self) -> Contribution:
+        applied = self.holder.applied if self.holder is not None else None
+        return applied if applied is not None else self.compute()
+
+    def after(self) -> Contribution:
+        contribution = self.compute()
+        if self.holder is not None:
+            self.holder.applied = contribution
+        return contribution
 
 
 @dataclass(frozen=True)
@@ -218,15 +254,15 @@ class Engine:
         elif family == "opportunity":
             self._add_opportunity(account, stamp, event)
 
-    def _change(self, units: list[Callable[[], Contribution]], mutate: Callable[[], object]) -> None:
+    def _change(self, units: list[Unit], mutate: Callable[[], object]) -> None:
         """Apply `mutate`, moving the ledger by the change it makes to each unit's contribution.
 
-        Contributions are recomputed (before and after) rather than stored: they are a pure function of an
-        entity's events, and keeping them would double the state's memory."""
-        before = [unit() for unit in units]
+        Every change to what a contribution depends on goes through here, so the one last applied (when the
+        entity still holds it) is the contribution before, and only the one after is computed."""
+        before = [unit.before() for unit in units]
         mutate()
         for unit, old in zip(units, before, strict=True):
-            self.ledger.apply(old, unit())
+            self.ledger.apply(old, unit.after())
 
     def _learn_segment(self, account: Account, stamp: Stamp, segment: str) -> None:
         def insert() -> None:
@@ -246,17 +282,20 @@ class Engine:
 
     # -- units: each recomputes one entity's contribution ------------------------------------------------------
 
-    def _billing(self, account: Account) -> Callable[[], Contribution]:
-        return lambda: billing_contribution(account) if account.billing else {}
+    def _billing(self, account: Account) -> Unit:
+        return Unit(lambda: billing_contribution(account) if account.billing else {}, account)
 
-    def _product(self, account: Account) -> Callable[[], Contribution]:
-        return lambda: product_contribution(account)[0]
+    def _product(self, account: Account) -> Unit:
+        # Product events move the ledger incrementally (`product_delta`): nothing applied to remember.
+        return Unit(lambda: product_contribution(account)[0])
 
-    def _lead(self, lead_id: str) -> Callable[[], Contribution]:
-        return lambda: lead_contribution(self.leads[lead_id], self._account)
+    def _lead(self, lead_id: str) -> Unit:
+        lead = self.leads[lead_id]
+        return Unit(lambda: lead_contribution(lead, self._account), lead)
 
-    def _opportunity(self, opportunity_id: str) -> Callable[[], Contribution]:
-        return lambda: opportunity_contribution(self.opportunities[opportunity_id], self._account, self.leads.get)
+    def _opportunity(self, opportunity_id: str) -> Unit:
+        opportunity = self.opportunities[opportunity_id]
+        return Unit(lambda: opportunity_contribution(opportunity, self._account, self.leads.get), opportunity)
 
     # -- accounts: product -------------------------------------------------------------------------------------
 
