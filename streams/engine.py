@@ -246,7 +246,7 @@ class Engine:
         self.segments_seen.add(account.segment_at(stamp))
         family = event.type.partition(".")[0]
         if family == "subscription":
-            self._change([self._billing(account)], lambda: insort(account.billing, (*stamp, event)))
+            self._add_billing(account, stamp, event)
         elif family == "product":
             self._add_product(account, stamp, event.type)
         elif family == "lead":
@@ -297,7 +297,20 @@ class Engine:
         opportunity = self.opportunities[opportunity_id]
         return Unit(lambda: opportunity_contribution(opportunity, self._account, self.leads.get), opportunity)
 
-    # -- accounts: product -------------------------------------------------------------------------------------
+    # -- accounts: billing and product ------------------------------------------------------------------------
+
+    def _add_billing(self, account: Account, stamp: Stamp, event: Event) -> None:
+        if event.type != "subscription.renewed" or event.money is not None:
+            self._change([self._billing(account)], lambda: insort(account.billing, (*stamp, event)))
+            return
+        # A renewal without a price moves no MRR and no step of t0: its whole effect is one renewal in its slice.
+        insort(account.billing, (*stamp, event))
+        delta: Contribution = {}
+        add(delta, "renewed", account.segment_at(stamp), stamp[0] // HOUR_US, 1)
+        for key, amount in delta.items():
+            self.ledger.add(key, amount)
+            if account.applied is not None:
+                account.applied[key] = account.applied.get(key, 0) + amount
 
     def _add_product(self, account: Account, stamp: Stamp, event_type: str) -> None:
         if event_type == "product.trial_started" and (account.first_trial is None or stamp < account.first_trial):

@@ -60,10 +60,11 @@ SNAPSHOTS: Final = frozenset(
 
 
 def add(contribution: Contribution, quantity: str, segment: str, hour: int, amount: int) -> None:
-    """Add to a segment and to `all`: every entity-level quantity counts in both."""
-    for seg in (segment, "all"):
-        key = (quantity, seg, hour)
-        contribution[key] = contribution.get(key, 0) + amount
+    """Add to a segment and to `all`: every entity-level quantity counts in both (a segment is never `all`)."""
+    key = (quantity, segment, hour)
+    contribution[key] = contribution.get(key, 0) + amount
+    key = (quantity, "all", hour)
+    contribution[key] = contribution.get(key, 0) + amount
 
 
 class Ledger:
