@@ -7,9 +7,7 @@ it (event count, type mix, distinct accounts, event-time span). A cached file is
 
 from __future__ import annotations
 
-import asyncio
 import os
-import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -20,8 +18,9 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from agents.base import send_all
 from bench.recovery import account_events
-from streams.replay import routing_key, topic_of
+from streams.replay import route_event
 from streams.settings import Topics
 from streams.synth import SynthConfig, generate, occurred_at_ms
 
@@ -137,16 +136,13 @@ def topics_env(topics: Topics) -> dict[str, str]:
 
 def route(value: bytes, topics: Topics) -> Record:
     """(topic, key, value) of one event line, routed by type and keyed per SPEC §1 (as `revpulse replay` does)."""
-    event = orjson.loads(value)
-    return _route_event(event, value, topics)
+    return _routed(orjson.loads(value), value, topics)
 
 
-def _route_event(event: dict[str, Any], value: bytes, topics: Topics) -> Record:
-    default = topic_of(event["type"], DEFAULT_TOPICS)
-    assert default is not None, event
-    topic = getattr(topics, default.partition(".")[0])
-    key = routing_key(event)
-    return topic, None if key is None else key.encode(), value
+def _routed(event: dict[str, Any], value: bytes, topics: Topics) -> Record:
+    out = route_event(event, value, topics)
+    assert out.reason is None, event
+    return out.topic, out.key, out.value
 
 
 def retimed(value: bytes, at_ms: int, topics: Topics, *, suffix: str = "") -> Record:
@@ -155,7 +151,7 @@ def retimed(value: bytes, at_ms: int, topics: Topics, *, suffix: str = "") -> Re
     event["occurred_at"] = at_ms
     if suffix:
         event["event_id"] += suffix
-    return _route_event(event, orjson.dumps(event), topics)
+    return _routed(event, orjson.dumps(event), topics)
 
 
 async def create_topics(bootstrap: str, topics: Topics) -> None:
@@ -174,21 +170,8 @@ def producer(bootstrap: str) -> AIOKafkaProducer:
 async def send(producer: AIOKafkaProducer, records: Iterable[Record]) -> int:
     """Send `records` in whole batches per partition (a key always lands in one partition, so each key keeps its
     order) and wait for every acknowledgement; the count sent. Record timestamps are the time of sending."""
-    by_partition: dict[tuple[str, int], list[Record]] = {}
-    for record in records:
-        topic, key, _ = record
-        partition = zlib.crc32(key) % PARTITIONS if key is not None else 0
-        by_partition.setdefault((topic, partition), []).append(record)
-    futures = []
-    for (topic, partition), batch_records in by_partition.items():
-        batch = producer.create_batch()
-        for _, key, value in batch_records:
-            while batch.append(key=key, value=value, timestamp=None) is None:
-                futures.append(await producer.send_batch(batch, topic, partition=partition))
-                batch = producer.create_batch()
-        futures.append(await producer.send_batch(batch, topic, partition=partition))
-    await asyncio.gather(*futures)
-    return sum(len(batch) for batch in by_partition.values())
+    acked = await send_all(producer, ((topic, None, key, value, None) for topic, key, value in records))
+    return sum(len(offsets) for ranges in acked.values() for offsets in ranges)
 
 
 async def load(bootstrap: str, data: Cached, topics: Topics, *, create: bool = True, chunk: int = 50_000) -> int:

@@ -12,12 +12,11 @@ from __future__ import annotations
 import marshal
 from bisect import bisect_right, insort
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from itertools import islice
-from operator import attrgetter
 from typing import Final
 
-from schemas.models import NANOS, Event
+from schemas.models import NANOS, Event, event_fields
 from streams.ledger import Contribution, Ledger, add
 from streams.windows import HOUR_US, US_PER_SECOND
 
@@ -38,9 +37,6 @@ class Keyed:
 
     ids: set[str] = field(default_factory=set)
     latest: dict[str, int] = field(default_factory=dict)
-
-
-_EVENT_FIELDS: Final = attrgetter(*(f.name for f in fields(Event)))
 
 
 @dataclass(slots=True)
@@ -68,7 +64,7 @@ class Account(Keyed):
 
     def encode(self) -> bytes:
         """A compact copy (plain tuples, marshalled): a few hundred bytes where the objects take a few KB."""
-        billing = [(t, seq, _EVENT_FIELDS(event)) for t, seq, event in self.billing]
+        billing = [(t, seq, event_fields(event)) for t, seq, event in self.billing]
         return marshal.dumps(
             (
                 list(self.ids),

@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from schemas.models import Event, EventDecoder, Rejection
+from schemas.models import Event, EventDecoder, Rejection, event_fields
 from streams.engine import Engine, EngineConfig
 from streams.ledger import Key
 from streams.windows import US_PER_SECOND
@@ -31,7 +31,6 @@ log = logging.getLogger(__name__)
 # Wire form of one routed item: [source topic, partition, offset, index in record, arrival (epoch s),
 #   payload (latin-1, so any bytes survive JSON), "e", *event fields] or [..., "r", reason, detail, type].
 Item = list[Any]
-_EVENT_FIELDS = ("event_id", "type", "t", "account_id", "segment", "entity_id", "money", "stage", "lead_id", "channel")
 # Pseudo-quantities a shard publishes beside its ledger cells, for the rollup.
 WATERMARK = "__watermark"
 RESET = "__reset"
@@ -100,7 +99,7 @@ class Router:
                 if isinstance(item, Event):
                     # account_id, or channel for marketing.spend; never None for a valid event
                     key = item.routing_key
-                    wire = [*head, "e", *(getattr(item, name) for name in _EVENT_FIELDS)]
+                    wire = [*head, "e", *event_fields(item)]
                 else:
                     # Rejections have no trustworthy key: spread them by their source partition.
                     key = f"{record.topic}/{record.partition}"
