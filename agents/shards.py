@@ -93,8 +93,7 @@ class ShardAgent(BatchAgent):
                 if applied:
                     shard = self.shards[shard_id]
                     output = shard.apply(items, shard.state.next_offset)
-                    await self._publish(output.dead, shard_id, output.partials)
-                    self.outputs.pending_arrivals.extend(output.arrivals)
+                    await self._publish(output.dead, shard_id, output.partials, output.arrivals)
                 self.outputs.routed_items.labels("local" if applied else "shard_topic").inc(len(items))
                 plan[shard_id] = (self.epochs.get(shard_id, 0), applied)
             return plan
@@ -251,9 +250,7 @@ class ShardAgent(BatchAgent):
                 output = shard.apply(items, records[-1].offset + 1)
                 if applied:
                     self.applied_ranges[shard.id] = [r for r in applied if r.stop > shard.state.next_offset]
-                await self._publish(output.dead, shard.id, output.partials)
-                # Only now is the rollup up to date with these events: their lag ends at the next refresh.
-                self.outputs.pending_arrivals.extend(output.arrivals)
+                await self._publish(output.dead, shard.id, output.partials, output.arrivals)
                 commits[tp] = shard.state.next_offset
                 until = self.catching_up.get(shard.id)
                 if until is not None and shard.state.next_offset >= until:
@@ -265,14 +262,28 @@ class ShardAgent(BatchAgent):
         """Snapshot, every interval, each owned shard that applied something since its last snapshot."""
         while not self.should_stop:
             await self.sleep(self.settings.snapshot_interval)
-            async with self._lock:
-                for shard in list(self.shards.values()):
-                    if self._snapshotted.get(shard.id) != shard.state.next_offset:
-                        await self.snapshots.save(shard.id, shard.state)
-                        self._snapshotted[shard.id] = shard.state.next_offset
+            # One shard at a time, letting batches in between: all at once would stall the event loop for the
+            # whole state's pickling, and every event arriving meanwhile would wait that long for its metrics.
+            for shard_id in list(self.shards):
+                async with self._lock:
+                    shard = self.shards.get(shard_id)
+                    if shard is not None and self._snapshotted.get(shard_id) != shard.state.next_offset:
+                        await self.snapshots.save(shard_id, shard.state)
+                        self._snapshotted[shard_id] = shard.state.next_offset
+                await asyncio.sleep(0)
 
-    async def _publish(self, dead: list[DeadLetter], shard: int, partials: dict[tuple[str, str, int], int]) -> None:
-        """Dead letters not yet on the topic, then the partials; the rollup of this worker takes them at once."""
+    async def _publish(
+        self,
+        dead: list[DeadLetter],
+        shard: int,
+        partials: dict[tuple[str, str, int], int],
+        arrivals: list[float] | None = None,
+    ) -> None:
+        """This worker's rollup takes its own shards' partials at once (it ignores their echo on the topic), so
+        the metrics, and the lag of the events behind them, do not wait for Kafka; then the dead letters not yet
+        on the topic and the partials are sent."""
+        self.rollup.update(shard, partials)
+        self.outputs.pending_arrivals.extend(arrivals or ())
         assert self.letters_written is not None
         fresh = [letter for letter in dead if letter.identity not in self.letters_written]
         records: list[tuple[str, int | None, bytes | None, bytes | None, Any]] = [
@@ -287,8 +298,6 @@ class ShardAgent(BatchAgent):
         ]
         await send_all(self.io.producer, records)
         self.letters_written.update(letter.identity for letter in fresh)
-        # This worker's rollup takes its own shards' partials directly (and ignores their echo on the topic).
-        self.rollup.update(shard, partials)
 
 
 def partial_key(shard: int, key: tuple[str, str, int]) -> bytes:
