@@ -10,6 +10,7 @@ Catching up writes no dead letter twice: the letters already on the dead-letter 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -27,6 +28,7 @@ from streams.shards import DeadLetter, Item, Shard, decode_items, total_outcomes
 log = logging.getLogger(__name__)
 
 Plan = dict[int, tuple[int, bool]]  # shard -> (its epoch, whether the router's items were applied here)
+GATE_WAIT = 0.5  # seconds the router waits for an owned shard to reach its gate before sending past it
 
 
 class ShardAgent(BatchAgent):
@@ -64,20 +66,19 @@ class ShardAgent(BatchAgent):
         self.epochs: dict[int, int] = {}
         self.gates: dict[int, int] = {}
         self.applied_ranges: dict[int, list[range]] = {}  # shard -> shard-topic offsets already applied
+        self._consumed = asyncio.Event()  # set whenever a batch of the shard topic was applied
 
     @property
     def ready(self) -> bool:
         return self.assigned and not self.catching_up
 
-    def _open(self, shard_id: int) -> bool:
+    def _reached_gate(self, shard_id: int) -> bool | None:
+        """Whether an owned, caught-up shard has consumed up to its gate; None when that does not apply."""
         shard = self.shards.get(shard_id)
         gate = self.gates.get(shard_id)
-        return (
-            shard is not None
-            and gate is not None
-            and shard_id not in self.catching_up
-            and (shard.state.next_offset >= gate)
-        )
+        if shard is None or gate is None or shard_id in self.catching_up:
+            return None
+        return shard.state.next_offset >= gate
 
     def _close(self, shard_id: int) -> None:
         self.epochs[shard_id] = self.epochs.get(shard_id, 0) + 1
@@ -86,10 +87,11 @@ class ShardAgent(BatchAgent):
 
     async def apply_routed(self, routed: dict[int, list[Item]]) -> Plan:
         """Apply at once the items of every shard open to it; returns per shard (epoch, applied here)."""
+        await self._reach_gates(list(routed))
         async with self._lock:
             plan: Plan = {}
             for shard_id, items in routed.items():
-                applied = self._open(shard_id)
+                applied = self._reached_gate(shard_id) is True
                 if applied:
                     shard = self.shards[shard_id]
                     output = shard.apply(items, shard.state.next_offset)
@@ -97,6 +99,16 @@ class ShardAgent(BatchAgent):
                 self.outputs.routed_items.labels("local" if applied else "shard_topic").inc(len(items))
                 plan[shard_id] = (self.epochs.get(shard_id, 0), applied)
             return plan
+
+    async def _reach_gates(self, shard_ids: list[int]) -> None:
+        """Wait a little for owned shards still short of their gate: a router outrunning its shards (a backfill)
+        would otherwise move the gate on with every batch and never take the local path."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + GATE_WAIT
+        while any(self._reached_gate(k) is False for k in shard_ids) and (left := deadline - loop.time()) > 0:
+            self._consumed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._consumed.wait(), left)
 
     def routed_sent(self, plan: Plan, acked: dict[int, list[range]]) -> None:
         """Where the router's records of `plan` landed on the shard topic."""
@@ -256,6 +268,7 @@ class ShardAgent(BatchAgent):
                 if until is not None and shard.state.next_offset >= until:
                     del self.catching_up[shard.id]
             await self.commit(commits)
+        self._consumed.set()
 
     @Service.task
     async def _snapshot_periodically(self) -> None:
