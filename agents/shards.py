@@ -277,13 +277,15 @@ class ShardAgent(BatchAgent):
             await self.sleep(self.settings.snapshot_interval)
             # One shard at a time, letting batches in between: all at once would stall the event loop for the
             # whole state's pickling, and every event arriving meanwhile would wait that long for its metrics.
+            # Only the encoding holds the shard lock; the writing (disk, topic) goes on while batches are applied.
             for shard_id in list(self.shards):
                 async with self._lock:
                     shard = self.shards.get(shard_id)
-                    if shard is not None and self._snapshotted.get(shard_id) != shard.state.next_offset:
-                        await self.snapshots.save(shard_id, shard.state)
-                        self._snapshotted[shard_id] = shard.state.next_offset
-                await asyncio.sleep(0)
+                    if shard is None or self._snapshotted.get(shard_id) == shard.state.next_offset:
+                        continue
+                    offset, blob = shard.state.next_offset, self.snapshots.encode(shard.state)
+                    self._snapshotted[shard_id] = offset
+                await self.snapshots.write(shard_id, offset, blob)
 
     async def _publish(
         self,

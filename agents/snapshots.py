@@ -9,6 +9,7 @@ Snapshots are pickles: the snapshot topic and the data dir must be as trusted as
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import pickle
@@ -34,12 +35,26 @@ class SnapshotStore:
         self.directory = Path(settings.data_dir) / settings.app_id
         self.topic = f"{settings.app_id}-snapshots"
         self._topic_chunks: dict[int, list[bytes]] = {}  # shard -> chunk keys of its latest snapshot on the topic
+        self._writing = asyncio.Lock()
 
     def _path(self, shard: int) -> Path:
         return self.directory / f"shard-{shard}.pickle"
 
     async def save(self, shard: int, state: ShardState) -> None:
-        blob = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+        await self.write(shard, state.next_offset, self.encode(state))
+
+    @staticmethod
+    def encode(state: ShardState) -> bytes:
+        """The snapshot's bytes: taken while nothing changes the state (the caller holds the shard lock)."""
+        return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+
+    async def write(self, shard: int, next_offset: int, blob: bytes) -> None:
+        """Store a snapshot to the data dir and the topic; writes go one at a time, in the order asked, so a
+        newer snapshot is never overwritten by an older one still being written."""
+        async with self._writing:
+            await self._write(shard, next_offset, blob)
+
+    async def _write(self, shard: int, next_offset: int, blob: bytes) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self._path(shard)
         temporary = path.with_suffix(".tmp")
@@ -48,10 +63,10 @@ class SnapshotStore:
             handle.flush()
             os.fsync(handle.fileno())
         temporary.replace(path)
-        snapshot = f"{shard}/{state.next_offset}"
+        snapshot = f"{shard}/{next_offset}"
         chunks = [blob[i : i + CHUNK_BYTES] for i in range(0, len(blob), CHUNK_BYTES)] or [b""]
         keys = [f"{snapshot}/{i}".encode() for i in range(len(chunks))]
-        manifest = orjson.dumps({"snapshot": snapshot, "chunks": len(chunks), "next_offset": state.next_offset})
+        manifest = orjson.dumps({"snapshot": snapshot, "chunks": len(chunks), "next_offset": next_offset})
         producer = self.io.producer
         await send_all(producer, [(self.topic, 0, k, chunk, None) for k, chunk in zip(keys, chunks, strict=True)])
         await send_all(producer, [(self.topic, 0, f"{shard}".encode(), manifest, None)])

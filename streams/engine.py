@@ -14,7 +14,7 @@ from bisect import bisect_right, insort
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
-from typing import Final
+from typing import Any, Final
 
 from schemas.models import NANOS, Event, event_fields
 from streams.ledger import Contribution, Ledger, add
@@ -147,11 +147,13 @@ class Entity:
     events: Timeline = field(default_factory=list)
     applied: Contribution | None = field(default=None, compare=False)
 
-    def __getstate__(self) -> Timeline:
-        return self.events  # the applied contribution is recomputed on demand, not snapshotted
+    def __getstate__(self) -> list[tuple[int, int, tuple[Any, ...]]]:
+        # Plain tuples pickle several times faster than event objects; the applied contribution is left out.
+        return [(t, seq, event_fields(event)) for t, seq, event in self.events]
 
-    def __setstate__(self, events: Timeline) -> None:
-        self.events, self.applied = events, None
+    def __setstate__(self, events: list[tuple[int, int, tuple[Any, ...]]]) -> None:
+        self.events = [(t, seq, Event(*fields)) for t, seq, fields in events]
+        self.applied = None
 
     def first(self, event_type: str) -> tuple[int, int, Event] | None:
         return next((item for item in self.events if item[2].type == event_type), None)
