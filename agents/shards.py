@@ -272,20 +272,26 @@ class ShardAgent(BatchAgent):
 
     @Service.task
     async def _snapshot_periodically(self) -> None:
-        """Snapshot, every interval, each owned shard that applied something since its last snapshot."""
+        """Snapshot, every interval, each owned shard that applied something since its last snapshot.
+
+        The shards' turns are spread over the interval, and only the encoding holds the shard lock (the writing
+        to disk and topic goes on beside the batches): snapshotting every shard at once would stall the event
+        loop for the whole state's pickling, and every event arriving meanwhile would wait for its metrics."""
         while not self.should_stop:
-            await self.sleep(self.settings.snapshot_interval)
-            # One shard at a time, letting batches in between: all at once would stall the event loop for the
-            # whole state's pickling, and every event arriving meanwhile would wait that long for its metrics.
-            # Only the encoding holds the shard lock; the writing (disk, topic) goes on while batches are applied.
-            for shard_id in list(self.shards):
-                async with self._lock:
-                    shard = self.shards.get(shard_id)
-                    if shard is None or self._snapshotted.get(shard_id) == shard.state.next_offset:
-                        continue
-                    offset, blob = shard.state.next_offset, self.snapshots.encode(shard.state)
-                    self._snapshotted[shard_id] = offset
-                await self.snapshots.write(shard_id, offset, blob)
+            shard_ids = sorted(self.shards) or [None]
+            for shard_id in shard_ids:
+                await self.sleep(self.settings.snapshot_interval / len(shard_ids))
+                if shard_id is not None:
+                    await self._snapshot(shard_id)
+
+    async def _snapshot(self, shard_id: int) -> None:
+        async with self._lock:
+            shard = self.shards.get(shard_id)
+            if shard is None or self._snapshotted.get(shard_id) == shard.state.next_offset:
+                return
+            offset, blob = shard.state.next_offset, self.snapshots.encode(shard.state)
+            self._snapshotted[shard_id] = offset
+        await self.snapshots.write(shard_id, offset, blob)
 
     async def _publish(
         self,
