@@ -20,7 +20,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bench.datasets import FX_RATES, PARTITIONS, topics_env
 from streams.broker import free_port
-from streams.local import LocalWorkers, WorkerProcess
+from streams.local import LocalWorkers, WorkerProcess, terminate
 from streams.settings import Topics
 
 POLL_SECONDS = 0.05
@@ -125,12 +125,7 @@ def faust_baseline(broker_url: str, topics: Topics, total: int, root: Path, time
         rate = Rate(last["events"], last["last"] - last["first"])
         return rate.as_dict() | {"complete": last["events"] >= total}
     finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        terminate(process)
 
 
 # ------------------------------------------------------------------------------------------ RevPulse workers

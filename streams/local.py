@@ -87,14 +87,18 @@ class LocalWorkers:
         worker.process.wait()
 
     def stop(self, name: str) -> None:
-        worker = self.running.pop(name)
-        worker.process.terminate()
-        try:
-            worker.process.wait(15)
-        except subprocess.TimeoutExpired:
-            worker.process.kill()
-            worker.process.wait()
+        terminate(self.running.pop(name).process)
 
     def stop_all(self) -> None:
         for name in list(self.running):
             self.stop(name)
+
+
+def terminate(process: subprocess.Popen[bytes], grace: float = 15) -> None:
+    """SIGTERM, then SIGKILL if the process has not exited within `grace` seconds."""
+    process.terminate()
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

@@ -7,7 +7,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import orjson
 
@@ -243,13 +243,18 @@ def _currency(raw: str) -> str:
     return raw
 
 
-def _fx_rates(raw: str) -> dict[str, float]:
+def _json_object(raw: str) -> dict[str, Any]:
     try:
-        rates = orjson.loads(raw)
+        value = orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise ValueError(f"not a JSON object: {raw!r}") from None
-    if not isinstance(rates, dict):
+    if not isinstance(value, dict):
         raise ValueError(f"not a JSON object: {raw!r}")
+    return value
+
+
+def _fx_rates(raw: str) -> dict[str, float]:
+    rates = _json_object(raw)
     for code, rate in rates.items():
         if not _CURRENCY.match(code):
             raise ValueError(f"bad currency code {code!r}")
@@ -329,12 +334,7 @@ def _public_url(raw: str) -> str:
 
 def _string_map(raw: str, allowed: tuple[str, ...]) -> dict[str, str]:
     """A JSON object of non-empty string keys to one of `allowed`."""
-    try:
-        mapping = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise ValueError(f"not a JSON object: {raw!r}") from None
-    if not isinstance(mapping, dict):
-        raise ValueError(f"not a JSON object: {raw!r}")
+    mapping = _json_object(raw)
     for key, value in mapping.items():
         if not key:
             raise ValueError("empty key")

@@ -31,7 +31,7 @@ import pytest
 import yaml
 
 from streams.broker import free_port
-from streams.local import WorkerProcess
+from streams.local import WorkerProcess, terminate
 from streams.synth import SynthConfig, generate, topic_for
 from tests.integration.conftest import deployment
 from tests.reference import RefSettings, compute
@@ -223,12 +223,7 @@ def prometheus(workers: list[WorkerProcess], tmp_path_factory: pytest.TempPathFa
         _wait("prometheus to be ready", ready, 30)
         yield server
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        terminate(process, 10)
 
 
 @pytest.fixture(scope="module")
