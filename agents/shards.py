@@ -17,13 +17,13 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from mode import Service
 
-from agents.base import MAX_BATCH, BatchAgent, Batches, ProducerService, consumer, send_all
+from agents.base import MAX_BATCH, BatchAgent, Batches, OutRecord, ProducerService, consumer, send_all
 from agents.snapshots import SnapshotStore
 from streams.engine import EngineConfig
 from streams.outputs import Outcomes, Outputs
 from streams.rollup import Rollup
 from streams.settings import Settings
-from streams.shards import DeadLetter, Item, Shard, decode_items, total_outcomes
+from streams.shards import DeadLetter, Item, Shard, ShardOutput, decode_items, total_outcomes
 
 log = logging.getLogger(__name__)
 
@@ -90,14 +90,15 @@ class ShardAgent(BatchAgent):
         await self._reach_gates(list(routed))
         async with self._lock:
             plan: Plan = {}
+            outputs: list[tuple[int, ShardOutput]] = []
             for shard_id, items in routed.items():
                 applied = self._reached_gate(shard_id) is True
                 if applied:
                     shard = self.shards[shard_id]
-                    output = shard.apply(items, shard.state.next_offset)
-                    await self._publish(output.dead, shard_id, output.partials, output.arrivals)
+                    outputs.append((shard_id, shard.apply(items, shard.state.next_offset)))
                 self.outputs.routed_items.labels("local" if applied else "shard_topic").inc(len(items))
                 plan[shard_id] = (self.epochs.get(shard_id, 0), applied)
+            await self._publish(outputs)
             return plan
 
     async def _reach_gates(self, shard_ids: list[int]) -> None:
@@ -157,7 +158,7 @@ class ShardAgent(BatchAgent):
                         if last >= committed[partition]
                         for letter in letters
                     ]
-                    await self._publish(owed, shard.id, shard.all_partials())
+                    await self._publish([(shard.id, ShardOutput(owed, shard.all_partials(), []))])
             for tp in partitions:
                 shard = self.shards[tp.partition]
                 self.consumer.seek(tp, shard.state.next_offset)
@@ -248,6 +249,7 @@ class ShardAgent(BatchAgent):
     async def handle(self, batches: Batches) -> None:
         async with self._lock:
             commits: dict[TopicPartition, int] = {}
+            outputs: list[tuple[int, ShardOutput]] = []
             for tp, records in batches.items():
                 shard = self.shards.get(tp.partition)
                 if shard is None:
@@ -262,11 +264,13 @@ class ShardAgent(BatchAgent):
                 output = shard.apply(items, records[-1].offset + 1)
                 if applied:
                     self.applied_ranges[shard.id] = [r for r in applied if r.stop > shard.state.next_offset]
-                await self._publish(output.dead, shard.id, output.partials, output.arrivals)
+                outputs.append((shard.id, output))
                 commits[tp] = shard.state.next_offset
-                until = self.catching_up.get(shard.id)
-                if until is not None and shard.state.next_offset >= until:
-                    del self.catching_up[shard.id]
+            await self._publish(outputs)
+            for tp in commits:
+                until = self.catching_up.get(tp.partition)
+                if until is not None and commits[tp] >= until:
+                    del self.catching_up[tp.partition]
             await self.commit(commits)
         self._consumed.set()
 
@@ -293,30 +297,28 @@ class ShardAgent(BatchAgent):
             self._snapshotted[shard_id] = offset
         await self.snapshots.write(shard_id, offset, blob)
 
-    async def _publish(
-        self,
-        dead: list[DeadLetter],
-        shard: int,
-        partials: dict[tuple[str, str, int], int],
-        arrivals: list[float] | None = None,
-    ) -> None:
+    async def _publish(self, outputs: list[tuple[int, ShardOutput]]) -> None:
         """This worker's rollup takes its own shards' partials at once (it ignores their echo on the topic), so
         the metrics, and the lag of the events behind them, do not wait for Kafka; then the dead letters not yet
-        on the topic and the partials are sent."""
-        self.rollup.update(shard, partials)
-        self.outputs.pending_arrivals.extend(arrivals or ())
+        on the topic and the partials of every shard go out in one send: a round trip per shard would hold the
+        batch (and the metrics of the next one) for as many round trips."""
         assert self.letters_written is not None
-        fresh = [letter for letter in dead if letter.identity not in self.letters_written]
-        records: list[tuple[str, int | None, bytes | None, bytes | None, Any]] = [
-            (self.settings.topics.deadletter, None, None, letter.payload, letter.headers) for letter in fresh
-        ]
-        # One partition per shard's partials: readers must see them in the order they were written.
         partitions = sorted(await self.io.producer.partitions_for(self.partials_topic))
-        partition = partitions[shard % len(partitions)]
-        records += [
-            (self.partials_topic, partition, partial_key(shard, key), str(value).encode() if value else None, None)
-            for key, value in partials.items()
-        ]
+        deadletter = self.settings.topics.deadletter
+        records: list[OutRecord] = []
+        fresh: list[DeadLetter] = []
+        for shard, output in outputs:
+            self.rollup.update(shard, output.partials)
+            self.outputs.pending_arrivals.extend(output.arrivals)
+            letters = [letter for letter in output.dead if letter.identity not in self.letters_written]
+            records += [(deadletter, None, None, letter.payload, letter.headers) for letter in letters]
+            fresh += letters
+            # One partition per shard's partials: readers must see them in the order they were written.
+            partition = partitions[shard % len(partitions)]
+            records += [
+                (self.partials_topic, partition, partial_key(shard, key), str(value).encode() if value else None, None)
+                for key, value in output.partials.items()
+            ]
         await send_all(self.io.producer, records)
         self.letters_written.update(letter.identity for letter in fresh)
 

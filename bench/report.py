@@ -46,6 +46,15 @@ def _throughput(part: dict[str, Any]) -> str:
             f"{part['gain_over_faust']:.1f}× the Faust baseline; peak RSS {revpulse['peak_rss_mb'][0]} MB",
         ),
     ]
+    bound = part.get("in_process")
+    if bound is not None:
+        rows += [
+            (f"no Kafka, one process: {what}", _eps(bound[name]), bound[name]["events"], "", note)
+            for name, what, note in (
+                ("decode", "decode + validate only", "the floor of any design validating in Python"),
+                ("pipeline", "the whole pipeline", "decode, route, engine, rollup: the bound for one worker"),
+            )
+        ]
     check = part.get("correctness")
     verdict = "not checked" if check is None else _verdict(check)
     return (

@@ -19,7 +19,9 @@ Parts (`--parts`, comma-separated; all by default):
     that commit until `/healthz` counts every event;
   and the ratio to the ceiling, the gain over the Faust baseline, the worker's peak RSS, and correctness: its
   settled `/api/metrics` against `tests/reference.py` over the same events (tolerance rel 1e-9, abs 1e-6, as
-  the crosscheck tests).
+  the crosscheck tests);
+  - the same work without Kafka (`bench.inprocess`): decode + validate alone, and the whole pipeline in one
+    process: the bound a worker running this code can reach.
 * latency — a fresh worker with REVPULSE_CLOCK=wall and the default publish interval; a paced producer offers
   `--latency-rate` events/s (the main data set's events re-timed to the wall clock) for `--latency-seconds`.
   p50 and p99 of `revpulse_processing_lag_seconds` (the worker's histogram on /metrics: arrival in Kafka →
@@ -49,6 +51,7 @@ import functools
 import os
 import platform
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -165,6 +168,8 @@ class Bench:
         faust = faust_baseline(broker_url, loaded.topics, loaded.total, self.root, self.args.faust_timeout)
         print(f"plain Faust agent (one event at a time): {faust['events_per_second']:>10,} events/s", flush=True)
         ours = self.one_worker(loaded)
+        bound = in_process(loaded.data.path)
+        print(f"no Kafka, one process: {bound['pipeline']['events_per_second']:>10,} events/s", flush=True)
         self.results["throughput"] = {
             "dataset": loaded.data.dataset.name,
             "ceiling": raw.as_dict(),
@@ -173,6 +178,7 @@ class Bench:
             "ratio_to_ceiling": round(ours.rate.eps / raw.eps, 3),
             "gain_over_faust": round(ours.rate.eps / max(faust["events_per_second"], 1), 2),
             "correctness": self.check(ours),
+            "in_process": bound,
         }
 
     def scale(self, loaded: Loaded) -> None:
@@ -349,6 +355,12 @@ def wait_for_snapshots(directory: Path, shards: int, interval: float, timeout: f
         previous = current
         time.sleep(interval)
     raise TimeoutError(f"snapshots in {directory} not settled within {timeout:.0f}s")
+
+
+def in_process(data: Path) -> dict[str, Any]:
+    """`bench.inprocess` over the data set, in a process of its own (its heap and collector settings too)."""
+    command = [sys.executable, "-m", "bench.inprocess", str(data)]
+    return orjson.loads(subprocess.run(command, check=True, capture_output=True).stdout)  # type: ignore[no-any-return]
 
 
 def _mix(meta: dict[str, Any]) -> str:

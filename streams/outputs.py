@@ -7,11 +7,12 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from importlib.metadata import version
 
-from prometheus_client import CollectorRegistry, Gauge, Histogram, Info
+from prometheus_client import CollectorRegistry, Gauge, Info
 from prometheus_client import Counter as CounterMetric
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from streams.lag import LagHistogram
 from streams.prometheus import SeriesCollector
 from streams.rollup import Rollup
 from streams.series import Series, SeriesParams, compute_series
@@ -42,12 +43,12 @@ class Outputs:
             "Largest occurred_at accepted so far (event-time watermark)",
             registry=self.registry,
         )
-        self.processing_lag = Histogram(
+        self.processing_lag = LagHistogram(
             "revpulse_processing_lag_seconds",
             "Time from an event's arrival in Kafka to the metrics reflecting it",
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
-            registry=self.registry,
         )
+        self.registry.register(self.processing_lag)
         self.consumer_lag = Gauge(
             "revpulse_consumer_lag_records",
             "Input records not yet consumed, per partition (fetch high watermark - position)",
@@ -84,7 +85,8 @@ class Outputs:
 
     def refresh(self) -> list[Series]:
         """The current series. Recomputed when the rollup changed or as_of entered another hourly slice: within
-        a slice the windows (and so every value) stay put, only `as_of` moves."""
+        a slice the windows (and so every value) stay put, only `as_of` moves. The events taken since the last
+        refresh are reflected from now on: their lag is observed."""
         as_of = self.as_of()
         if as_of is None:
             return []
@@ -92,9 +94,8 @@ class Outputs:
             self._series = compute_series(self.rollup.ledger, self.rollup.segments_seen, as_of, self.params)
             self._version = self.rollup.version
             self.watermark_seconds.set((self.rollup.watermark or 0) / US_PER_SECOND)
-            now = self.clock()
-            for arrival in self.pending_arrivals:
-                self.processing_lag.observe(max(0.0, now - arrival))
+        if self.pending_arrivals:
+            self.processing_lag.observe(self.clock(), self.pending_arrivals)
             self.pending_arrivals.clear()
         self._as_of = as_of
         return self._series

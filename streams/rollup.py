@@ -16,35 +16,46 @@ class Rollup:
         self.partials: dict[int, dict[Key, int]] = {}  # shard -> cell -> that shard's absolute value
         self.watermarks: dict[int, int] = {}
         self.segments_seen: set[str] = set()
-        self.version = 0  # bumps on every change, so readers know when to recompute
+        self.version = 0  # bumps on every change (and only then), so readers know when to recompute
 
     def update(self, shard: int, partials: dict[Key, int]) -> None:
         """Take a shard's absolute cell values, in order; applying the same values twice changes nothing."""
         values = self.partials.setdefault(shard, {})
+        changed = False
         for key, value in partials.items():
             quantity = key[0]
             if quantity == RESET:
-                self._forget(shard)
+                changed = self._forget(shard) or changed
             elif quantity == WATERMARK:
-                self.watermarks[shard] = max(value, self.watermarks.get(shard, value))
+                watermark = max(value, self.watermarks.get(shard, value))
+                changed = changed or watermark != self.watermarks.get(shard)
+                self.watermarks[shard] = watermark
             elif quantity == SEGMENT_SEEN:
+                changed = changed or key[1] not in self.segments_seen
                 self.segments_seen.add(key[1])
             else:
                 before = values.get(key, 0)
                 if value != before:
+                    changed = True
                     self.ledger.add(key, value - before)
                     if value:
                         values[key] = value
                     else:
                         del values[key]
-        self.version += 1
+        if changed:
+            # Readers recompute on a new version: an update that moves nothing (the echo of partials already
+            # taken, an empty batch) must not cost a recomputation.
+            self.version += 1
 
-    def _forget(self, shard: int) -> None:
-        """Drop every cell a shard contributed (its watermark and segments stay: they only ever grow)."""
+    def _forget(self, shard: int) -> bool:
+        """Drop every cell a shard contributed (its watermark and segments stay: they only ever grow); whether
+        there was any."""
         values = self.partials.get(shard, {})
         for key, value in values.items():
             self.ledger.add(key, -value)
+        had = bool(values)
         values.clear()
+        return had
 
     @property
     def watermark(self) -> int | None:

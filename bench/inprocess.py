@@ -1,0 +1,71 @@
+"""The worker's work without Kafka, in one process: the bound any design running this Python code can reach.
+
+`python -m bench.inprocess <data set JSONL>` prints JSON with two rates over the same events:
+- decode: `EventDecoder.decode_record` of every record (orjson plus validation), the floor of any design that
+  validates in Python;
+- pipeline: `streams.pipeline.Pipeline.process` (decode, route, every shard's engine, the rollup) in batches of
+  the router's `MAX_BATCH`, with the worker's collector policy (young threshold, survivors frozen each batch).
+The records are read into memory first, routed to their topics as `revpulse replay` routes them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import sys
+import time
+from pathlib import Path
+
+import orjson
+
+from agents.base import MAX_BATCH
+from bench.datasets import DEFAULT_TOPICS, FX_RATES, route
+from streams.app import YOUNG_COLLECTION_THRESHOLD
+from streams.pipeline import Pipeline, decoder
+from streams.settings import Settings
+from streams.shards import InputRecord
+
+
+def records(path: Path) -> list[InputRecord]:
+    offsets: dict[str, int] = {}
+    out = []
+    with path.open("rb") as handle:
+        for line in handle:
+            topic, _, value = route(line.rstrip(b"\n"), DEFAULT_TOPICS)
+            offset = offsets[topic] = offsets.get(topic, -1) + 1
+            out.append(InputRecord(topic, 0, offset, value, time.time()))
+    return out
+
+
+def rates(inputs: list[InputRecord], settings: Settings) -> dict[str, dict[str, float]]:
+    events = len(inputs)
+    gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, *gc.get_threshold()[1:])
+    gc.freeze()
+    decode = decoder(settings).decode_record
+    started = time.perf_counter()
+    for record in inputs:
+        decode(record.value or b"")
+    decoded = time.perf_counter() - started
+    pipeline = Pipeline(settings)
+    started = time.perf_counter()
+    for i in range(0, events, MAX_BATCH):
+        pipeline.process(inputs[i : i + MAX_BATCH])
+        gc.freeze()
+    pipeline.refresh()
+    processed = time.perf_counter() - started
+    return {
+        name: {"events": events, "seconds": round(seconds, 3), "events_per_second": round(events / seconds)}
+        for name, seconds in (("decode", decoded), ("pipeline", processed))
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("data", type=Path, help="a data set's JSONL (one event per line)")
+    args = parser.parse_args()
+    settings = Settings.from_env({"REVPULSE_FX_RATES": orjson.dumps(FX_RATES).decode()})
+    sys.stdout.buffer.write(orjson.dumps(rates(records(args.data), settings)) + b"\n")
+
+
+if __name__ == "__main__":
+    main()
