@@ -278,9 +278,8 @@ class ShardAgent(BatchAgent):
     async def _snapshot_periodically(self) -> None:
         """Snapshot, every interval, each owned shard that applied something since its last snapshot.
 
-        The shards' turns are spread over the interval, and only the encoding holds the shard lock (the writing
-        to disk and topic goes on beside the batches): snapshotting every shard at once would stall the event
-        loop for the whole state's pickling, and every event arriving meanwhile would wait for its metrics."""
+        The shards' turns are spread over the interval, and each is encoded by a forked copy of the worker (see
+        `agents.snapshots`): the batches go on meanwhile, and the shard lock is held only for the fork."""
         while not self.should_stop:
             shard_ids = sorted(self.shards) or [None]
             for shard_id in shard_ids:
@@ -293,8 +292,13 @@ class ShardAgent(BatchAgent):
             shard = self.shards.get(shard_id)
             if shard is None or self._snapshotted.get(shard_id) == shard.state.next_offset:
                 return
-            offset, blob = shard.state.next_offset, self.snapshots.encode(shard.state)
+            offset, encoding = shard.state.next_offset, self.snapshots.encode_aside(shard_id, shard.state)
             self._snapshotted[shard_id] = offset
+        blob = await encoding.result()
+        if blob is None:
+            if self._snapshotted.get(shard_id) == offset:
+                del self._snapshotted[shard_id]
+            return
         await self.snapshots.write(shard_id, offset, blob)
 
     async def _publish(self, outputs: list[tuple[int, ShardOutput]]) -> None:
