@@ -276,30 +276,33 @@ class ShardAgent(BatchAgent):
 
     @Service.task
     async def _snapshot_periodically(self) -> None:
-        """Snapshot, every interval, each owned shard that applied something since its last snapshot.
-
-        The shards' turns are spread over the interval, and each is encoded by a forked copy of the worker (see
-        `agents.snapshots`): the batches go on meanwhile, and the shard lock is held only for the fork."""
+        """Snapshot, every interval, each owned shard that applied something since its last snapshot. A forked
+        copy of the worker encodes them (see `agents.snapshots`): the batches go on meanwhile, and the shard lock
+        is held only for the fork."""
         while not self.should_stop:
-            shard_ids = sorted(self.shards) or [None]
-            for shard_id in shard_ids:
-                await self.sleep(self.settings.snapshot_interval / len(shard_ids))
-                if shard_id is not None:
-                    await self._snapshot(shard_id)
+            await self.sleep(self.settings.snapshot_interval)
+            await self._snapshot()
 
-    async def _snapshot(self, shard_id: int) -> None:
+    async def _snapshot(self) -> None:
         async with self._lock:
-            shard = self.shards.get(shard_id)
-            if shard is None or self._snapshotted.get(shard_id) == shard.state.next_offset:
+            due = {
+                k: shard.state
+                for k, shard in self.shards.items()
+                if self._snapshotted.get(k) != shard.state.next_offset
+            }
+            if not due:
                 return
-            offset, encoding = shard.state.next_offset, self.snapshots.encode_aside(shard_id, shard.state)
-            self._snapshotted[shard_id] = offset
-        blob = await encoding.result()
-        if blob is None:
-            if self._snapshotted.get(shard_id) == offset:
-                del self._snapshotted[shard_id]
+            offsets = {shard_id: state.next_offset for shard_id, state in due.items()}
+            encoding = self.snapshots.encode_aside(due)
+            self._snapshotted.update(offsets)
+        blobs = await encoding.result()
+        if blobs is None:
+            for shard_id, offset in offsets.items():
+                if self._snapshotted.get(shard_id) == offset:
+                    del self._snapshotted[shard_id]
             return
-        await self.snapshots.write(shard_id, offset, blob)
+        for shard_id, blob in blobs.items():
+            await self.snapshots.write(shard_id, offsets[shard_id], blob)
 
     async def _publish(self, outputs: list[tuple[int, ShardOutput]]) -> None:
         """This worker's rollup takes its own shards' partials at once (it ignores their echo on the topic), so

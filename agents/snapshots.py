@@ -7,9 +7,9 @@ last) lets a worker on a new machine, or one whose data dir was lost, rebuild wi
 Snapshots are pickles: the snapshot topic and the data dir must be as trusted as the worker itself.
 
 The periodic snapshots are encoded by a forked copy of the worker (`encode_aside`): the copy sees the state as
-it was at the fork, copy-on-write, while the worker goes on with its batches. Pickling a shard of 100k accounts
-takes about a third of a second, and in the worker itself that was a third of a second of every event's metrics
-waiting (the latency p99). The copy shares the worker's memory until either writes to a page.
+it was at the fork, copy-on-write, while the worker goes on with its batches. Pickling a shard of 100k events'
+state takes about a third of a second, and in the worker itself that was a third of a second of every event's
+metrics waiting (the latency p99). The copy shares the worker's memory until either writes to a page.
 """
 
 from __future__ import annotations
@@ -40,13 +40,13 @@ ENCODING_NICENESS = 19
 
 @dataclass(frozen=True)
 class Encoding:
-    """A snapshot being encoded by a forked copy of the worker, into `path`."""
+    """Snapshots being encoded by a forked copy of the worker, one file per shard."""
 
     pid: int
-    path: Path
+    paths: dict[int, Path]  # shard -> the file its snapshot is encoded into
 
-    async def result(self) -> bytes | None:
-        """The snapshot's bytes once the copy is done; None (logged) if it failed."""
+    async def result(self) -> dict[int, bytes] | None:
+        """Each shard's snapshot bytes once the copy is done; None (logged) if it failed."""
         while True:
             pid, status = os.waitpid(self.pid, os.WNOHANG)
             if pid:
@@ -55,13 +55,12 @@ class Encoding:
         try:
             code = os.waitstatus_to_exitcode(status)
             if code != 0:
-                log.error(
-                    "snapshot encoding process %d failed (exit status %d); the next interval tries again", pid, code
-                )
+                log.error("snapshot encoding process %d failed (exit status %d); the next turn retries", pid, code)
                 return None
-            return self.path.read_bytes()
+            return {shard: path.read_bytes() for shard, path in self.paths.items()}
         finally:
-            self.path.unlink(missing_ok=True)
+            for path in self.paths.values():
+                path.unlink(missing_ok=True)
 
 
 class SnapshotStore:
@@ -86,24 +85,26 @@ class SnapshotStore:
         """The snapshot's bytes: taken while nothing changes the state (the caller holds the shard lock)."""
         return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
 
-    def encode_aside(self, shard: int, state: ShardState) -> Encoding:
-        """Start encoding a snapshot in a forked copy of this process; it encodes the state as it is now, whatever
-        the worker changes after this returns (the caller holds the shard lock only for the fork)."""
+    def encode_aside(self, states: dict[int, ShardState]) -> Encoding:
+        """Start encoding snapshots of `states` (by shard) in a forked copy of this process; it encodes them as
+        they are now, whatever the worker changes after this returns (the caller holds the shard lock only for
+        the fork). One copy for all shards: each fork costs the worker copy-on-write faults for a while."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        path = self.directory / f"shard-{shard}.encoding"
+        paths = {shard: self.directory / f"shard-{shard}.encoding" for shard in states}
         pid = os.fork()
         if pid == 0:
             status = 1
             try:
                 gc.disable()  # a collection would touch, and so copy, pages of the whole heap
                 os.nice(ENCODING_NICENESS)
-                path.write_bytes(self.encode(state))
+                for shard, state in states.items():
+                    paths[shard].write_bytes(self.encode(state))
                 status = 0
             except BaseException:
                 traceback.print_exc()
             finally:
                 os._exit(status)  # none of the worker's exit handlers, buffers or connections are the copy's
-        return Encoding(pid, path)
+        return Encoding(pid, paths)
 
     async def write(self, shard: int, next_offset: int, blob: bytes) -> None:
         """Store a snapshot to the data dir and the topic; writes go one at a time, in the order asked, and one

@@ -58,13 +58,13 @@ def test_a_forked_encoding_holds_the_state_as_it_was_at_the_fork(tmp_path: Path)
     shard = Shard(0, EngineConfig())
     signups(shard, router, 0, 3)
     before = (shard.state.next_offset, shard.state.engine.ledger.items())
-    encoding = store.encode_aside(0, shard.state)
+    encoding = store.encode_aside({0: shard.state})
     signups(shard, router, 3, 2)  # the worker goes on while the copy encodes
 
-    blob = asyncio.run(encoding.result())
+    blobs = asyncio.run(encoding.result())
 
-    assert blob is not None and not encoding.path.exists()
-    restored = pickle.loads(blob)
+    assert blobs is not None and blobs.keys() == {0} and not encoding.paths[0].exists()
+    restored = pickle.loads(blobs[0])
     assert (restored.next_offset, restored.engine.ledger.items()) == before
     assert restored.next_offset == 1
     assert restored.engine.ledger.get(("signups", "all", 1_700_000_000 // 3600)) == 1
