@@ -25,7 +25,9 @@ class RollupAgent(BatchAgent):
     async def handle(self, batches: Batches) -> None:
         """Apply a batch of partials (called with empty batches too, until the reader has caught up)."""
         updates: dict[int, dict[Key, int]] = {}
-        for records in batches.values():
+        for tp, records in batches.items():
+            if self._all_owned(tp.partition):
+                continue  # only echoes: not worth decoding
             for record in records:
                 shard, key, value = parse_partial(record.key, record.value)
                 if not self.owned(shard):
@@ -34,6 +36,13 @@ class RollupAgent(BatchAgent):
             self.rollup.update(shard, partials)
         if not self.caught_up:
             self.caught_up = await self._at_end()
+
+    def _all_owned(self, partition: int) -> bool:
+        """Whether every shard writing to this partition of the partials topic is owned here (the shard agent
+        writes shard k's partials to partition k mod the partition count)."""
+        assert self.consumer is not None
+        partitions = len(self.consumer.assignment())
+        return all(self.owned(shard) for shard in range(partition, self.settings.shards, partitions))
 
     async def _at_end(self) -> bool:
         assert self.consumer is not None

@@ -17,7 +17,7 @@ from itertools import islice
 from typing import Any, Final
 
 from schemas.models import NANOS, Event, event_fields
-from streams.ledger import Contribution, Ledger, add
+from streams.ledger import Cells, Contribution, Ledger, add
 from streams.windows import HOUR_US, US_PER_SECOND
 
 HALF_CENT: Final = NANOS // 200
@@ -186,7 +186,7 @@ class EngineConfig:
 class Engine:
     def __init__(self, config: EngineConfig | None = None) -> None:
         self.config = config or EngineConfig()
-        self.ledger = Ledger(track_touched=True)
+        self.ledger = Cells()
         self.accounts = AccountStore(self.config.hot_accounts)
         self.channels: dict[str, Keyed] = {}  # marketing's routing keys
         self.leads: dict[str, Entity] = {}
@@ -195,6 +195,11 @@ class Engine:
         self.watermark: int | None = None
         self.segments_seen: set[str] = set()
         self.sequence = 0
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if isinstance(self.ledger, Ledger):  # a snapshot from before shards kept flat cells
+            self.ledger = Cells(self.ledger.items())
 
     # -- intake ------------------------------------------------------------------------------------------------
 

@@ -67,22 +67,11 @@ def add(contribution: Contribution, quantity: str, segment: str, hour: int, amou
     contribution[key] = contribution.get(key, 0) + amount
 
 
-class Ledger:
-    """Σ of all contributions, per (quantity, segment), per hour.
+class Totals:
+    """Σ of contributions, kept by replacing an entity's old contribution with its new one."""
 
-    Slices older than the horizon (t0 of the longest window) are folded into one slice just before it: no
-    window reads a flow there, and every step's prefix sum includes it, so folding changes no answer.
-    """
-
-    def __init__(self, *, track_touched: bool = False) -> None:
-        self.cells: dict[tuple[str, str], dict[int, int]] = {}
-        self.horizon: int | None = None
-        self.track_touched = track_touched
-        self.touched: set[Key] = set()  # with tracking: cells changed since the last `take_touched`
-        # Window sums, once asked for, are kept current by `add` until the window starts move (once an hour):
-        # a refresh then reads them instead of summing every slice again.
-        self._starts: tuple[int, ...] = ()
-        self._sums: dict[tuple[str, str], list[int]] = {}
+    def add(self, key: Key, amount: int) -> None:
+        raise NotImplementedError
 
     def apply(self, old: Mapping[Key, int], new: Mapping[Key, int]) -> None:
         """Replace contribution `old` by `new`."""
@@ -94,6 +83,53 @@ class Ledger:
             if key not in new:
                 self.add(key, -before)
 
+
+class Cells(Totals):
+    """One shard's totals: a flat dict of cells (a shard never reads a window), and the cells changed since the
+    last `take_touched`, which the shard publishes as its partials. Adding is the engine's innermost step."""
+
+    def __init__(self, values: Mapping[Key, int] | None = None) -> None:
+        self.values: dict[Key, int] = dict(values or {})
+        self.touched: set[Key] = set()
+
+    def add(self, key: Key, amount: int) -> None:
+        values = self.values
+        total = values.get(key, 0) + amount
+        if total:
+            values[key] = total
+        else:
+            values.pop(key, None)
+        self.touched.add(key)
+
+    def get(self, key: Key) -> int:
+        return self.values.get(key, 0)
+
+    def take_touched(self) -> dict[Key, int]:
+        """The current value of every cell changed since the last call (0 for a cell that emptied)."""
+        touched, self.touched = self.touched, set()
+        values = self.values
+        return {key: values.get(key, 0) for key in touched}
+
+    def items(self) -> dict[Key, int]:
+        """Every non-empty cell."""
+        return dict(self.values)
+
+
+class Ledger(Totals):
+    """Σ of all contributions, per (quantity, segment), per hour: the rollup's global totals.
+
+    Slices older than the horizon (t0 of the longest window) are folded into one slice just before it: no
+    window reads a flow there, and every step's prefix sum includes it, so folding changes no answer.
+    """
+
+    def __init__(self) -> None:
+        self.cells: dict[tuple[str, str], dict[int, int]] = {}
+        self.horizon: int | None = None
+        # Window sums, once asked for, are kept current by `add` until the window starts move (once an hour):
+        # a refresh then reads them instead of summing every slice again.
+        self._starts: tuple[int, ...] = ()
+        self._sums: dict[tuple[str, str], list[int]] = {}
+
     def add(self, key: Key, amount: int) -> None:
         quantity, segment, hour = key
         if self.horizon is not None and hour < self.horizon and quantity not in SNAPSHOTS:
@@ -101,8 +137,6 @@ class Ledger:
         cell = self.cells.get((quantity, segment))
         if cell is None:
             cell = self.cells[(quantity, segment)] = {}
-        if self.track_touched:
-            self.touched.add((quantity, segment, hour))
         sums = self._sums.get((quantity, segment)) if self._sums else None
         if sums is not None:
             for i, t0 in enumerate(self._starts):
@@ -133,11 +167,6 @@ class Ledger:
     def get(self, key: Key) -> int:
         quantity, segment, hour = key
         return self.cells.get((quantity, segment), {}).get(hour, 0)
-
-    def take_touched(self) -> dict[Key, int]:
-        """The current value of every cell changed since the last call (0 for a cell that emptied)."""
-        touched, self.touched = self.touched, set()
-        return {key: self.get(key) for key in touched}
 
     def items(self) -> dict[Key, int]:
         """Every non-empty cell."""

@@ -1,8 +1,12 @@
-"""The ledger's window sums: exact values by hand, and kept current by `add` once asked for."""
+"""The ledgers: the rollup's window sums (exact values by hand, kept current by `add` once asked for), and a
+shard's cells."""
 
 from __future__ import annotations
 
-from streams.ledger import Ledger
+import pickle
+
+from streams.engine import Engine
+from streams.ledger import Cells, Ledger
 
 STARTS = (100, 110)
 
@@ -40,3 +44,20 @@ def test_a_slice_before_the_horizon_counts_at_the_horizon() -> None:
     ledger.add(("signups", "all", 10), 1)  # a flow there is in no window
     assert ledger.window_sums("mrr_at_t0", "all", STARTS) == [5, 5]
     assert ledger.window_sums("signups", "all", STARTS) == [0, 0]
+
+
+def test_cells_publish_what_changed_and_an_old_snapshot_ledger_becomes_cells() -> None:
+    cells = Cells()
+    cells.apply({}, {("signups", "smb", 5): 2, ("signups", "all", 5): 2})
+    cells.apply({("signups", "smb", 5): 2}, {("signups", "smb", 6): 1})
+    assert cells.take_touched() == {("signups", "smb", 5): 0, ("signups", "all", 5): 2, ("signups", "smb", 6): 1}
+    assert cells.take_touched() == {}
+    assert cells.items() == {("signups", "all", 5): 2, ("signups", "smb", 6): 1}
+
+    # Engines pickled before shards kept flat cells hold a `Ledger`: unpickling turns it into the same cells.
+    engine = Engine()
+    engine.ledger = Ledger()  # type: ignore[assignment]
+    for key, value in cells.items().items():
+        engine.ledger.add(key, value)
+    restored = pickle.loads(pickle.dumps(engine))
+    assert isinstance(restored.ledger, Cells) and restored.ledger.items() == cells.items()
