@@ -295,14 +295,13 @@ class ShardAgent(BatchAgent):
             offsets = {shard_id: state.next_offset for shard_id, state in due.items()}
             encoding = self.snapshots.encode_aside(due)
             self._snapshotted.update(offsets)
-        blobs = await encoding.result()
-        if blobs is None:
-            for shard_id, offset in offsets.items():
-                if self._snapshotted.get(shard_id) == offset:
-                    del self._snapshotted[shard_id]
-            return
-        for shard_id, blob in blobs.items():
+        written = set()
+        async for shard_id, blob in encoding.results():
             await self.snapshots.write(shard_id, offsets[shard_id], blob)
+            written.add(shard_id)
+        for shard_id in offsets.keys() - written:  # the copy failed: the next turn takes them again
+            if self._snapshotted.get(shard_id) == offsets[shard_id]:
+                del self._snapshotted[shard_id]
 
     async def _publish(self, outputs: list[tuple[int, ShardOutput]]) -> None:
         """This worker's rollup takes its own shards' partials at once (it ignores their echo on the topic), so

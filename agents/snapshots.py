@@ -20,6 +20,7 @@ import logging
 import os
 import pickle
 import traceback
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,8 +46,9 @@ class Encoding:
     pid: int
     paths: dict[int, Path]  # shard -> the file its snapshot is encoded into
 
-    async def result(self) -> dict[int, bytes] | None:
-        """Each shard's snapshot bytes once the copy is done; None (logged) if it failed."""
+    async def results(self) -> AsyncIterator[tuple[int, bytes]]:
+        """(shard, snapshot bytes) once the copy is done, one shard at a time (the worker holds one encoded shard
+        in memory, not all of them); nothing, logged, if the copy failed."""
         while True:
             pid, status = os.waitpid(self.pid, os.WNOHANG)
             if pid:
@@ -56,8 +58,11 @@ class Encoding:
             code = os.waitstatus_to_exitcode(status)
             if code != 0:
                 log.error("snapshot encoding process %d failed (exit status %d); the next turn retries", pid, code)
-                return None
-            return {shard: path.read_bytes() for shard, path in self.paths.items()}
+                return
+            for shard, path in self.paths.items():
+                blob = path.read_bytes()
+                path.unlink()
+                yield shard, blob
         finally:
             for path in self.paths.values():
                 path.unlink(missing_ok=True)

@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from agents.base import ProducerService, read_topic
-from agents.snapshots import SnapshotStore
+from agents.snapshots import Encoding, SnapshotStore
 from streams.engine import EngineConfig
 from streams.pipeline import decoder
 from streams.settings import Settings
@@ -51,6 +51,13 @@ def signups(shard: Shard, router: Router, first: int, count: int) -> None:
     shard.apply(items, shard.state.next_offset + 1)
 
 
+def results(encoding: Encoding) -> list[tuple[int, bytes]]:
+    async def collect() -> list[tuple[int, bytes]]:
+        return [result async for result in encoding.results()]
+
+    return asyncio.run(collect())
+
+
 def test_a_forked_encoding_holds_the_state_as_it_was_at_the_fork(tmp_path: Path) -> None:
     settings = settings_for(tmp_path)
     store = SnapshotStore(settings, EngineConfig(), ProducerService(settings))
@@ -61,9 +68,9 @@ def test_a_forked_encoding_holds_the_state_as_it_was_at_the_fork(tmp_path: Path)
     encoding = store.encode_aside({0: shard.state})
     signups(shard, router, 3, 2)  # the worker goes on while the copy encodes
 
-    blobs = asyncio.run(encoding.result())
+    blobs = dict(results(encoding))
 
-    assert blobs is not None and blobs.keys() == {0} and not encoding.paths[0].exists()
+    assert blobs.keys() == {0} and not encoding.paths[0].exists()
     restored = pickle.loads(blobs[0])
     assert (restored.next_offset, restored.engine.ledger.items()) == before
     assert restored.next_offset == 1
@@ -90,3 +97,14 @@ def test_an_encoding_that_finishes_late_does_not_replace_a_newer_snapshot(broker
     assert (tmp_path / settings.app_id / "shard-3.pickle").read_bytes() == b"newer"
     assert orjson.loads(values[b"3"] or b"")["next_offset"] == 20
     assert values[b"3/20/0"] == b"newer" and b"3/10/0" not in values
+
+
+def test_a_failed_encoding_yields_nothing_and_leaves_no_file(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path)
+    store = SnapshotStore(settings, EngineConfig(), ProducerService(settings))
+    shard = Shard(0, EngineConfig())
+    shard.state.outcomes["unpicklable"] = lambda: None  # type: ignore[assignment,index]
+    encoding = store.encode_aside({0: shard.state})
+
+    assert results(encoding) == []
+    assert not encoding.paths[0].exists()
