@@ -87,7 +87,8 @@ class SnapshotStore:
 
     @staticmethod
     def encode(state: ShardState) -> bytes:
-        """The snapshot's bytes: taken while nothing changes the state (the caller holds the shard lock)."""
+        """The snapshot's bytes: taken while nothing changes the state (under the shard lock, or in the forked
+        copy of `encode_aside`)."""
         return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
 
     def encode_aside(self, states: dict[int, ShardState]) -> Encoding:

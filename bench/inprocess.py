@@ -20,8 +20,10 @@ import orjson
 
 from agents.base import MAX_BATCH
 from bench.datasets import DEFAULT_TOPICS, FX_RATES, route
+from bench.workers import Rate
 from streams.app import YOUNG_COLLECTION_THRESHOLD
 from streams.pipeline import Pipeline, decoder
+from streams.replay import read_log
 from streams.settings import Settings
 from streams.shards import InputRecord
 
@@ -29,11 +31,11 @@ from streams.shards import InputRecord
 def records(path: Path) -> list[InputRecord]:
     offsets: dict[str, int] = {}
     out = []
-    with path.open("rb") as handle:
-        for line in handle:
-            topic, _, value = route(line.rstrip(b"\n"), DEFAULT_TOPICS)
-            offset = offsets[topic] = offsets.get(topic, -1) + 1
-            out.append(InputRecord(topic, 0, offset, value, time.time()))
+    arrival = time.time()
+    for line in read_log(path):
+        topic, _, value = route(line, DEFAULT_TOPICS)
+        offset = offsets[topic] = offsets.get(topic, -1) + 1
+        out.append(InputRecord(topic, 0, offset, value, arrival))
     return out
 
 
@@ -53,10 +55,7 @@ def rates(inputs: list[InputRecord], settings: Settings) -> dict[str, dict[str, 
         gc.freeze()
     pipeline.refresh()
     processed = time.perf_counter() - started
-    return {
-        name: {"events": events, "seconds": round(seconds, 3), "events_per_second": round(events / seconds)}
-        for name, seconds in (("decode", decoded), ("pipeline", processed))
-    }
+    return {"decode": Rate(events, decoded).as_dict(), "pipeline": Rate(events, processed).as_dict()}
 
 
 def main() -> None:

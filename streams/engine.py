@@ -217,7 +217,7 @@ class Engine:
         if self.watermark is None or event.t > self.watermark:
             self.watermark = event.t
         self.sequence += 1
-        self._apply(event, (event.t, self.sequence))
+        self._apply(event, (event.t, self.sequence), keyed)
         return "accepted"
 
     def _keyed(self, event: Event) -> Keyed:
@@ -234,7 +234,8 @@ class Engine:
         """Between batches: encode the accounts least recently used beyond the hot limit."""
         self.accounts.evict()
 
-    def _apply(self, event: Event, stamp: Stamp) -> None:
+    def _apply(self, event: Event, stamp: Stamp, keyed: Keyed) -> None:
+        """`keyed` is the event's routing-key state from `_keyed`: its account, or for spend its channel."""
         if event.type == "marketing.spend":
             # Spend belongs to no account: only its own segment, else only `all`.
             hour = event.t // HOUR_US
@@ -243,7 +244,8 @@ class Engine:
                 self.ledger.add(("marketing_spend", event.segment, hour), event.money or 0)
             self.ledger.add(("marketing_spend", "all", hour), event.money or 0)
             return
-        account = self._account(event.account_id)
+        account = keyed
+        assert isinstance(account, Account), "every event but spend is keyed by its account"
         if event.segment is not None:
             self._learn_segment(account, stamp, event.segment)
         self.segments_seen.add(account.segment_at(stamp))
