@@ -14,6 +14,7 @@ COPY streams ./streams
 COPY agents ./agents
 COPY schemas ./schemas
 COPY connectors ./connectors
+COPY src ./src
 RUN pip install --no-cache-dir . \
     && rm -rf /src/build /src/*.egg-info
 

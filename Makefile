@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench clean tools
+.PHONY: setup demo test unit lint bench clean tools
 
 setup: $(STAMP)
 
@@ -30,8 +30,14 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# Everything, as CI runs it: lint, the layout and unit tests, and the integration tests (broker, worker
+# processes, Prometheus, promtool, amtool).
 test: setup tools lint
 	$(BIN)/pytest -q
+
+# The inner loop: unit tests only (no broker, no processes), well under a minute.
+unit: setup
+	$(BIN)/pytest -q tests/unit
 
 bench: setup
 	$(BIN)/python -m bench.run

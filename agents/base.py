@@ -17,7 +17,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 from mode import Service
 
-from streams.settings import Settings
+from revpulse.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -4,11 +4,11 @@ compacted metric topic."""
 from __future__ import annotations
 
 import orjson
+from revpulse.agents.base import ProducerService, send_all
+from revpulse.streams.outputs import Outputs
+from revpulse.streams.series import Series
 
-from agents.base import ProducerService, send_all
-from streams.outputs import Outputs
-from streams.series import Series
-from streams.settings import Settings
+from revpulse.settings import Settings
 
 _UNSET = object()
 

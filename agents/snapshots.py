@@ -4,7 +4,9 @@ A snapshot is the whole `ShardState` (engine, applied source positions, outcome 
 between batches, so it is exactly the state after its offset: restoring it and resuming there applies every
 later item once. The data-dir copy makes a restart cheap; the topic copy (chunked, under a manifest written
 last) lets a worker on a new machine, or one whose data dir was lost, rebuild without replaying from zero.
-Snapshots are pickles: the snapshot topic and the data dir must be as trusted as the worker itself.
+Snapshots are pickles, read back by `SnapshotUnpickler`, which builds only the state's own classes (a snapshot of
+the layout before the `revpulse` package restores too); the snapshot topic and the data dir must still be as
+trusted as the worker itself.
 
 The periodic snapshots are encoded by a forked copy of the worker (`encode_aside`): the copy sees the state as
 it was at the fork, copy-on-write, while the worker goes on with its batches. Pickling a shard of 100k events'
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import io
 import logging
 import os
 import pickle
@@ -25,13 +28,27 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
+from revpulse.agents.base import ProducerService, read_topic, send_all
+from revpulse.streams.engine import EngineConfig
+from revpulse.streams.partition import DeadLetter, ShardState
 
-from agents.base import ProducerService, read_topic, send_all
-from streams.engine import EngineConfig
-from streams.settings import Settings
-from streams.shards import DeadLetter, ShardState
+from revpulse.settings import Settings
+from revpulse.topics import snapshot_topic
 
 log = logging.getLogger(__name__)
+
+# Modules whose classes a snapshot may hold, under their names before and after the `revpulse` package.
+_STATE_MODULES = {
+    "revpulse.streams.partition": "revpulse.streams.partition",
+    "revpulse.streams.engine": "revpulse.streams.engine",
+    "revpulse.streams.ledger": "revpulse.streams.ledger",
+    "revpulse.schemas.models": "revpulse.schemas.models",
+    "streams.shards": "revpulse.streams.partition",
+    "streams.engine": "revpulse.streams.engine",
+    "streams.ledger": "revpulse.streams.ledger",
+    "schemas.models": "revpulse.schemas.models",
+}
+_OTHER_CLASSES = {("collections", "Counter")}
 
 CHUNK_BYTES = 512 * 1024
 ENCODING_POLL = 0.01  # seconds between checks whether a forked encoding has finished
@@ -68,13 +85,35 @@ class Encoding:
                 path.unlink(missing_ok=True)
 
 
+class SnapshotUnpickler(pickle.Unpickler):
+    """Builds classes of the shard state only: any other global in a snapshot fails its load."""
+
+    def find_class(self, module: str, name: str) -> type:
+        if (module, name) in _OTHER_CLASSES:
+            found = super().find_class(module, name)
+        elif module in _STATE_MODULES:
+            found = super().find_class(_STATE_MODULES[module], name)
+        else:
+            raise pickle.UnpicklingError(f"snapshot refers to {module}.{name}, not part of a shard state")
+        if not isinstance(found, type):
+            raise pickle.UnpicklingError(f"snapshot refers to {module}.{name}, which is not a class")
+        return found
+
+
+def decode_snapshot(blob: bytes) -> ShardState:
+    state = SnapshotUnpickler(io.BytesIO(blob)).load()
+    if not isinstance(state, ShardState):
+        raise pickle.UnpicklingError(f"snapshot holds a {type(state).__name__}, not a shard state")
+    return state
+
+
 class SnapshotStore:
     def __init__(self, settings: Settings, config: EngineConfig, producer: ProducerService) -> None:
         self.settings = settings
         self.config = config
         self.io = producer
         self.directory = Path(settings.data_dir) / settings.app_id
-        self.topic = f"{settings.app_id}-snapshots"
+        self.topic = snapshot_topic(settings)
         self._topic_chunks: dict[int, list[bytes]] = {}  # shard -> chunk keys of its latest snapshot on the topic
         self._writing = asyncio.Lock()
         self._written: dict[int, int] = {}  # shard -> next_offset of its newest snapshot written
@@ -166,7 +205,7 @@ class SnapshotStore:
         if not path.is_file():
             return None
         try:
-            return pickle.loads(path.read_bytes())  # type: ignore[no-any-return]
+            return decode_snapshot(path.read_bytes())
         except Exception:
             log.exception("shard %d: unreadable snapshot %s, ignored", shard, path)
             return None
@@ -188,8 +227,13 @@ class SnapshotStore:
         if any(chunk is None for chunk in chunks):
             log.warning("shard %d: snapshot %s on the topic is incomplete, ignored", shard, manifest["snapshot"])
             return None
+        try:
+            state = decode_snapshot(b"".join(chunk or b"" for chunk in chunks))
+        except Exception:
+            log.exception("shard %d: unreadable snapshot %s on the topic, ignored", shard, manifest["snapshot"])
+            return None
         self._topic_chunks[shard] = keys
-        return pickle.loads(b"".join(chunk or b"" for chunk in chunks))  # type: ignore[no-any-return]
+        return state
 
     async def dead_letters_written(self) -> set[tuple[str, int, int, bytes]]:
         """Identities of the letters already on the dead-letter topic, so that a replay writes none twice."""

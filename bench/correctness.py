@@ -1,4 +1,4 @@
-"""The worker's final `/api/metrics` against the independent batch computation (tests/reference.py) over the
+"""The worker's final `/api/metrics` against the independent batch computation (tests/support/reference.py) over the
 same events, with the tolerance of tests/test_crosscheck.py and tests/integration/test_end_to_end.py."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import math
 from typing import Any
 
 from bench.datasets import FX_RATES, Cached, reference_records
-from tests.reference import RefResult, RefSettings, compute
+from tests.support.reference import RefResult, RefSettings, compute
 
 REL, ABS = 1e-9, 1e-6
 

@@ -1,6 +1,6 @@
 """Benchmark data sets: generated once, cached as JSONL, loaded into a fresh embedded broker per data set.
 
-The generators are slow (`streams.synth.generate` makes ≈ 20-40k events/s), so each data set is written once to
+The generators are slow (`revpulse.synth` makes ≈ 20-40k events/s), so each data set is written once to
 `<cache dir>/<name>.jsonl` (one event per line: a log `revpulse replay` can read) with `<name>.meta.json` beside
 it (event count, type mix, distinct accounts, event-time span). A cached file is reused by every later run.
 """
@@ -17,14 +17,14 @@ from typing import Any, Literal
 import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from revpulse.agents.base import send_all
 
-from agents.base import send_all
 from bench.recovery import account_events
-from streams.replay import route_event
-from streams.settings import Topics
-from streams.synth import SynthConfig, generate, occurred_at_ms
+from revpulse.settings import Topics
+from revpulse.synth.simulation import SynthConfig, generate, occurred_at_ms
+from revpulse.topics import route_event
 
-PARTITIONS = 4  # per input topic, as the worker creates them (streams.app.INPUT_PARTITIONS)
+PARTITIONS = 4  # per input topic, as the worker creates them (revpulse.agents.app.INPUT_PARTITIONS)
 FX_RATES = {"EUR": 1.08}  # the synthetic business bills some accounts in EUR
 DEFAULT_TOPICS = Topics()
 Record = tuple[str, bytes | None, bytes]  # (topic, key, value)
@@ -32,7 +32,7 @@ Record = tuple[str, bytes | None, bytes]  # (topic, key, value)
 
 @dataclass(frozen=True)
 class DataSet:
-    """`synth`: `streams.synth.generate(SynthConfig(accounts, days), events=events)`, the realistic mix.
+    """`synth`: `revpulse.synth.simulation.generate(SynthConfig(accounts, days), events=events)`, the realistic mix.
     `accounts`: three events per account (segment, subscription, signup: `bench.recovery.account_events`), the
     cheap way to build the state of many accounts."""
 

@@ -3,7 +3,7 @@
 `python -m bench.inprocess <data set JSONL>` prints JSON with two rates over the same events:
 - decode: `EventDecoder.decode_record` of every record (orjson plus validation), the floor of any design that
   validates in Python;
-- pipeline: `streams.pipeline.Pipeline.process` (decode, route, every shard's engine, the rollup) in batches of
+- pipeline: `revpulse.streams.pipeline.Pipeline.process` (decode, route, every shard's engine, the rollup) in batches of
   the router's `MAX_BATCH`, with the worker's collector policy (young threshold, survivors frozen each batch).
 The records are read into memory first, routed to their topics as `revpulse replay` routes them.
 """
@@ -17,15 +17,15 @@ import time
 from pathlib import Path
 
 import orjson
+from revpulse.agents.app import YOUNG_COLLECTION_THRESHOLD
+from revpulse.agents.base import MAX_BATCH
+from revpulse.streams.partition import InputRecord
+from revpulse.streams.pipeline import Pipeline, decoder
 
-from agents.base import MAX_BATCH
 from bench.datasets import DEFAULT_TOPICS, FX_RATES, route
 from bench.workers import Rate
-from streams.app import YOUNG_COLLECTION_THRESHOLD
-from streams.pipeline import Pipeline, decoder
-from streams.replay import read_log
-from streams.settings import Settings
-from streams.shards import InputRecord
+from revpulse.replay import read_log
+from revpulse.settings import Settings
 
 
 def records(path: Path) -> list[InputRecord]:

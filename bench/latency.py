@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.datasets import Cached, producer, retimed, send
-from streams.settings import Topics
+from revpulse.settings import Topics
 
 HISTOGRAM = "revpulse_processing_lag_seconds"
 TICK_SECONDS = 0.01

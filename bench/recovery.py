@@ -19,8 +19,8 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from streams.broker import EmbeddedBroker
-from streams.local import LocalWorkers, WorkerProcess
+from revpulse.local.broker import EmbeddedBroker
+from revpulse.local.processes import LocalWorkers, WorkerProcess
 
 SEGMENTS = ("smb", "mid_market", "enterprise")
 

@@ -4,13 +4,13 @@ Every figure of the performance issue in one run (≈ 20 minutes with the defaul
 few minutes on small data). Each data set is generated once into a cache dir (JSONL, reused by later runs) and
 written once to a fresh embedded broker; every consumer below reads the same topics from the earliest offset
 (each RevPulse run is a deployment of its own app id, so its consumer groups and internal topics are new).
-Workers are real `revpulse worker` processes (`streams.local.LocalWorkers`) with the default settings except
+Workers are real `revpulse worker` processes (`revpulse.local.processes.LocalWorkers`) with the default settings except
 REVPULSE_CLOCK=event (replays) and a 6 s session timeout, unless said otherwise below.
 
 Parts (`--parts`, comma-separated; all by default):
 
 * throughput — on the main data set (`--events` over `--accounts` base accounts and `--days` days of
-  `streams.synth.generate`; its type mix is printed): events/s of
+  `revpulse.synth.simulation.generate`; its type mix is printed): events/s of
   - the ceiling: a bare aiokafka consumer, `getmany` + `orjson.loads` of every record, nothing else;
   - the per-event baseline: a plain Faust app, `@app.agent` over the same topics, `async for value in stream`
     + `orjson.loads` (value_serializer "raw"), timed from its first event to its last (capped at
@@ -18,7 +18,7 @@ Parts (`--parts`, comma-separated; all by default):
   - RevPulse, one worker, all metrics: the events after its router group's first commit over the time from
     that commit until `/healthz` counts every event;
   and the ratio to the ceiling, the gain over the Faust baseline, the worker's peak RSS, and correctness: its
-  settled `/api/metrics` against `tests/reference.py` over the same events (tolerance rel 1e-9, abs 1e-6, as
+  settled `/api/metrics` against `tests/support/reference.py` over the same events (tolerance rel 1e-9, abs 1e-6, as
   the crosscheck tests);
   - the same work without Kafka (`bench.inprocess`): decode + validate alone, and the whole pipeline in one
     process: the bound a worker running this code can reach.
@@ -66,9 +66,9 @@ from bench.datasets import Cached, DataSet, cached, create_topics, input_topics,
 from bench.latency import difference, histogram_quantile, lag_buckets, offer
 from bench.report import markdown
 from bench.workers import Deployment, Rate, WorkerRun, ceiling, faust_baseline, proc_status, timed_run, wait_until
-from streams.broker import EmbeddedBroker
-from streams.settings import Settings, Topics
-from tests.reference import RefResult
+from revpulse.local.broker import EmbeddedBroker
+from revpulse.settings import Settings, Topics
+from tests.support.reference import RefResult
 
 PARTS = ("throughput", "latency", "memory", "scale", "growth")
 PRESETS: dict[str, dict[str, Any]] = {
@@ -144,7 +144,7 @@ class Bench:
 
     @functools.cached_property
     def reference(self) -> RefResult:
-        print("computing the batch reference (tests/reference.py)…", flush=True)
+        print("computing the batch reference (tests/support/reference.py)…", flush=True)
         return reference(self.cached(self.main))
 
     def check(self, run: WorkerRun) -> dict[str, Any]:
@@ -444,7 +444,7 @@ def main() -> None:
     print("\n" + text, flush=True)
     checks = [results.get("throughput", {}).get("correctness"), results.get("scale", {}).get("correctness_2_workers")]
     if any(check is not None and not check["ok"] for check in checks):
-        raise SystemExit("the worker's final metrics differ from tests/reference.py (see above)")
+        raise SystemExit("the worker's final metrics differ from tests/support/reference.py (see above)")
 
 
 if __name__ == "__main__":

@@ -19,9 +19,10 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bench.datasets import FX_RATES, PARTITIONS, topics_env
-from streams.broker import free_port
-from streams.local import LocalWorkers, WorkerProcess, terminate
-from streams.settings import Topics
+from revpulse.local.broker import free_port
+from revpulse.local.processes import LocalWorkers, WorkerProcess, terminate
+from revpulse.settings import Settings, Topics
+from revpulse.topics import router_group
 
 POLL_SECONDS = 0.05
 
@@ -182,7 +183,11 @@ class Deployment:
 
     def wait_first_commit(self, timeout: float = 120) -> int:
         """Until the router group committed input offsets (consumption has begun); the records committed then."""
-        return asyncio.run(_first_commit(self.bootstrap, f"{self.app_id}-router", self.topics, self.running, timeout))
+        return asyncio.run(
+            _first_commit(
+                self.bootstrap, router_group(Settings(app_id=self.app_id)), self.topics, self.running, timeout
+            )
+        )
 
     def status(self, key: str) -> list[int]:
         return [proc_status(worker.process.pid)[key] for worker in self.running]

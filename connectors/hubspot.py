@@ -35,8 +35,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from connectors.base import CanonicalEvent, Unmappable
-from connectors.common import (
+from revpulse.connectors.base import CanonicalEvent, Unmappable
+from revpulse.connectors.common import (
     LOST,
     WON,
     Deal,
@@ -49,7 +49,7 @@ from connectors.common import (
     opportunity_created,
     text_id,
 )
-from schemas.models import LEAD_STAGES
+from revpulse.schemas.models import LEAD_STAGES
 
 DEFAULT_DEAL_STAGES: Final[Mapping[str, str]] = {"closedwon": WON, "closedlost": LOST}
 DEFAULT_LIFECYCLE_STAGES: Final[Mapping[str, str]] = {

@@ -38,8 +38,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from connectors.base import CanonicalEvent, Unmappable
-from connectors.common import (
+from revpulse.connectors.base import CanonicalEvent, Unmappable
+from revpulse.connectors.common import (
     LOST,
     WON,
     Deal,

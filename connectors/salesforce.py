@@ -39,8 +39,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from connectors.base import CanonicalEvent, Unmappable
-from connectors.common import (
+from revpulse.connectors.base import CanonicalEvent, Unmappable
+from revpulse.connectors.common import (
     LOST,
     WON,
     Deal,

@@ -57,7 +57,7 @@ items may carry a legacy `plan`), and periods sit on the subscription; from basi
 `discounts` is a list of Discount ids or expanded Discount objects (coupon under `coupon`, or `source.coupon`),
 and periods sit on the items (they do not affect MRR). Webhooks do not expand `discounts`, so an id is resolved
 from the last `customer.discount.created`/`.updated` event seen with that id (and a coupon id from the last
-`coupon.created`/`.updated`); this state is rebuilt by replaying the raw topic, as connectors.base requires. An
+`coupon.created`/`.updated`); this state is rebuilt by replaying the raw topic, as revpulse.connectors.base requires. An
 id that is still unknown is left out: the subscription's MRR is then its undiscounted price. That overstates MRR
 for a discounted subscription whose discount event was never seen, but dead-lettering would drop the whole
 subscription (its MRR, and later its churn), which is worse. Coupon product restrictions (`applies_to`) are not
@@ -72,7 +72,7 @@ from fractions import Fraction
 from math import ceil, floor
 from typing import Any, Final
 
-from connectors.base import CanonicalEvent, Unmappable
+from revpulse.connectors.base import CanonicalEvent, Unmappable
 
 # https://docs.stripe.com/currencies#zero-decimal and #three-decimal
 ZERO_DECIMAL: Final = frozenset(

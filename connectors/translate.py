@@ -10,15 +10,14 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import orjson
+from revpulse.connectors.base import Mapper, Unmappable
+from revpulse.connectors.hubspot import HubSpotMapper
+from revpulse.connectors.pipedrive import PipedriveMapper
+from revpulse.connectors.salesforce import SalesforceMapper
+from revpulse.connectors.stripe import StripeMapper
 
-from connectors.base import Mapper, Unmappable
-from connectors.hubspot import HubSpotMapper
-from connectors.pipedrive import PipedriveMapper
-from connectors.salesforce import SalesforceMapper
-from connectors.stripe import StripeMapper
-from streams.ingest import raw_topic
-from streams.replay import Outgoing, route_event, route_line
-from streams.settings import Settings, Topics
+from revpulse.settings import Settings, Topics
+from revpulse.topics import Outgoing, raw_topic, route_event, route_line
 
 # Per element: `mapped` (became ≥ 1 canonical event), `ignored` (a kind RevPulse does not use), `unmappable`;
 # per record: `invalid_json`.

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any, Final
 
-from schemas.models import NANOS, Event, event_fields
-from streams.ledger import Cells, Contribution, Ledger, add
-from streams.windows import HOUR_US, US_PER_SECOND
+from revpulse.schemas.models import NANOS, Event, event_fields
+from revpulse.streams.ledger import Cells, Contribution, Ledger, add
+from revpulse.streams.windows import HOUR_US, US_PER_SECOND
 
 HALF_CENT: Final = NANOS // 200
 Stamp = tuple[int, int]  # (occurred_at µs, arrival sequence): the total order events are applied in

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from itertools import accumulate
 from typing import Final
 
-from schemas.models import LEAD_STAGES
+from revpulse.schemas.models import LEAD_STAGES
 
 Key = tuple[str, str, int]  # (quantity, segment, hour)
 Contribution = dict[Key, int]

@@ -10,15 +10,15 @@ import time
 from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry
+from revpulse.schemas.models import EventDecoder
+from revpulse.streams.engine import EngineConfig
+from revpulse.streams.outputs import Outcomes, Outputs
+from revpulse.streams.partition import DeadLetter, InputRecord, Router, Shard, total_outcomes
+from revpulse.streams.rollup import Rollup
+from revpulse.streams.series import Series
+from revpulse.streams.windows import US_PER_SECOND
 
-from schemas.models import EventDecoder
-from streams.engine import EngineConfig
-from streams.outputs import Outcomes, Outputs
-from streams.rollup import Rollup
-from streams.series import Series
-from streams.settings import Settings
-from streams.shards import DeadLetter, InputRecord, Router, Shard, total_outcomes
-from streams.windows import US_PER_SECOND
+from revpulse.settings import Settings
 
 
 def engine_config(settings: Settings) -> EngineConfig:

@@ -6,9 +6,8 @@ from collections.abc import Callable, Iterator, Sequence
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-
-from streams.catalogue import HELP
-from streams.series import Series
+from revpulse.streams.catalogue import HELP
+from revpulse.streams.series import Series
 
 
 class SeriesCollector(Collector):

@@ -6,8 +6,8 @@ same global values: ratios from global numerators and denominators, one `as_of` 
 
 from __future__ import annotations
 
-from streams.ledger import Key, Ledger
-from streams.shards import RESET, SEGMENT_SEEN, WATERMARK
+from revpulse.streams.ledger import Key, Ledger
+from revpulse.streams.wire import RESET, SEGMENT_SEEN, WATERMARK
 
 
 class Rollup:

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any, NamedTuple
 
-from schemas.models import LEAD_STAGES, NANOS
-from streams.ledger import FLOWS, STEPS, Ledger
-from streams.metrics import MOVEMENT_KINDS, Snapshot, Value, WindowTotals, snapshot_metrics, window_metrics
-from streams.windows import US_PER_SECOND, WINDOWS, window_days, window_start_hour
+from revpulse.schemas.models import LEAD_STAGES, NANOS
+from revpulse.streams.ledger import FLOWS, STEPS, Ledger
+from revpulse.streams.metrics import MOVEMENT_KINDS, Snapshot, Value, WindowTotals, snapshot_metrics, window_metrics
+from revpulse.streams.windows import US_PER_SECOND, WINDOWS, window_days, window_start_hour
 
 _MONEY = frozenset(
     {"won_amount", "marketing_spend", "mrr_at_t0", "c0_mrr_now", "c0_mrr_retained"}

@@ -17,14 +17,15 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from agents.base import read_topic
-from streams.local import WorkerProcess
-from tests.integration.conftest import deployment
-from tests.integration.test_ingest import SECRETS, basic_headers, hubspot_headers, request, stripe_headers
+from revpulse.agents.base import read_topic
+from revpulse.local.processes import WorkerProcess
+from tests.support.deployment import deployment
+from tests.support.paths import FIXTURES as FIXTURES_DIR
+from tests.support.webhooks import SECRETS, basic_headers, hubspot_headers, request, stripe_headers
 
 pytestmark = pytest.mark.integration
 
-FIXTURES = Path(__file__).parent.parent / "fixtures"
+FIXTURES = FIXTURES_DIR
 STRIPE_LIFECYCLE = [
     "basil_01_created_trialing",  # trialing: MRR 0
     "basil_02_updated_active",  # 2 × $49 = 98: new 98

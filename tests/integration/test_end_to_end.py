@@ -17,12 +17,12 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
-from agents.base import read_topic
-from streams.local import WorkerProcess
-from streams.replay import route_line
-from streams.settings import Topics
-from streams.synth import SynthConfig, bad_records, generate
-from tests.reference import RefResult, RefSettings, compute
+from revpulse.agents.base import read_topic
+from revpulse.local.processes import WorkerProcess
+from revpulse.settings import Topics
+from revpulse.synth.simulation import SynthConfig, bad_records, generate
+from revpulse.topics import route_line
+from tests.support.reference import RefResult, RefSettings, compute
 
 pytestmark = pytest.mark.integration
 
@@ -69,7 +69,7 @@ def replayed(worker: WorkerProcess, broker: str, tmp_path_factory: pytest.TempPa
     lines = [orjson.dumps(event) for _, event in generate(SynthConfig(accounts=300, days=45), events=20_000)]
     log.write_bytes(b"\n".join(lines[:1000] + UNROUTABLE + lines[1000:]) + b"\n")
     done = subprocess.run(
-        [sys.executable, "-m", "streams.cli", "replay", str(log)],
+        [sys.executable, "-m", "revpulse.cli", "replay", str(log)],
         env=os.environ | worker.env,
         capture_output=True,
         text=True,

@@ -20,15 +20,15 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from agents.base import read_topic
-from streams.broker import EmbeddedBroker
-from streams.local import LocalWorkers
-from streams.pipeline import Pipeline
-from streams.replay import route_line
-from streams.settings import Settings, Topics
-from streams.shards import InputRecord
-from streams.synth import SynthConfig, bad_record_cases, generate
-from tests.integration.conftest import worker_env
+from revpulse.agents.base import read_topic
+from revpulse.local.broker import EmbeddedBroker
+from revpulse.local.processes import LocalWorkers
+from revpulse.settings import Settings, Topics
+from revpulse.streams.partition import InputRecord
+from revpulse.streams.pipeline import Pipeline
+from revpulse.synth.simulation import SynthConfig, bad_record_cases, generate
+from revpulse.topics import route_line
+from tests.support.deployment import worker_env
 
 pytestmark = pytest.mark.integration
 

@@ -9,50 +9,40 @@ Signatures are computed here with `hmac` directly. An accepted body is read back
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import hmac
-import http.client
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime
-from typing import Any
 
 import orjson
 import pytest
 from aiohttp import ClientSession, web
 from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError
 
-from agents.base import read_topic
-from streams import ingest as ingest_module
-from streams.broker import free_port
-from streams.ingest import RAW_SOURCES, Ingest, raw_topic
-from streams.local import WorkerProcess
-from streams.settings import Ingest as IngestSettings
-from tests.integration.conftest import deployment
+from revpulse.agents import ingest as ingest_module
+from revpulse.agents.base import read_topic
+from revpulse.agents.ingest import Ingest
+from revpulse.local.broker import free_port
+from revpulse.local.processes import WorkerProcess
+from revpulse.settings import Ingest as IngestSettings
+from revpulse.topics import RAW_SOURCES, raw_topic
+from tests.support.deployment import deployment
+from tests.support.webhooks import (
+    HUBSPOT_SECRET,
+    MAX_BYTES,
+    SECRETS,
+    SIGNERS,
+    TOKEN,
+    Reply,
+    basic_headers,
+    bearer_headers,
+    hubspot_headers,
+    marker_body,
+    request,
+    stripe_headers,
+)
 
 pytestmark = pytest.mark.integration
-
-STRIPE_SECRET = "whsec_it_stripe_secret"
-HUBSPOT_SECRET = "it-hubspot-client-secret"
-PIPEDRIVE_USER = "revpulse"
-PIPEDRIVE_PASSWORD = "it-pipedrive-password"
-TOKEN = "it-ingest-token"
-MAX_BYTES = 65536
-PUBLIC_URL = "https://revpulse.example.com/hooks"
-SECRETS = {
-    "REVPULSE_STRIPE_WEBHOOK_SECRET": STRIPE_SECRET,
-    "REVPULSE_HUBSPOT_CLIENT_SECRET": HUBSPOT_SECRET,
-    "REVPULSE_PIPEDRIVE_USER": PIPEDRIVE_USER,
-    "REVPULSE_PIPEDRIVE_PASSWORD": PIPEDRIVE_PASSWORD,
-    "REVPULSE_INGEST_TOKEN": TOKEN,
-    "REVPULSE_INGEST_MAX_BYTES": str(MAX_BYTES),
-    "REVPULSE_PUBLIC_URL": PUBLIC_URL,
-}
-JSON = "application/json; charset=utf-8"
-
-Reply = tuple[int, dict[str, str], Any]
 
 
 @pytest.fixture(scope="module")
@@ -68,72 +58,6 @@ def worker(broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Wo
 def accepted() -> dict[str, list[bytes]]:
     """Bodies the worker accepted, per source, in order (checked against the raw topics at the end)."""
     return {source: [] for source in RAW_SOURCES}
-
-
-def request(
-    worker: WorkerProcess,
-    path: str,
-    body: bytes | None = None,
-    headers: dict[str, str] | None = None,
-    *,
-    method: str = "POST",
-    chunked: bool = False,
-) -> Reply:
-    """Status, headers and decoded JSON body of one request (a chunked one has no Content-Length)."""
-    connection = http.client.HTTPConnection("127.0.0.1", worker.settings.web_port, timeout=15)
-    try:
-        if chunked:
-            assert body is not None
-            chunks = [body[i : i + 4096] for i in range(0, len(body), 4096)]
-            connection.request(method, path, body=iter(chunks), headers=headers or {}, encode_chunked=True)
-        else:
-            connection.request(method, path, body=body, headers=headers or {})
-        response = connection.getresponse()
-        raw = response.read()
-        return response.status, dict(response.getheaders()), orjson.loads(raw) if raw else None
-    finally:
-        connection.close()
-
-
-def marker_body(**extra: Any) -> bytes:
-    """A JSON body unique to this call, with odd spacing kept as sent (the value must be these bytes)."""
-    return b'{ "id" :  "' + uuid.uuid4().hex.encode() + b'",\n "extra": ' + orjson.dumps(extra) + b"}"
-
-
-def stripe_headers(body: bytes, *, secret: str = STRIPE_SECRET, t: int | None = None) -> dict[str, str]:
-    t = int(time.time()) if t is None else t
-    v1 = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
-    return {"Content-Type": JSON, "Stripe-Signature": f"t={t},v1={v1}"}
-
-
-def hubspot_headers(
-    body: bytes, *, secret: str = HUBSPOT_SECRET, url: str = PUBLIC_URL + "/ingest/hubspot", ms: int | None = None
-) -> dict[str, str]:
-    ms = int(time.time() * 1000) if ms is None else ms
-    message = b"POST" + url.encode() + body + str(ms).encode()
-    signature = base64.b64encode(hmac.new(secret.encode(), message, hashlib.sha256).digest()).decode()
-    return {
-        "Content-Type": "application/json",
-        "X-HubSpot-Signature-v3": signature,
-        "X-HubSpot-Request-Timestamp": str(ms),
-    }
-
-
-def basic_headers(user: str = PIPEDRIVE_USER, password: str = PIPEDRIVE_PASSWORD) -> dict[str, str]:
-    credentials = base64.b64encode(f"{user}:{password}".encode()).decode()
-    return {"Content-Type": "application/json", "Authorization": f"Basic {credentials}"}
-
-
-def bearer_headers(token: str = TOKEN) -> dict[str, str]:
-    return {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
-
-
-SIGNERS: dict[str, Callable[[bytes], dict[str, str]]] = {
-    "stripe": stripe_headers,
-    "hubspot": hubspot_headers,
-    "pipedrive": lambda body: basic_headers(),
-    "events": lambda body: bearer_headers(),
-}
 
 
 def assert_stored(

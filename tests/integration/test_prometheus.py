@@ -30,15 +30,15 @@ import orjson
 import pytest
 import yaml
 
-from streams.broker import free_port
-from streams.local import WorkerProcess, terminate
-from streams.synth import SynthConfig, generate, topic_for
-from tests.integration.conftest import deployment
-from tests.reference import RefSettings, compute
+from revpulse.local.broker import free_port
+from revpulse.local.processes import WorkerProcess, terminate
+from revpulse.synth.simulation import SynthConfig, generate, topic_for
+from tests.support.deployment import deployment
+from tests.support.paths import ROOT
+from tests.support.reference import RefSettings, compute
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "ops" / "prometheus" / "rules"
 CHURN_ALERT = "RevPulseCustomerChurnHigh"
 CHURN_FOR = "5s"
@@ -131,7 +131,7 @@ def _replay(worker: WorkerProcess, path: Path, events: list[dict[str, Any]]) -> 
     """`revpulse replay` the events (one per line) into the worker's topics."""
     path.write_bytes(b"".join(orjson.dumps(event) + b"\n" for event in events))
     subprocess.run(
-        [sys.executable, "-m", "streams.cli", "replay", str(path)],
+        [sys.executable, "-m", "revpulse.cli", "replay", str(path)],
         env=os.environ | worker.env,
         capture_output=True,
         timeout=60,

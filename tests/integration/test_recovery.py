@@ -16,17 +16,17 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from agents.base import read_topic
-from streams.local import WorkerProcess
-from streams.replay import route_line
-from streams.synth import SynthConfig, bad_record_cases, generate
-from tests.integration.conftest import deployment
+from revpulse.agents.base import read_topic
+from revpulse.local.processes import WorkerProcess
+from revpulse.synth.simulation import SynthConfig, bad_record_cases, generate
+from revpulse.topics import route_line
+from tests.support.deployment import deployment
 
 pytestmark = pytest.mark.integration
 
 
 async def _produce_log(bootstrap: str, env: dict[str, str], lines: list[bytes]) -> int:
-    from streams.settings import Settings
+    from revpulse.settings import Settings
 
     topics = Settings.from_env(env).topics
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=50, max_batch_size=1024 * 1024)

@@ -1,0 +1,55 @@
+"""The rollup agent: reads every shard's partials (all partitions, no consumer group) into the global ledger,
+so this worker serves global values. Partials of shards this worker owns arrive directly from its shard agent;
+their echo on the topic is older or equal, so it is skipped."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from revpulse.agents.base import BatchAgent, Batches
+from revpulse.streams.ledger import Key
+from revpulse.streams.rollup import Rollup
+from revpulse.streams.wire import parse_partial
+
+from revpulse.settings import Settings
+from revpulse.topics import partials_topic
+
+
+class RollupAgent(BatchAgent):
+    def __init__(self, settings: Settings, rollup: Rollup, owned: Callable[[int], bool], **kwargs: Any) -> None:
+        super().__init__(settings, [partials_topic(settings)], None, **kwargs)
+        self.rollup = rollup
+        self.owned = owned
+        self.max_batch = 50_000
+        self.caught_up = False
+
+    async def handle(self, batches: Batches) -> None:
+        """Apply a batch of partials (called with empty batches too, until the reader has caught up)."""
+        updates: dict[int, dict[Key, int]] = {}
+        for tp, records in batches.items():
+            if self._all_owned(tp.partition):
+                continue  # only echoes: not worth decoding
+            for record in records:
+                shard, key, value = parse_partial(record.key, record.value)
+                if not self.owned(shard):
+                    updates.setdefault(shard, {})[key] = value
+        for shard, partials in updates.items():
+            self.rollup.update(shard, partials)
+        if not self.caught_up:
+            self.caught_up = await self._at_end()
+
+    def _all_owned(self, partition: int) -> bool:
+        """Whether every shard writing to this partition of the partials topic is owned here (the shard agent
+        writes shard k's partials to partition k mod the partition count)."""
+        assert self.consumer is not None
+        partitions = len(self.consumer.assignment())
+        return all(self.owned(shard) for shard in range(partition, self.settings.shards, partitions))
+
+    async def _at_end(self) -> bool:
+        assert self.consumer is not None
+        for tp in self.consumer.assignment():
+            highwater = self.consumer.highwater(tp)
+            if highwater is None or await self.consumer.position(tp) < highwater:
+                return False
+        return True

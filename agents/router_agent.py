@@ -1,0 +1,70 @@
+"""The router agent: consumes the four input topics and sends each event to the shard owning its key.
+
+Stateless. Input offsets are committed once the batch's shard records are acknowledged; a crash in between
+re-sends them, and the shards skip what they already applied (see `revpulse.streams.partition`). Items for shards this
+worker owns are applied locally first (see `ShardAgent.apply_routed`): metrics then follow one hop sooner.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiokafka import TopicPartition
+from revpulse.agents.base import BatchAgent, Batches, ProducerService, send_all
+from revpulse.agents.shard_agent import ShardAgent
+from revpulse.streams.outputs import Outputs
+from revpulse.streams.partition import InputRecord, Router
+from revpulse.streams.wire import encode_items
+
+from revpulse.settings import Settings
+from revpulse.topics import router_group, shard_topic
+
+# Items per shard-topic record: keeps records well under Kafka's default 1 MB message limit.
+ITEMS_PER_RECORD = 1_000
+
+
+class RouterAgent(BatchAgent):
+    def __init__(
+        self,
+        settings: Settings,
+        router: Router,
+        producer: ProducerService,
+        outputs: Outputs,
+        local: ShardAgent,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(settings, list(settings.topics.inputs), router_group(settings), **kwargs)
+        self.router = router
+        self.io = producer
+        self.outputs = outputs
+        self.local = local  # this worker's shards: items for those it owns are applied before they are sent
+        self.shard_topic = shard_topic(settings)
+
+    async def on_assigned(self, partitions: set[TopicPartition]) -> None:
+        self.local.router_rebalanced()
+        await super().on_assigned(partitions)
+
+    async def handle(self, batches: Batches) -> None:
+        records = [
+            InputRecord(tp.topic, tp.partition, record.offset, record.value, record.timestamp / 1000)
+            for tp, batch in batches.items()
+            for record in batch
+        ]
+        routed = self.router.route(records)
+        plan = await self.local.apply_routed(routed)
+        acked = await send_all(
+            self.io.producer,
+            (
+                (self.shard_topic, shard, None, encode_items(items[i : i + ITEMS_PER_RECORD]), None)
+                for shard, items in routed.items()
+                for i in range(0, len(items), ITEMS_PER_RECORD)
+            ),
+        )
+        self.local.routed_sent(plan, {partition: ranges for (_, partition), ranges in acked.items()})
+        assert self.consumer is not None
+        for tp, batch in batches.items():
+            highwater = self.consumer.highwater(tp)
+            if highwater is not None:
+                lag = highwater - batch[-1].offset - 1
+                self.outputs.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
+        await self.commit({tp: batch[-1].offset + 1 for tp, batch in batches.items()})

@@ -1,0 +1,331 @@
+"""The shard agent: owns some partitions of the shard topic, applies their items to the shards' state, and
+publishes dead letters and partial ledgers.
+
+On assignment a shard resumes from the state this worker holds for it (a standby replica, or the state it
+had when the shard was last revoked from it), else from its latest snapshot (this worker's data dir, else the
+snapshot topic), at the offset that state includes; with neither it replays its partition from the start.
+Catching up writes no dead letter twice: the letters already on the dead-letter topic are read first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from mode import Service
+from revpulse.agents.base import MAX_BATCH, BatchAgent, Batches, OutRecord, ProducerService, consumer, send_all
+from revpulse.agents.snapshots import SnapshotStore
+from revpulse.streams.engine import EngineConfig
+from revpulse.streams.outputs import Outcomes, Outputs
+from revpulse.streams.partition import DeadLetter, Shard, ShardOutput, total_outcomes
+from revpulse.streams.rollup import Rollup
+from revpulse.streams.wire import Item, decode_items, partial_key, partial_value
+
+from revpulse.settings import Settings
+from revpulse.topics import partials_topic, shard_group, shard_topic
+
+log = logging.getLogger(__name__)
+
+Plan = dict[int, tuple[int, bool]]  # shard -> (its epoch, whether the router's items were applied here)
+GATE_WAIT = 0.5  # seconds the router waits for an owned shard to reach its gate before sending past it
+
+
+class ShardAgent(BatchAgent):
+    def __init__(
+        self,
+        settings: Settings,
+        config: EngineConfig,
+        producer: ProducerService,
+        snapshots: SnapshotStore,
+        rollup: Rollup,
+        outputs: Outputs,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(settings, [shard_topic(settings)], shard_group(settings), **kwargs)
+        self.config = config
+        self.io = producer
+        self.snapshots = snapshots
+        self.rollup = rollup
+        self.outputs = outputs
+        self.partials_topic = partials_topic(settings)
+        self.shards: dict[int, Shard] = {}
+        self.catching_up: dict[int, int] = {}  # shard -> committed offset it has not reached yet
+        self.letters_written: set[tuple[str, int, int, bytes]] | None = None
+        self.standby: dict[int, Shard] = {}  # shards held but not owned: since a revocation, or as replicas
+        self.standby_consumer: AIOKafkaConsumer | None = None
+        # standby shard -> (last shard-topic offset of a batch, the dead letters its owner was to write)
+        self.standby_letters: dict[int, list[tuple[int, list[DeadLetter]]]] = {}
+        self._lock = asyncio.Lock()  # a rebalance waits for the batch in flight
+        self._snapshotted: dict[int, int] = {}  # shard -> next_offset of its last snapshot
+        # The router's local path: items for a shard this worker owns are applied as soon as they are routed, a
+        # Kafka round trip earlier; they still go to the shard topic, the durable log, where the shard skips them
+        # (undecoded when their offsets are known). A shard takes items so only once it has consumed everything
+        # it was sent otherwise: up to the end of the router's last ordinary send to it, its gate. Epochs bump on
+        # every assignment and router rebalance, so news about an older send is ignored.
+        self.epochs: dict[int, int] = {}
+        self.gates: dict[int, int] = {}
+        self.applied_ranges: dict[int, list[range]] = {}  # shard -> shard-topic offsets already applied
+        self._consumed = asyncio.Event()  # set whenever a batch of the shard topic was applied
+
+    @property
+    def ready(self) -> bool:
+        return self.assigned and not self.catching_up
+
+    def _reached_gate(self, shard_id: int) -> bool | None:
+        """Whether an owned, caught-up shard has consumed up to its gate; None when that does not apply."""
+        shard = self.shards.get(shard_id)
+        gate = self.gates.get(shard_id)
+        if shard is None or gate is None or shard_id in self.catching_up:
+            return None
+        return shard.state.next_offset >= gate
+
+    def _close(self, shard_id: int) -> None:
+        self.epochs[shard_id] = self.epochs.get(shard_id, 0) + 1
+        self.gates.pop(shard_id, None)
+        self.applied_ranges.pop(shard_id, None)
+
+    async def apply_routed(self, routed: dict[int, list[Item]]) -> Plan:
+        """Apply at once the items of every shard open to it; returns per shard (epoch, applied here)."""
+        await self._reach_gates(list(routed))
+        async with self._lock:
+            plan: Plan = {}
+            outputs: list[tuple[int, ShardOutput]] = []
+            for shard_id, items in routed.items():
+                applied = self._reached_gate(shard_id) is True
+                if applied:
+                    shard = self.shards[shard_id]
+                    outputs.append((shard_id, shard.apply(items, shard.state.next_offset)))
+                self.outputs.routed_items.labels("local" if applied else "shard_topic").inc(len(items))
+                plan[shard_id] = (self.epochs.get(shard_id, 0), applied)
+            await self._publish(outputs)
+            return plan
+
+    async def _reach_gates(self, shard_ids: list[int]) -> None:
+        """Wait a little for owned shards still short of their gate: a router outrunning its shards (a backfill)
+        would otherwise move the gate on with every batch and never take the local path."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + GATE_WAIT
+        while any(self._reached_gate(k) is False for k in shard_ids) and (left := deadline - loop.time()) > 0:
+            self._consumed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._consumed.wait(), left)
+
+    def routed_sent(self, plan: Plan, acked: dict[int, list[range]]) -> None:
+        """Where the router's records of `plan` landed on the shard topic."""
+        for shard_id, (epoch, applied) in plan.items():
+            ranges = acked.get(shard_id)
+            if not ranges or epoch != self.epochs.get(shard_id, 0):
+                continue
+            if applied:
+                self.applied_ranges.setdefault(shard_id, []).extend(ranges)
+            else:
+                self.gates[shard_id] = max(self.gates.get(shard_id, 0), *(r.stop for r in ranges))
+
+    def router_rebalanced(self) -> None:
+        """The router's input changed hands: earlier records of its new partitions may wait in any shard."""
+        for shard_id in range(self.settings.shards):
+            self._close(shard_id)
+
+    def outcomes(self) -> Outcomes:
+        return total_outcomes(self.shards.values())
+
+    async def on_assigned(self, partitions: set[TopicPartition]) -> None:
+        assert self.consumer is not None
+        async with self._lock:
+            committed = {tp.partition: await self.consumer.committed(tp) or 0 for tp in partitions}
+            if self.letters_written is None:
+                self.letters_written = await self.snapshots.dead_letters_written()
+            # A shard held as a standby (or kept since its revocation) is exact as of its own offset, whatever
+            # another owner did since: it resumes there. Others come from their latest snapshot.
+            missing = {p: offset for p, offset in committed.items() if p not in self.shards and p not in self.standby}
+            restored = await self.snapshots.load(missing) if missing else {}
+            taken_over = {p: self.standby_letters.pop(p, []) for p in committed if p in self.standby}
+            if any(taken_over.values()):
+                self.letters_written = await self.snapshots.dead_letters_written()
+            for partition in committed:
+                if partition not in self.shards:
+                    self._close(partition)
+                    held = self.standby.pop(partition, None)
+                    shard = held or Shard(partition, self.config, restored.get(partition))
+                    self.shards[partition] = shard
+                    if held is None and restored.get(partition) is not None:
+                        self._snapshotted[partition] = shard.state.next_offset
+                    # Letters of items the standby applied past the owner's last commit may not be written.
+                    owed = [
+                        letter
+                        for last, letters in taken_over.get(partition, [])
+                        if last >= committed[partition]
+                        for letter in letters
+                    ]
+                    await self._publish([(shard.id, ShardOutput(owed, shard.all_partials(), []))])
+            for tp in partitions:
+                shard = self.shards[tp.partition]
+                self.consumer.seek(tp, shard.state.next_offset)
+                if committed[tp.partition] > shard.state.next_offset:
+                    self.catching_up[tp.partition] = committed[tp.partition]
+            if self.catching_up:
+                # Another worker may have written letters that this catching up would write again.
+                self.letters_written = await self.snapshots.dead_letters_written()
+            await self._follow_standbys(set(committed))
+            log.info(
+                "shards: own %s, catching up %s, standby %s",
+                sorted(self.shards),
+                sorted(self.catching_up),
+                sorted(self.standby),
+            )
+            self.assigned = True
+
+    async def on_revoked(self, partitions: set[TopicPartition]) -> None:
+        """Waits for the batch in flight, then snapshots the shards that leave and keeps them as standbys."""
+        async with self._lock:
+            for tp in partitions:
+                shard = self.shards.pop(tp.partition, None)
+                self.catching_up.pop(tp.partition, None)
+                self._close(tp.partition)
+                if shard is not None:
+                    if self._snapshotted.get(shard.id) != shard.state.next_offset:
+                        await self.snapshots.save(shard.id, shard.state)
+                    self._snapshotted.pop(shard.id, None)
+                    self.standby[shard.id] = shard
+
+    async def _follow_standbys(self, owned: set[int]) -> None:
+        """Without standby replicas, keep nothing else; with them, hold every other shard, kept current."""
+        if self.settings.standby_replicas == 0 or self.standby_consumer is None:
+            self.standby.clear()
+            return
+        others = [p for p in range(self.settings.shards) if p not in owned]
+        for partition in others:
+            # Letters of batches the owner has committed are written: only later ones can still be owed.
+            assert self.consumer is not None
+            committed = await self.consumer.committed(TopicPartition(self.topics[0], partition)) or 0
+            kept = [(last, letters) for last, letters in self.standby_letters.get(partition, []) if last >= committed]
+            self.standby_letters[partition] = kept
+        unheld = {p: 0 for p in others if p not in self.standby}
+        for partition, state in (await self.snapshots.load(unheld) if unheld else {}).items():
+            self.standby[partition] = Shard(partition, self.config, state)
+        tps = [TopicPartition(self.topics[0], p) for p in others]
+        self.standby_consumer.assign(tps)
+        for tp in tps:
+            self.standby_consumer.seek(tp, self.standby[tp.partition].state.next_offset)
+
+    async def on_start(self) -> None:
+        if self.settings.standby_replicas > 0:
+            self.standby_consumer = consumer(self.settings, None)
+            await self.standby_consumer.start()
+        await super().on_start()
+
+    async def on_stop(self) -> None:
+        await super().on_stop()
+        if self.standby_consumer is not None:
+            await self.standby_consumer.stop()
+
+    @Service.task
+    async def _standby_follower(self) -> None:
+        """Applies the shard topic to the standby shards, publishing nothing: a warm copy for a fast takeover."""
+        follower = self.standby_consumer
+        if follower is None:
+            return
+        while not self.should_stop:
+            if not follower.assignment():
+                await self.sleep(0.2)
+                continue
+            batches = await follower.getmany(timeout_ms=200, max_records=MAX_BATCH)
+            async with self._lock:
+                for tp, records in batches.items():
+                    shard = self.standby.get(tp.partition)
+                    if shard is None:
+                        continue
+                    fresh = [record for record in records if record.offset >= shard.state.next_offset]
+                    if fresh and fresh[0].offset != shard.state.next_offset:
+                        follower.seek(tp, shard.state.next_offset)  # a gap: fetch again from where it is
+                    elif fresh:
+                        items = [item for record in fresh for item in decode_items(record.value)]
+                        output = shard.apply(items, fresh[-1].offset + 1)
+                        if output.dead:
+                            # The owner writes these; kept in case it dies before it could.
+                            self.standby_letters.setdefault(tp.partition, []).append((fresh[-1].offset, output.dead))
+
+    async def handle(self, batches: Batches) -> None:
+        async with self._lock:
+            commits: dict[TopicPartition, int] = {}
+            outputs: list[tuple[int, ShardOutput]] = []
+            for tp, records in batches.items():
+                shard = self.shards.get(tp.partition)
+                if shard is None:
+                    continue
+                applied = self.applied_ranges.get(shard.id, [])
+                items = [
+                    item
+                    for record in records
+                    if not any(record.offset in offsets for offsets in applied)
+                    for item in decode_items(record.value)
+                ]
+                output = shard.apply(items, records[-1].offset + 1)
+                if applied:
+                    self.applied_ranges[shard.id] = [r for r in applied if r.stop > shard.state.next_offset]
+                outputs.append((shard.id, output))
+                commits[tp] = shard.state.next_offset
+            await self._publish(outputs)
+            for tp in commits:
+                until = self.catching_up.get(tp.partition)
+                if until is not None and commits[tp] >= until:
+                    del self.catching_up[tp.partition]
+            await self.commit(commits)
+        self._consumed.set()
+
+    @Service.task
+    async def _snapshot_periodically(self) -> None:
+        """Snapshot, every interval, each owned shard that applied something since its last snapshot. A forked
+        copy of the worker encodes them (see `snapshots`): the batches go on meanwhile, and the shard lock
+        is held only for the fork."""
+        while not self.should_stop:
+            await self.sleep(self.settings.snapshot_interval)
+            await self._snapshot()
+
+    async def _snapshot(self) -> None:
+        async with self._lock:
+            due = {
+                k: shard.state
+                for k, shard in self.shards.items()
+                if self._snapshotted.get(k) != shard.state.next_offset
+            }
+            if not due:
+                return
+            offsets = {shard_id: state.next_offset for shard_id, state in due.items()}
+            encoding = self.snapshots.encode_aside(due)
+            self._snapshotted.update(offsets)
+        written = set()
+        async for shard_id, blob in encoding.results():
+            await self.snapshots.write(shard_id, offsets[shard_id], blob)
+            written.add(shard_id)
+        for shard_id in offsets.keys() - written:  # the copy failed: the next turn takes them again
+            if self._snapshotted.get(shard_id) == offsets[shard_id]:
+                del self._snapshotted[shard_id]
+
+    async def _publish(self, outputs: list[tuple[int, ShardOutput]]) -> None:
+        """This worker's rollup takes its own shards' partials at once (it ignores their echo on the topic), so
+        the metrics, and the lag of the events behind them, do not wait for Kafka; then the dead letters not yet
+        on the topic and the partials of every shard go out in one send: a round trip per shard would hold the
+        batch (and the metrics of the next one) for as many round trips."""
+        assert self.letters_written is not None
+        partitions = sorted(await self.io.producer.partitions_for(self.partials_topic))
+        deadletter = self.settings.topics.deadletter
+        records: list[OutRecord] = []
+        fresh: list[DeadLetter] = []
+        for shard, output in outputs:
+            self.rollup.update(shard, output.partials)
+            self.outputs.pending_arrivals.extend(output.arrivals)
+            letters = [letter for letter in output.dead if letter.identity not in self.letters_written]
+            records += [(deadletter, None, None, letter.payload, letter.headers) for letter in letters]
+            fresh += letters
+            # One partition per shard's partials: readers must see them in the order they were written.
+            partition = partitions[shard % len(partitions)]
+            records += [
+                (self.partials_topic, partition, partial_key(shard, key), partial_value(value), None)
+                for key, value in output.partials.items()
+            ]
+        await send_all(self.io.producer, records)
+        self.letters_written.update(letter.identity for letter in fresh)

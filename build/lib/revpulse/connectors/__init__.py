@@ -1,0 +1,1 @@
+"""Provider connectors: raw provider payloads (webhook bodies, CDC records) mapped to SPEC §1 canonical events."""

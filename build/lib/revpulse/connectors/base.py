@@ -1,0 +1,36 @@
+"""What every provider mapper is: a deterministic function of the raw payloads it has seen, in order.
+
+A raw record (an HTTP body, or a CDC record) holds one or more provider *elements* (a HubSpot body is an array
+of events; a Stripe, Pipedrive or Salesforce record is one). Each element maps to zero or more canonical SPEC §1
+events, given as plain dicts ready to be serialised with orjson and routed by `type`. A mapper may keep state
+(last known values of a record whose updates carry only changed fields); that state is rebuilt by mapping the
+raw topic again from its start, so `map` must depend only on the elements seen before, in order.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+CanonicalEvent = dict[str, Any]
+
+
+class Unmappable(ValueError):
+    """An element of a handled kind that cannot become canonical events; it is dead-lettered untouched."""
+
+    reason = "unmappable"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class Mapper(Protocol):
+    source: str
+
+    def elements(self, body: Any) -> list[Any]:
+        """The provider elements in one decoded raw record."""
+        ...
+
+    def map(self, element: Any) -> list[CanonicalEvent]:
+        """Canonical events for one element; [] for a kind RevPulse does not use; `Unmappable` for a bad one."""
+        ...

@@ -1,0 +1,532 @@
+"""The metrics engine: accepts validated events (SPEC §2: lateness, duplicates, watermark) into per-entity state
+and keeps the global `Ledger` equal to an in-order replay of everything accepted.
+
+Order independence comes from recomputing, on each change, the contribution of the one entity the event
+belongs to (an account's billing, a lead, an opportunity) from its events sorted by (occurred_at, arrival), and
+applying only the difference. Entities are small, so this costs little; product events, the most frequent,
+take an incremental path because each one's contribution stands alone.
+"""
+
+from __future__ import annotations
+
+import marshal
+from bisect import bisect_right, insort
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from itertools import islice
+from typing import Any, Final
+
+from revpulse.schemas.models import NANOS, Event, event_fields
+from revpulse.streams.ledger import Cells, Contribution, Ledger, add
+from revpulse.streams.windows import HOUR_US, US_PER_SECOND
+
+HALF_CENT: Final = NANOS // 200
+Stamp = tuple[int, int]  # (occurred_at µs, arrival sequence): the total order events are applied in
+Timeline = list[tuple[int, int, Event]]
+
+_PRODUCT_FLOWS: Final = {
+    "product.signup": "signups",
+    "product.trial_started": "trials_started",
+    "product.activated": "activated",
+}
+
+
+@dataclass(slots=True)
+class Keyed:
+    """Per routing key (SPEC §2): the event ids accepted, and the latest occurred_at per input topic."""
+
+    ids: set[str] = field(default_factory=set)
+    latest: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Account(Keyed):
+    segment_stamps: list[Stamp] = field(default_factory=list)
+    segment_values: list[str] = field(default_factory=list)
+    billing: Timeline = field(default_factory=list)
+    first_trial: Stamp | None = None
+    product: list[tuple[int, int, str]] = field(default_factory=list)
+    last_active: dict[str, int] = field(default_factory=dict)  # segment (and "all") -> latest active slice
+    # Tuples, not sets: most accounts have none or a few, and an empty set costs 216 bytes (× 1M accounts).
+    leads: tuple[str, ...] = ()
+    opportunities: tuple[str, ...] = ()
+    # Its billing's contribution as last applied to the ledger: the "before" of the next change, instead of a
+    # second replay. Held only while the account is an object (not encoded, not in snapshots).
+    applied: Contribution | None = field(default=None, compare=False)
+
+    def segment_at(self, stamp: Stamp) -> str:
+        i = bisect_right(self.segment_stamps, stamp)
+        return self.segment_values[i - 1] if i else "unknown"
+
+    @property
+    def latest_segment(self) -> str:
+        return self.segment_values[-1] if self.segment_values else "unknown"
+
+    def encode(self) -> bytes:
+        """A compact copy (plain tuples, marshalled): a few hundred bytes where the objects take a few KB."""
+        billing = [(t, seq, event_fields(event)) for t, seq, event in self.billing]
+        return marshal.dumps(
+            (
+                list(self.ids),
+                self.latest,
+                self.segment_stamps,
+                self.segment_values,
+                billing,
+                self.first_trial,
+                self.product,
+                self.last_active,
+                self.leads,
+                self.opportunities,
+            )
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> Account:
+        ids, latest, stamps, values, billing, first_trial, product, last_active, leads, opps = marshal.loads(data)
+        return cls(
+            set(ids),
+            latest,
+            stamps,
+            values,
+            [(t, seq, Event(*event)) for t, seq, event in billing],
+            first_trial,
+            product,
+            last_active,
+            leads,
+            opps,
+        )
+
+
+class AccountStore:
+    """Accounts by id: the most recently used as objects, the others encoded, so state per account stays small
+    at millions of accounts. Only `evict` (between batches) encodes, so an account a batch holds stays live."""
+
+    def __init__(self, hot_limit: int) -> None:
+        self.hot_limit = hot_limit
+        self.hot: dict[str, Account] = {}  # least recently used first
+        self.cold: dict[str, bytes] = {}
+
+    def __getstate__(self) -> tuple[int, dict[str, bytes]]:
+        # A snapshot holds every account encoded: compact, and without the applied contributions.
+        return self.hot_limit, self.cold | {account_id: account.encode() for account_id, account in self.hot.items()}
+
+    def __setstate__(self, state: tuple[int, dict[str, bytes]]) -> None:
+        self.hot_limit, self.cold = state
+        self.hot = {}
+
+    def get(self, account_id: str) -> Account | None:
+        account = self.hot.pop(account_id, None)
+        if account is None:
+            data = self.cold.pop(account_id, None)
+            if data is None:
+                return None
+            account = Account.decode(data)
+        self.hot[account_id] = account
+        return account
+
+    def add(self, account_id: str) -> Account:
+        account = self.hot[account_id] = Account()
+        return account
+
+    def evict(self) -> None:
+        for account_id in list(islice(self.hot, max(0, len(self.hot) - self.hot_limit))):
+            self.cold[account_id] = self.hot.pop(account_id).encode()
+
+    def __len__(self) -> int:
+        return len(self.hot) + len(self.cold)
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self.hot
+        yield from self.cold
+
+
+@dataclass(slots=True)
+class Entity:
+    """A lead or an opportunity: its events in applied order, and its contribution as last applied."""
+
+    events: Timeline = field(default_factory=list)
+    applied: Contribution | None = field(default=None, compare=False)
+
+    def __getstate__(self) -> list[tuple[int, int, tuple[Any, ...]]]:
+        # Plain tuples pickle several times faster than event objects; the applied contribution is left out.
+        return [(t, seq, event_fields(event)) for t, seq, event in self.events]
+
+    def __setstate__(self, events: list[tuple[int, int, tuple[Any, ...]]]) -> None:
+        self.events = [(t, seq, Event(*fields)) for t, seq, fields in events]
+        self.applied = None
+
+    def first(self, event_type: str) -> tuple[int, int, Event] | None:
+        return next((item for item in self.events if item[2].type == event_type), None)
+
+
+@dataclass(slots=True)
+class Unit:
+    """One entity's contribution: computed from its events; `holder` keeps the one last applied, if it can."""
+
+    compute: Callable[[], Contribution]
+    holder: Account | Entity | None = None
+
+    def before(self) -> Contribution:
+        applied = self.holder.applied if self.holder is not None else None
+        return applied if applied is not None else self.compute()
+
+    def after(self) -> Contribution:
+        contribution = self.compute()
+        if self.holder is not None:
+            self.holder.applied = contribution
+        return contribution
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    allowed_lateness_us: int = 7 * 86_400 * US_PER_SECOND
+    hot_accounts: int = 10_000  # accounts kept as objects between batches (per engine, i.e. per shard)
+
+
+class Engine:
+    def __init__(self, config: EngineConfig | None = None) -> None:
+        self.config = config or EngineConfig()
+        self.ledger = Cells()
+        self.accounts = AccountStore(self.config.hot_accounts)
+        self.channels: dict[str, Keyed] = {}  # marketing's routing keys
+        self.leads: dict[str, Entity] = {}
+        self.opportunities: dict[str, Entity] = {}
+        self.lead_opportunities: dict[str, set[str]] = {}  # lead id -> opportunities that name it
+        self.watermark: int | None = None
+        self.segments_seen: set[str] = set()
+        self.sequence = 0
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if isinstance(self.ledger, Ledger):  # a snapshot from before shards kept flat cells
+            self.ledger = Cells(self.ledger.items())
+
+    # -- intake ------------------------------------------------------------------------------------------------
+
+    def accept(self, topic: str, event: Event) -> str:
+        """Apply one valid event; returns its outcome: `accepted`, `duplicate` or `late`."""
+        keyed = self._keyed(event)
+        latest = keyed.latest.get(topic)
+        if latest is not None and event.t < latest - self.config.allowed_lateness_us:
+            return "late"
+        if event.event_id in keyed.ids:
+            return "duplicate"
+        keyed.ids.add(event.event_id)
+        if latest is None or event.t > latest:
+            keyed.latest[topic] = event.t
+        if self.watermark is None or event.t > self.watermark:
+            self.watermark = event.t
+        self.sequence += 1
+        self._apply(event, (event.t, self.sequence), keyed)
+        return "accepted"
+
+    def _keyed(self, event: Event) -> Keyed:
+        if event.type == "marketing.spend":
+            channel = event.channel or ""
+            keyed = self.channels.get(channel)
+            if keyed is None:
+                keyed = self.channels[channel] = Keyed()
+            return keyed
+        account_id = event.account_id or ""
+        return self.accounts.get(account_id) or self.accounts.add(account_id)
+
+    def end_batch(self) -> None:
+        """Between batches: encode the accounts least recently used beyond the hot limit."""
+        self.accounts.evict()
+
+    def _apply(self, event: Event, stamp: Stamp, keyed: Keyed) -> None:
+        """`keyed` is the event's routing-key state from `_keyed`: its account, or for spend its channel."""
+        if event.type == "marketing.spend":
+            # Spend belongs to no account: only its own segment, else only `all`.
+            hour = event.t // HOUR_US
+            if event.segment is not None:
+                self.segments_seen.add(event.segment)
+                self.ledger.add(("marketing_spend", event.segment, hour), event.money or 0)
+            self.ledger.add(("marketing_spend", "all", hour), event.money or 0)
+            return
+        account = keyed
+        assert isinstance(account, Account), "every event but spend is keyed by its account"
+        if event.segment is not None:
+            self._learn_segment(account, stamp, event.segment)
+        self.segments_seen.add(account.segment_at(stamp))
+        family = event.type.partition(".")[0]
+        if family == "subscription":
+            self._add_billing(account, stamp, event)
+        elif family == "product":
+            self._add_product(account, stamp, event.type)
+        elif family == "lead":
+            self._add_lead(account, stamp, event)
+        elif family == "opportunity":
+            self._add_opportunity(account, stamp, event)
+
+    def _change(self, units: list[Unit], mutate: Callable[[], object]) -> None:
+        """Apply `mutate`, moving the ledger by the change it makes to each unit's contribution.
+
+        Every change to what a contribution depends on goes through here, so the one last applied (when the
+        entity still holds it) is the contribution before, and only the one after is computed."""
+        before = [unit.before() for unit in units]
+        mutate()
+        for unit, old in zip(units, before, strict=True):
+            self.ledger.apply(old, unit.after())
+
+    def _learn_segment(self, account: Account, stamp: Stamp, segment: str) -> None:
+        def insert() -> None:
+            i = bisect_right(account.segment_stamps, stamp)
+            account.segment_stamps.insert(i, stamp)
+            account.segment_values.insert(i, segment)
+
+        if account.segment_at(stamp) == segment:
+            insert()  # the point changes no event's segment, nor the latest
+            return
+        # Events after this point, and the account's state, may now belong to another segment.
+        units = [self._billing(account), self._product(account)]
+        units += [self._lead(lead_id) for lead_id in account.leads]
+        units += [self._opportunity(opportunity_id) for opportunity_id in account.opportunities]
+        self._change(units, insert)
+        account.last_active = product_contribution(account)[1]
+
+    # -- units: each recomputes one entity's contribution ------------------------------------------------------
+
+    def _billing(self, account: Account) -> Unit:
+        return Unit(lambda: billing_contribution(account) if account.billing else {}, account)
+
+    def _product(self, account: Account) -> Unit:
+        # Product events move the ledger incrementally (`product_delta`): nothing applied to remember.
+        return Unit(lambda: product_contribution(account)[0])
+
+    def _lead(self, lead_id: str) -> Unit:
+        lead = self.leads[lead_id]
+        return Unit(lambda: lead_contribution(lead, self._account), lead)
+
+    def _opportunity(self, opportunity_id: str) -> Unit:
+        opportunity = self.opportunities[opportunity_id]
+        return Unit(lambda: opportunity_contribution(opportunity, self._account, self.leads.get), opportunity)
+
+    # -- accounts: billing and product ------------------------------------------------------------------------
+
+    def _add_billing(self, account: Account, stamp: Stamp, event: Event) -> None:
+        if event.type != "subscription.renewed" or event.money is not None:
+            self._change([self._billing(account)], lambda: insort(account.billing, (*stamp, event)))
+            return
+        # A renewal without a price moves no MRR and no step of t0: its whole effect is one renewal in its slice.
+        insort(account.billing, (*stamp, event))
+        delta: Contribution = {}
+        add(delta, "renewed", account.segment_at(stamp), stamp[0] // HOUR_US, 1)
+        for key, amount in delta.items():
+            self.ledger.add(key, amount)
+            if account.applied is not None:
+                account.applied[key] = account.applied.get(key, 0) + amount
+
+    def _add_product(self, account: Account, stamp: Stamp, event_type: str) -> None:
+        if event_type == "product.trial_started" and (account.first_trial is None or stamp < account.first_trial):
+
+            def first_trial() -> None:
+                account.first_trial = stamp
+
+            self._change([self._billing(account)], first_trial)
+        insort(account.product, (*stamp, event_type))
+        # Each product event's flow stands alone, and the latest active slice only moves forward: no recompute.
+        for key, amount in product_delta(account, stamp, event_type, account.last_active).items():
+            self.ledger.add(key, amount)
+
+    # -- leads and opportunities -------------------------------------------------------------------------------
+
+    def _add_lead(self, account: Account, stamp: Stamp, event: Event) -> None:
+        lead_id = event.entity_id or ""
+        lead = self.leads.get(lead_id)
+        if lead is None:
+            lead = self.leads[lead_id] = Entity()
+        if lead_id not in account.leads:
+            account.leads += (lead_id,)
+        units = [self._lead(lead_id)]
+        first_created = lead.first("lead.created")
+        if event.type == "lead.created" and (first_created is None or stamp < first_created[:2]):
+            # The lead's creation moves: the time to close of opportunities naming it may change.
+            units += [self._opportunity(o) for o in self.lead_opportunities.get(lead_id, ())]
+        self._change(units, lambda: insort(lead.events, (*stamp, event)))
+
+    def _add_opportunity(self, account: Account, stamp: Stamp, event: Event) -> None:
+        opportunity_id = event.entity_id or ""
+        opportunity = self.opportunities.get(opportunity_id)
+        if opportunity is None:
+            opportunity = self.opportunities[opportunity_id] = Entity()
+        if opportunity_id not in account.opportunities:
+            account.opportunities += (opportunity_id,)
+        if event.lead_id is not None:
+            self.lead_opportunities.setdefault(event.lead_id, set()).add(opportunity_id)
+        self._change([self._opportunity(opportunity_id)], lambda: insort(opportunity.events, (*stamp, event)))
+
+    def _account(self, account_id: str | None) -> Account:
+        account = self.accounts.get(account_id or "")
+        assert account is not None, "accept creates the account of every event it applies"
+        return account
+
+
+# -- contributions: pure functions of one entity's events ------------------------------------------------------
+
+
+def billing_contribution(account: Account) -> Contribution:
+    """Movements (flows, by event segment) and the MRR step functions of t0 (by latest segment)."""
+    out: Contribution = {}
+    subscriptions: dict[str, int] = {}
+    recorded = 0  # the customer's MRR; it changes only with a movement
+    paid_before = False
+    end_of_slice: list[tuple[int, int]] = []  # (slice, recorded MRR after the slice's events)
+    last_churn: int | None = None
+    for t, seq, event in account.billing:
+        hour = t // HOUR_US
+        segment = account.segment_at((t, seq))
+        sub_id = event.entity_id or ""
+        if event.type == "subscription.canceled":
+            subscriptions[sub_id] = 0
+            add(out, "canceled", segment, hour, 1)
+        else:
+            if event.money is not None:
+                subscriptions[sub_id] = event.money
+            if event.type == "subscription.renewed":
+                add(out, "renewed", segment, hour, 1)
+        mrr = sum(subscriptions.values())
+        if mrr < HALF_CENT:
+            mrr = 0
+        if abs(mrr - recorded) >= HALF_CENT:
+            kind = movement_kind(recorded, mrr, paid_before)
+            add(out, f"mv_{kind}", segment, hour, abs(mrr - recorded))
+            if kind == "new":
+                add(out, "new_customers", segment, hour, 1)
+                if account.first_trial is not None and account.first_trial < (t, seq):
+                    add(out, "trial_conversions", segment, hour, 1)
+            elif kind == "churn":
+                last_churn = hour
+            paid_before = paid_before or mrr > 0
+            recorded = mrr
+        if end_of_slice and end_of_slice[-1][0] == hour:
+            end_of_slice[-1] = (hour, recorded)
+        else:
+            end_of_slice.append((hour, recorded))
+
+    latest = account.latest_segment
+    add(out, "mrr_now", latest, 0, recorded)
+    add(out, "customers_now", latest, 0, int(recorded > 0))
+    # MRR at t0 is the MRR after the last slice before t0, so each slice end is a breakpoint at slice + 1.
+    previous = (0, 0, 0, 0, 0)
+    for hour, mrr in end_of_slice:
+        t0 = hour + 1
+        in_c0 = mrr > 0
+        values = (
+            mrr,
+            int(in_c0),
+            recorded if in_c0 else 0,
+            min(recorded, mrr),
+            int(in_c0 and last_churn is not None and last_churn >= t0),
+        )
+        for quantity, value, before in zip(_STEP_QUANTITIES, values, previous, strict=True):
+            if value != before:
+                add(out, quantity, latest, t0, value - before)
+        previous = values
+    return out
+
+
+_STEP_QUANTITIES: Final = ("mrr_at_t0", "c0_customers", "c0_mrr_now", "c0_mrr_retained", "c0_churned")
+
+
+def movement_kind(before: int, after: int, paid_before: bool) -> str:
+    """SPEC §4: the kind of a change of a customer's MRR from `before` to `after` (they differ)."""
+    if before == 0:
+        return "reactivation" if paid_before else "new"
+    if after == 0:
+        return "churn"
+    return "expansion" if after > before else "contraction"
+
+
+def product_delta(account: Account, stamp: Stamp, event_type: str, last_active: dict[str, int]) -> Contribution:
+    """What one product event adds: its own flow, and a move of the account's latest active slice if later.
+
+    Updates `last_active` (segment, and "all" -> latest active slice); the delta may hold −1 for the slice the
+    account leaves.
+    """
+    hour = stamp[0] // HOUR_US
+    segment = account.segment_at(stamp)
+    out: Contribution = {}
+    flow = _PRODUCT_FLOWS.get(event_type)
+    if flow is not None:
+        add(out, flow, segment, hour, 1)
+    for seg in (segment, "all"):
+        last = last_active.get(seg)
+        if last is None or hour > last:
+            if last is not None:
+                out[("active_accounts", seg, last)] = -1
+            last_active[seg] = hour
+            out[("active_accounts", seg, hour)] = 1
+    return out
+
+
+def product_contribution(account: Account) -> tuple[Contribution, dict[str, int]]:
+    """All of an account's product events, and the latest active slice per segment they leave."""
+    out: Contribution = {}
+    last_active: dict[str, int] = {}
+    for t, seq, event_type in account.product:
+        for key, amount in product_delta(account, (t, seq), event_type, last_active).items():
+            out[key] = out.get(key, 0) + amount
+    return {key: amount for key, amount in out.items() if amount}, last_active
+
+
+def lead_contribution(lead: Entity, account: Callable[[str | None], Account]) -> Contribution:
+    """Funnel counts (by event segment) and the lead's current stage (by its account's latest segment)."""
+    out: Contribution = {}
+    if not lead.events:
+        return out
+    for t, seq, event in lead.events:
+        segment = account(event.account_id).segment_at((t, seq))
+        hour = t // HOUR_US
+        if event.type == "lead.created":
+            add(out, "leads_created", segment, hour, 1)
+        elif event.stage in ("mql", "sql"):
+            add(out, f"{event.stage}s", segment, hour, 1)
+    last = lead.events[-1][2]
+    stage = "lead" if last.type == "lead.created" else last.stage
+    add(out, f"leads_in_stage:{stage}", account(last.account_id).latest_segment, 0, 1)
+    return out
+
+
+def opportunity_contribution(
+    opportunity: Entity,
+    account: Callable[[str | None], Account],
+    lead: Callable[[str], Entity | None],
+) -> Contribution:
+    """Replays one opportunity in order: creations, wins with amount and cycle times, losses, and open state."""
+    out: Contribution = {}
+    created: tuple[int, int, Event] | None = None
+    amount: int | None = None
+    is_open = False
+    for t, seq, event in opportunity.events:
+        segment = account(event.account_id).segment_at((t, seq))
+        hour = t // HOUR_US
+        if event.type == "opportunity.created":
+            add(out, "opportunities_created", segment, hour, 1)
+            created = created or (t, seq, event)
+            amount = event.money
+            is_open = True
+            continue
+        is_open = False
+        if event.type == "opportunity.lost":
+            add(out, "deals_lost", segment, hour, 1)
+            continue
+        if event.money is not None:
+            amount = event.money
+        add(out, "deals_won", segment, hour, 1)
+        add(out, "won_amount", segment, hour, amount or 0)
+        if created is None:
+            continue
+        add(out, "sales_cycle_sum", segment, hour, t - created[0])
+        add(out, "sales_cycle_count", segment, hour, 1)
+        lead_id = created[2].lead_id
+        source = lead(lead_id) if lead_id is not None else None
+        lead_created = source.first("lead.created") if source is not None else None
+        if lead_created is not None and lead_created[:2] < (t, seq):
+            add(out, "time_to_close_sum", segment, hour, t - lead_created[0])
+            add(out, "time_to_close_count", segment, hour, 1)
+    if is_open:
+        latest = account(opportunity.events[-1][2].account_id).latest_segment
+        add(out, "open_opportunities", latest, 0, 1)
+        add(out, "open_pipeline_amount", latest, 0, amount or 0)
+    return out

@@ -1,0 +1,197 @@
+"""Global totals built from per-entity contributions, kept as hourly slices.
+
+Every entity (account, lead, opportunity) contributes a small dict `{(quantity, segment, hour): amount}`.
+When an entity changes — a new event, a late one, a segment learned — its contribution is recomputed and only
+the difference is applied here, so the totals always equal processing the accepted events in event-time order.
+Amounts are integers (money in nanos, durations in µs), so applying and reverting a contribution is exact.
+
+Three kinds of quantity:
+- flow: summed over the slices of a window (hour = the slice of the event);
+- step: a function of t0, stored as deltas at breakpoints (hour = the first t0 slice the delta applies to);
+- snapshot: the state at as_of (hour is always 0).
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+from collections.abc import Mapping, Sequence
+from itertools import accumulate
+from typing import Final
+
+from revpulse.schemas.models import LEAD_STAGES
+
+Key = tuple[str, str, int]  # (quantity, segment, hour)
+Contribution = dict[Key, int]
+
+FLOWS: Final = frozenset(
+    {
+        "leads_created",
+        "mqls",
+        "sqls",
+        "opportunities_created",
+        "deals_won",
+        "deals_lost",
+        "won_amount",
+        "sales_cycle_sum",
+        "sales_cycle_count",
+        "time_to_close_sum",
+        "time_to_close_count",
+        "mv_new",
+        "mv_expansion",
+        "mv_contraction",
+        "mv_churn",
+        "mv_reactivation",
+        "new_customers",
+        "trial_conversions",
+        "renewed",
+        "canceled",
+        "marketing_spend",
+        "signups",
+        "trials_started",
+        "activated",
+        "active_accounts",
+    }
+)
+STEPS: Final = frozenset({"mrr_at_t0", "c0_customers", "c0_mrr_now", "c0_mrr_retained", "c0_churned"})
+SNAPSHOTS: Final = frozenset(
+    {"mrr_now", "customers_now", "open_opportunities", "open_pipeline_amount"}
+    | {f"leads_in_stage:{stage}" for stage in LEAD_STAGES}
+)
+
+
+def add(contribution: Contribution, quantity: str, segment: str, hour: int, amount: int) -> None:
+    """Add to a segment and to `all`: every entity-level quantity counts in both (a segment is never `all`)."""
+    key = (quantity, segment, hour)
+    contribution[key] = contribution.get(key, 0) + amount
+    key = (quantity, "all", hour)
+    contribution[key] = contribution.get(key, 0) + amount
+
+
+class Totals:
+    """Σ of contributions, kept by replacing an entity's old contribution with its new one."""
+
+    def add(self, key: Key, amount: int) -> None:
+        raise NotImplementedError
+
+    def apply(self, old: Mapping[Key, int], new: Mapping[Key, int]) -> None:
+        """Replace contribution `old` by `new`."""
+        for key, amount in new.items():
+            before = old.get(key, 0)
+            if amount != before:
+                self.add(key, amount - before)
+        for key, before in old.items():
+            if key not in new:
+                self.add(key, -before)
+
+
+class Cells(Totals):
+    """One shard's totals: a flat dict of cells (a shard never reads a window), and the cells changed since the
+    last `take_touched`, which the shard publishes as its partials. Adding is the engine's innermost step."""
+
+    def __init__(self, values: Mapping[Key, int] | None = None) -> None:
+        self.values: dict[Key, int] = dict(values or {})
+        self.touched: set[Key] = set()
+
+    def add(self, key: Key, amount: int) -> None:
+        values = self.values
+        total = values.get(key, 0) + amount
+        if total:
+            values[key] = total
+        else:
+            values.pop(key, None)
+        self.touched.add(key)
+
+    def get(self, key: Key) -> int:
+        return self.values.get(key, 0)
+
+    def take_touched(self) -> dict[Key, int]:
+        """The current value of every cell changed since the last call (0 for a cell that emptied)."""
+        touched, self.touched = self.touched, set()
+        values = self.values
+        return {key: values.get(key, 0) for key in touched}
+
+    def items(self) -> dict[Key, int]:
+        """Every non-empty cell."""
+        return dict(self.values)
+
+
+class Ledger(Totals):
+    """Σ of all contributions, per (quantity, segment), per hour: the rollup's global totals.
+
+    Slices older than the horizon (t0 of the longest window) are folded into one slice just before it: no
+    window reads a flow there, and every step's prefix sum includes it, so folding changes no answer.
+    """
+
+    def __init__(self) -> None:
+        self.cells: dict[tuple[str, str], dict[int, int]] = {}
+        self.horizon: int | None = None
+        # Window sums, once asked for, are kept current by `add` until the window starts move (once an hour):
+        # a refresh then reads them instead of summing every slice again.
+        self._starts: tuple[int, ...] = ()
+        self._sums: dict[tuple[str, str], list[int]] = {}
+
+    def add(self, key: Key, amount: int) -> None:
+        quantity, segment, hour = key
+        if self.horizon is not None and hour < self.horizon and quantity not in SNAPSHOTS:
+            hour = self.horizon - 1
+        cell = self.cells.get((quantity, segment))
+        if cell is None:
+            cell = self.cells[(quantity, segment)] = {}
+        sums = self._sums.get((quantity, segment)) if self._sums else None
+        if sums is not None:
+            for i, t0 in enumerate(self._starts):
+                if (hour <= t0) if quantity in STEPS else (hour >= t0):
+                    sums[i] += amount
+        total = cell.get(hour, 0) + amount
+        if total:
+            cell[hour] = total
+        else:
+            cell.pop(hour, None)
+
+    def advance_horizon(self, horizon: int) -> None:
+        """Fold every slice before `horizon`; horizons only move forward."""
+        if self.horizon is not None and horizon <= self.horizon:
+            return
+        self.horizon = horizon
+        for (quantity, _), cell in self.cells.items():
+            if quantity in SNAPSHOTS:
+                continue
+            old = [hour for hour in cell if hour < horizon - 1]
+            if old:
+                folded = sum(cell.pop(hour) for hour in old) + cell.get(horizon - 1, 0)
+                if folded:
+                    cell[horizon - 1] = folded
+                else:
+                    cell.pop(horizon - 1, None)
+
+    def get(self, key: Key) -> int:
+        quantity, segment, hour = key
+        return self.cells.get((quantity, segment), {}).get(hour, 0)
+
+    def items(self) -> dict[Key, int]:
+        """Every non-empty cell."""
+        return {(q, seg, hour): value for (q, seg), cell in self.cells.items() for hour, value in cell.items()}
+
+    def snapshot(self, quantity: str, segment: str) -> int:
+        return self.cells.get((quantity, segment), {}).get(0, 0)
+
+    def window_sums(self, quantity: str, segment: str, starts: Sequence[int]) -> list[int]:
+        """For each window start slice t0: a flow's Σ over slices ≥ t0, or a step's value at t0."""
+        starts = tuple(starts)
+        if starts != self._starts:
+            self._starts, self._sums = starts, {}
+        sums = self._sums.get((quantity, segment))
+        if sums is None:
+            sums = self._sums[(quantity, segment)] = self._sum_slices(quantity, segment, starts)
+        return list(sums)
+
+    def _sum_slices(self, quantity: str, segment: str, starts: tuple[int, ...]) -> list[int]:
+        cell = self.cells.get((quantity, segment))
+        if not cell:
+            return [0 for _ in starts]
+        hours = sorted(cell)
+        running = list(accumulate(cell[hour] for hour in hours))
+        if quantity in STEPS:
+            return [running[i - 1] if (i := bisect_right(hours, t0)) else 0 for t0 in starts]
+        total = running[-1]
+        return [total - (running[i - 1] if (i := bisect_left(hours, t0)) else 0) for t0 in starts]

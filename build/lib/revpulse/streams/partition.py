@@ -1,0 +1,198 @@
+"""Routing events to shards, and the shards themselves: the partition-local half of the two-phase design.
+
+Phase one: the router decodes input records and sends every event (and every rejection) to the shard that owns
+its routing key, over an internal topic with one partition per shard, so all events of an account meet in one
+shard whatever key or partition they arrived with. A shard holds the engine state of its keys and emits its
+*partial* ledger: absolute values of the cells it changed, which the rollup (phase two) sums over shards.
+
+Effectively-once without transactions: a shard remembers, per source partition, the last (offset, index) it
+applied, and skips anything at or before it, so a router re-sending after a crash changes nothing, counters
+included. Partials are absolute values, so re-sending them is harmless too.
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from revpulse.schemas.models import Event, EventDecoder, Rejection, event_fields
+from revpulse.streams.engine import Engine, EngineConfig
+from revpulse.streams.ledger import Key
+from revpulse.streams.windows import US_PER_SECOND
+from revpulse.streams.wire import RESET, SEGMENT_SEEN, WATERMARK, Item
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class InputRecord:
+    """A consumed Kafka record: where it came from, its value, and when it reached Kafka (epoch seconds)."""
+
+    topic: str
+    partition: int
+    offset: int
+    value: bytes | None
+    timestamp: float
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    payload: bytes
+    reason: str
+    detail: str
+    topic: str
+    partition: int
+    offset: int
+
+    @property
+    def headers(self) -> list[tuple[str, bytes]]:
+        return [
+            ("revpulse.reason", self.reason.encode()),
+            ("revpulse.detail", self.detail.encode()),
+            ("revpulse.source.topic", self.topic.encode()),
+            ("revpulse.source.partition", str(self.partition).encode()),
+            ("revpulse.source.offset", str(self.offset).encode()),
+        ]
+
+    @property
+    def identity(self) -> tuple[str, int, int, bytes]:
+        """What makes a dead letter the same one when a replay would write it again."""
+        return (self.topic, self.partition, self.offset, self.payload)
+
+
+def shard_of(key: str, shards: int) -> int:
+    """The shard of a routing key: stable across processes and restarts (unlike `hash`)."""
+    return zlib.crc32(key.encode()) % shards
+
+
+class Router:
+    """Decodes input records into items grouped by shard."""
+
+    def __init__(self, decoder: EventDecoder, shards: int) -> None:
+        self.decoder = decoder
+        self.shards = shards
+
+    def route(self, records: Iterable[InputRecord]) -> dict[int, list[Item]]:
+        out: dict[int, list[Item]] = {}
+        for record in records:
+            decoded: list[tuple[Event | Rejection, bytes]]
+            if record.value is None:
+                decoded = [(Rejection("invalid_json", "record has no value"), b"")]
+            else:
+                decoded = self.decoder.decode_record(record.value)
+            source = [record.topic, record.partition, record.offset]
+            for index, (item, payload) in enumerate(decoded):
+                head = [*source, index, record.timestamp, payload.decode("latin-1")]
+                if isinstance(item, Event):
+                    # account_id, or channel for marketing.spend; never None for a valid event
+                    key = item.routing_key
+                    wire = [*head, "e", *event_fields(item)]
+                else:
+                    # Rejections have no trustworthy key: spread them by their source partition.
+                    key = f"{record.topic}/{record.partition}"
+                    wire = [*head, "r", item.reason, item.detail, item.type]
+                out.setdefault(shard_of(key, self.shards), []).append(wire)
+        return out
+
+
+@dataclass
+class ShardState:
+    """Everything a shard must keep across restarts; a snapshot pickles exactly this."""
+
+    engine: Engine
+    applied: dict[tuple[str, int], tuple[int, int]] = field(default_factory=dict)  # source -> last (offset, index)
+    outcomes: Counter[tuple[str, str, str]] = field(default_factory=Counter)  # (topic, type, outcome) -> events
+    next_offset: int = 0  # the next offset of this shard's partition to apply
+
+
+@dataclass
+class ShardOutput:
+    dead: list[DeadLetter]
+    partials: dict[Key, int]  # absolute values of the cells this batch changed
+    arrivals: list[float]
+
+
+class Shard:
+    def __init__(self, shard_id: int, config: EngineConfig, state: ShardState | None = None) -> None:
+        self.id = shard_id
+        self.state = state or ShardState(Engine(config))
+        self._reported_watermark: int | None = None
+        self._reported_segments: set[str] = set()
+
+    def apply(self, items: Iterable[Item], next_offset: int) -> ShardOutput:
+        """Apply the items of one shard-topic record batch; `next_offset` is the offset after it."""
+        state = self.state
+        dead: list[DeadLetter] = []
+        arrivals: list[float] = []
+        for item in items:
+            topic, partition, offset, index, arrival, payload = item[:6]
+            position = (offset, index)
+            last = state.applied.get((topic, partition))
+            if last is not None and position <= last:
+                continue  # re-sent by a router that restarted: already applied and counted
+            state.applied[(topic, partition)] = position
+            arrivals.append(arrival)
+            rejection = self._apply(topic, item)
+            if rejection is not None:
+                dead.append(
+                    DeadLetter(payload.encode("latin-1"), rejection.reason, rejection.detail, topic, partition, offset)
+                )
+        state.next_offset = next_offset
+        state.engine.end_batch()
+        return ShardOutput(dead, self.take_partials(), arrivals)
+
+    def _apply(self, topic: str, item: Item) -> Rejection | None:
+        outcomes = self.state.outcomes
+        if item[6] == "r":
+            _, reason, detail, event_type = item[6:10]
+            outcomes[(topic, event_type or "invalid", "rejected")] += 1
+            return Rejection(reason, detail, event_type)
+        event = Event(*item[7:])
+        try:
+            outcome = self.state.engine.accept(topic, event)
+        except Exception as exc:
+            # A defect must not stop the worker or lose the event: it goes to the dead letters, loudly.
+            log.exception("engine failed on event %s", event.event_id)
+            outcomes[(topic, event.type, "rejected")] += 1
+            return Rejection("processing_error", f"internal error: {exc!r}", event.type)
+        outcomes[(topic, event.type, outcome)] += 1
+        if outcome == "late":
+            lateness = self.state.engine.config.allowed_lateness_us / US_PER_SECOND
+            return Rejection(
+                "too_late",
+                f"occurred_at is more than the allowed lateness ({lateness:g}s) before the latest accepted "
+                f"event of {topic} key {event.routing_key!r}",
+                event.type,
+            )
+        return None
+
+    def take_partials(self) -> dict[Key, int]:
+        """Cells changed since the last call, plus this shard's watermark and newly seen segments."""
+        engine = self.state.engine
+        partials = engine.ledger.take_touched()
+        if engine.watermark is not None and engine.watermark != self._reported_watermark:
+            partials[(WATERMARK, "", 0)] = engine.watermark
+            self._reported_watermark = engine.watermark
+        for segment in engine.segments_seen - self._reported_segments:
+            partials[(SEGMENT_SEEN, segment, 0)] = 1
+            self._reported_segments.add(segment)
+        return partials
+
+    def all_partials(self) -> dict[Key, int]:
+        """The whole state for a rollup, when this shard changes hands: a reset first (the rollup forgets what
+        the previous owner said, which may include cells this state has at 0), then every cell."""
+        self._reported_watermark = None
+        self._reported_segments = set()
+        self.state.engine.ledger.touched = set()
+        partials: dict[Key, int] = {(RESET, "", 0): 1}
+        partials.update(self.state.engine.ledger.items())
+        partials.update(self.take_partials())
+        return partials
+
+
+def total_outcomes(shards: Iterable[Shard]) -> Counter[tuple[str, str, str]]:
+    """Outcome counts summed over shards: what `revpulse_events_total` shows for the shards a process owns."""
+    return sum((shard.state.outcomes for shard in shards), Counter())

@@ -1,0 +1,46 @@
+"""What `pip install .` and the image ship: one top-level package, `revpulse`, with every subpackage and the
+JSON schemas (an editable install or the repo root on `sys.path` would hide a missing one)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+import zipfile
+from pathlib import Path
+
+from tests.support.paths import ROOT
+
+
+def source_packages() -> set[str]:
+    """Every package in the source tree, by the name it is installed under."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    found = set()
+    for package, folder in config["package-dir"].items():
+        base = ROOT / folder
+        found |= {".".join([package, *init.parent.relative_to(base).parts]) for init in base.rglob("__init__.py")}
+    return found
+
+
+def test_the_wheel_holds_one_top_level_package_with_every_subpackage_and_the_schemas(tmp_path: Path) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), "."],
+        cwd=ROOT,
+        check=True,
+        timeout=300,
+    )
+    (wheel,) = tmp_path.glob("revpulse-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    top = {name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")}
+    assert top == {"revpulse"}
+    packages = {name.rsplit("/", 1)[0].replace("/", ".") for name in names if name.endswith("/__init__.py")}
+    assert packages == source_packages()
+    schemas = {Path(n).name for n in names if n.startswith("revpulse/schemas/") and n.endswith(".json")}
+    assert schemas == {p.name for p in (ROOT / "schemas").rglob("*.json")}
+
+
+def test_the_image_copies_every_source_folder() -> None:
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    lines = (ROOT / "Dockerfile").read_text().splitlines()
+    copied = {line.split()[1] for line in lines if line.startswith("COPY ") and len(line.split()) == 3}
+    assert {folder.split("/")[0] for folder in config["package-dir"].values()} <= copied

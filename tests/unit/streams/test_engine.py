@@ -1,0 +1,179 @@
+"""Engine behaviour through the pipeline: movements, order independence, segments, funnel, lateness; and the
+account store that keeps the state small."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from revpulse.schemas.models import NANOS, Event
+from revpulse.streams.engine import Account, AccountStore
+from tests.support.harness import Harness
+
+
+def sub(
+    event_id: str, when: str, kind: str = "subscription.started", account: str = "acme", **fields: Any
+) -> dict[str, Any]:
+    return {"event_id": event_id, "type": kind, "occurred_at": when, "account_id": account, **fields}
+
+
+def movements(h: Harness, window: str = "30d", segment: str = "all") -> dict[str, float | None]:
+    kinds = ("new", "expansion", "contraction", "churn", "reactivation")
+    return {kind: h.value("mrr_movement", kind=kind, window=window, segment=segment) for kind in kinds}
+
+
+def test_chartmogul_lifecycle(harness: Harness) -> None:
+    h = harness
+    h.send(sub("1", "2024-01-01T00:00:00Z", subscription_id="yearly", amount=2000, interval="year"))
+    assert h.value("mrr_movement", kind="new", window="30d") == pytest.approx(166.67, abs=0.005)
+    h.send(sub("2", "2024-01-05T00:00:00Z", subscription_id="monthly", amount=60, interval="month"))
+    assert movements(h)["expansion"] == 60
+    h.send(sub("3", "2024-01-10T00:00:00Z", "subscription.canceled", subscription_id="monthly"))
+    assert movements(h)["contraction"] == 60
+    h.send(sub("4", "2024-01-15T00:00:00Z", "subscription.canceled", subscription_id="yearly"))
+    assert movements(h)["churn"] == pytest.approx(166.67, abs=0.005)
+    assert h.value("mrr") == 0 and h.value("customers") == 0 and h.value("arpa") is None
+    h.send(sub("5", "2024-01-20T00:00:00Z", subscription_id="yearly2", amount=2000, interval="year"))
+    m = movements(h)
+    assert m["reactivation"] == pytest.approx(166.67, abs=0.005) and m["new"] == pytest.approx(166.67, abs=0.005)
+    assert h.value("new_customers", window="30d") == 1
+    assert h.value("net_new_mrr", window="30d") == pytest.approx(
+        166.666666667 + 60 - 60 - 166.666666667 + 166.666666667
+    )
+
+
+def test_late_billing_event_reclassifies_the_later_movement(harness_factory: Any) -> None:
+    in_order, late = harness_factory(), harness_factory()
+    first = sub("1", "2024-01-01T00:00:00Z", subscription_id="a", mrr=100)
+    middle = sub("2", "2024-01-02T00:00:00Z", "subscription.canceled", subscription_id="a")
+    last = sub("3", "2024-01-03T00:00:00Z", subscription_id="b", mrr=150)
+    in_order.send(first, middle, last)
+    late.send(first, last, middle)  # the cancel lands between: `b` becomes a reactivation, not an expansion
+    assert movements(late) == movements(in_order)
+    assert movements(late) == {"new": 100, "expansion": 0, "contraction": 0, "churn": 100, "reactivation": 150}
+    assert late.values() == in_order.values()
+
+
+def test_half_cent_equality_and_floor(harness: Harness) -> None:
+    h = harness
+    h.send(sub("1", "2024-01-01T00:00:00Z", subscription_id="a", mrr=100))
+    h.send(sub("2", "2024-01-01T01:00:00Z", "subscription.updated", subscription_id="a", mrr=100.004))
+    assert movements(h)["expansion"] == 0
+    h.send(sub("3", "2024-01-01T02:00:00Z", "subscription.updated", subscription_id="a", mrr=0.004))
+    assert movements(h)["churn"] == 100 and h.value("customers") == 0
+
+
+def test_segment_learned_late_moves_earlier_flows(harness: Harness) -> None:
+    h = harness
+    h.send({"event_id": "s", "type": "product.signup", "occurred_at": "2024-01-02T00:00:00Z", "account_id": "x"})
+    assert h.value("signups", window="1d", segment="smb") == 0
+    assert h.value("signups", window="1d", segment="unknown") == 1
+    h.send(
+        {
+            "event_id": "u",
+            "type": "account.updated",
+            "occurred_at": "2024-01-01T00:00:00Z",
+            "account_id": "x",
+            "segment": "smb",
+        }
+    )
+    assert h.value("signups", window="1d", segment="smb") == 1
+    # the unknown series, once it existed, stays (with nothing in it)
+    assert h.value("signups", window="1d", segment="unknown") == 0
+
+
+def test_flows_use_event_segment_state_uses_latest(harness: Harness) -> None:
+    h = harness
+    h.send(sub("1", "2024-01-01T00:00:00Z", subscription_id="a", mrr=100, segment="smb"))
+    h.send(
+        {
+            "event_id": "u",
+            "type": "account.updated",
+            "occurred_at": "2024-01-05T00:00:00Z",
+            "account_id": "acme",
+            "segment": "enterprise",
+        }
+    )
+    assert h.value("mrr_movement", kind="new", window="30d", segment="smb") == 100
+    assert h.value("mrr", segment="smb") == 0
+    assert h.value("mrr", segment="enterprise") == 100
+
+
+def test_too_late_duplicates_and_watermark(harness: Harness) -> None:
+    h = harness
+    h.send(sub("1", "2024-01-10T00:00:00Z", subscription_id="a", mrr=100))
+    h.send(sub("2", "2024-01-03T00:00:00Z", subscription_id="b", mrr=50))  # exactly 7 days: accepted
+    h.send(sub("3", "2024-01-02T23:59:59Z", subscription_id="c", mrr=50))  # too late
+    h.send(sub("1", "2024-01-11T00:00:00Z", subscription_id="z", mrr=999))  # duplicate id
+    h.send(sub("4", "2024-01-01T00:00:00Z", account="other", subscription_id="d", mrr=10))  # other key: fine
+    assert h.value("mrr") == 160
+    assert [letter.reason for letter in h.dead] == ["too_late"]
+    assert h.pipeline.as_of_text == "2024-01-10T00:00:00Z"
+
+
+def test_win_uses_last_known_amount_and_cycle_times(harness: Harness) -> None:
+    h = harness
+    crm = [
+        {"type": "lead.created", "occurred_at": "2024-01-01T00:00:00Z", "lead_id": "L"},
+        {
+            "type": "opportunity.created",
+            "occurred_at": "2024-01-03T00:00:00Z",
+            "opportunity_id": "O",
+            "amount": 1000,
+            "lead_id": "L",
+        },
+        {"type": "opportunity.won", "occurred_at": "2024-01-05T00:00:00Z", "opportunity_id": "O"},
+        {"type": "opportunity.won", "occurred_at": "2024-01-05T00:00:00Z", "opportunity_id": "never-created"},
+        {"type": "opportunity.created", "occurred_at": "2024-01-04T00:00:00Z", "opportunity_id": "P", "amount": 7},
+    ]
+    for i, event in enumerate(crm):
+        h.send({"event_id": f"c{i}", "account_id": "acme", **event})
+    assert h.value("deals_won", window="7d") == 2
+    assert h.value("won_amount", window="7d") == 1000
+    assert h.value("sales_cycle_seconds", window="7d") == 2 * 86_400
+    assert h.value("time_to_close_seconds", window="7d") == 4 * 86_400
+    assert (h.value("open_opportunities"), h.value("open_pipeline_amount")) == (1, 7)
+    assert h.value("leads_in_stage", stage="lead") == 1
+
+
+def test_bad_array_element_is_dead_lettered_and_the_rest_applied(harness: Harness) -> None:
+    h = harness
+    good = b'{"event_id":"g","type":"product.signup","occurred_at":"2024-01-01T00:00:00Z","account_id":"a"}'
+    bad = b'{"event_id":"b","type":"product.signup","occurred_at":"yesterday","account_id":"a"}'
+    h.send_raw(b"[" + good + b"," + bad + b"]", "product.events")
+    h.send_raw(b"{not json", "product.events")
+    assert h.value("signups", window="1d") == 1
+    assert [(d.reason, d.offset) for d in h.dead] == [("invalid_event", 0), ("invalid_json", 1)]
+    assert h.dead[1].payload == b"{not json"
+    assert h.dead[0].payload.startswith(b'{"event_id":"b"')
+
+
+def test_an_encoded_account_decodes_to_an_equal_one() -> None:
+    event = Event("e1", "subscription.started", 7_200_000_000, "acc", "smb", "s1", 49 * NANOS)
+    account = Account(
+        ids={"e1", "e2"},
+        latest={"billing.events": 7_200_000_000, "product.events": 3},
+        segment_stamps=[(7_200_000_000, 1)],
+        segment_values=["smb"],
+        billing=[(7_200_000_000, 1, event)],
+        first_trial=(5, 2),
+        product=[(3, 2, "product.trial_started")],
+        last_active={"smb": 0, "all": 0},
+        leads=("l1",),
+        opportunities=("o1", "o2"),
+    )
+    assert Account.decode(account.encode()) == account
+    assert len(account.encode()) < 400
+
+
+def test_the_store_encodes_the_least_recently_used_beyond_its_limit() -> None:
+    store = AccountStore(hot_limit=2)
+    for account_id in ("a", "b", "c"):
+        store.add(account_id).segment_values.append(account_id)
+    assert store.get("a") is not None  # used again: now the most recent
+    store.evict()
+    assert (list(store.hot), list(store.cold)) == (["c", "a"], ["b"])
+    b = store.get("b")
+    assert b is not None and b.segment_values == ["b"] and list(store.hot) == ["c", "a", "b"]
+    assert (len(store), sorted(store)) == (3, ["a", "b", "c"])

@@ -1,0 +1,63 @@
+"""The ledgers: the rollup's window sums (exact values by hand, kept current by `add` once asked for), and a
+shard's cells."""
+
+from __future__ import annotations
+
+import pickle
+
+from revpulse.streams.engine import Engine
+from revpulse.streams.ledger import Cells, Ledger
+
+STARTS = (100, 110)
+
+
+def test_flow_sums_slices_from_each_start_and_step_sums_up_to_it() -> None:
+    ledger = Ledger()
+    for hour, amount in ((90, 1), (100, 2), (105, 4), (110, 8), (120, 16)):
+        ledger.add(("signups", "all", hour), amount)
+        ledger.add(("mrr_at_t0", "all", hour), amount)
+    assert ledger.window_sums("signups", "all", STARTS) == [2 + 4 + 8 + 16, 8 + 16]
+    assert ledger.window_sums("mrr_at_t0", "all", STARTS) == [1 + 2, 1 + 2 + 4 + 8]
+    assert ledger.window_sums("renewed", "all", STARTS) == [0, 0]
+
+
+def test_sums_follow_adds_after_they_were_asked_for() -> None:
+    kept = Ledger()
+    kept.window_sums("signups", "smb", STARTS)
+    kept.window_sums("mrr_at_t0", "smb", STARTS)
+    changes = [(99, 3), (100, 5), (110, -2), (111, 7), (100, -5)]
+    for hour, amount in changes:
+        kept.add(("signups", "smb", hour), amount)
+        kept.add(("mrr_at_t0", "smb", hour), amount)
+    assert kept.window_sums("signups", "smb", STARTS) == [5 - 2 + 7 - 5, -2 + 7]
+    assert kept.window_sums("mrr_at_t0", "smb", STARTS) == [3 + 5 - 5, 3 + 5 - 2 - 5]
+    # New starts: summed again from the slices.
+    assert kept.window_sums("signups", "smb", (111,)) == [7]
+
+
+def test_a_slice_before_the_horizon_counts_at_the_horizon() -> None:
+    ledger = Ledger()
+    ledger.add(("mrr_at_t0", "all", 50), 4)
+    ledger.advance_horizon(100)
+    assert ledger.window_sums("mrr_at_t0", "all", STARTS) == [4, 4]
+    ledger.add(("mrr_at_t0", "all", 10), 1)  # folded into slice 99: before every start
+    ledger.add(("signups", "all", 10), 1)  # a flow there is in no window
+    assert ledger.window_sums("mrr_at_t0", "all", STARTS) == [5, 5]
+    assert ledger.window_sums("signups", "all", STARTS) == [0, 0]
+
+
+def test_cells_publish_what_changed_and_an_old_snapshot_ledger_becomes_cells() -> None:
+    cells = Cells()
+    cells.apply({}, {("signups", "smb", 5): 2, ("signups", "all", 5): 2})
+    cells.apply({("signups", "smb", 5): 2}, {("signups", "smb", 6): 1})
+    assert cells.take_touched() == {("signups", "smb", 5): 0, ("signups", "all", 5): 2, ("signups", "smb", 6): 1}
+    assert cells.take_touched() == {}
+    assert cells.items() == {("signups", "all", 5): 2, ("signups", "smb", 6): 1}
+
+    # Engines pickled before shards kept flat cells hold a `Ledger`: unpickling turns it into the same cells.
+    engine = Engine()
+    engine.ledger = Ledger()  # type: ignore[assignment]
+    for key, value in cells.items().items():
+        engine.ledger.add(key, value)
+    restored = pickle.loads(pickle.dumps(engine))
+    assert isinstance(restored.ledger, Cells) and restored.ledger.items() == cells.items()

@@ -1,0 +1,43 @@
+"""The global rollup: sums of shards' absolute partial values, idempotent, and reset on a change of hands."""
+
+from __future__ import annotations
+
+from revpulse.streams.rollup import Rollup
+from revpulse.streams.wire import RESET, SEGMENT_SEEN, WATERMARK
+
+
+def test_sums_shards_and_reapplying_changes_nothing() -> None:
+    rollup = Rollup()
+    rollup.update(0, {("signups", "all", 10): 3, (WATERMARK, "", 0): 500})
+    rollup.update(1, {("signups", "all", 10): 4, (WATERMARK, "", 0): 900, (SEGMENT_SEEN, "other", 0): 1})
+    rollup.update(0, {("signups", "all", 10): 3})
+    assert rollup.ledger.get(("signups", "all", 10)) == 7
+    assert rollup.watermark == 900 and rollup.segments_seen == {"other"}
+    rollup.update(1, {("signups", "all", 10): 0})
+    assert rollup.ledger.get(("signups", "all", 10)) == 3
+
+
+def test_reset_forgets_what_the_previous_owner_said() -> None:
+    rollup = Rollup()
+    rollup.update(2, {("signups", "all", 10): 5, ("signups", "all", 11): 1})
+    rollup.update(3, {("signups", "all", 10): 2})
+    # the new owner's state has nothing at hour 11: only a reset can say so
+    rollup.update(2, {(RESET, "", 0): 1, ("signups", "all", 10): 6})
+    assert rollup.ledger.get(("signups", "all", 10)) == 8
+    assert rollup.ledger.get(("signups", "all", 11)) == 0
+
+
+def test_version_moves_only_when_something_changed() -> None:
+    rollup = Rollup()
+    rollup.update(0, {("signups", "all", 10): 3, (WATERMARK, "", 0): 500, (SEGMENT_SEEN, "smb", 0): 1})
+    assert rollup.version == 1
+    # the echo of what was taken, an empty batch, an older watermark, a segment already seen, a reset of nothing
+    rollup.update(0, {("signups", "all", 10): 3})
+    rollup.update(0, {})
+    rollup.update(0, {(WATERMARK, "", 0): 400, (SEGMENT_SEEN, "smb", 0): 1})
+    rollup.update(1, {(RESET, "", 0): 1})
+    assert rollup.version == 1
+    for update in ({("signups", "all", 10): 4}, {(WATERMARK, "", 0): 600}, {(SEGMENT_SEEN, "other", 0): 1}):
+        rollup.update(0, update)
+    rollup.update(0, {(RESET, "", 0): 1})
+    assert rollup.version == 5
