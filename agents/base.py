@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import zlib
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -201,7 +201,15 @@ async def topic_partitions(client: AIOKafkaConsumer, topic: str) -> list[TopicPa
 async def read_topic(
     settings: Settings, topic: str, *, settle: float = 0.3, timeout: float = 60.0
 ) -> list[ConsumerRecord]:
-    """Every record of `topic`, in order per partition, up to each partition's fetch high watermark.
+    """Every record of `topic`, in order per partition, up to each partition's fetch high watermark."""
+    return [record async for record in scan_topic(settings, topic, settle=settle, timeout=timeout)]
+
+
+async def scan_topic(
+    settings: Settings, topic: str, *, tail: int | None = None, settle: float = 0.3, timeout: float = 60.0
+) -> AsyncIterator[ConsumerRecord]:
+    """The records of `topic` as they are fetched, in order per partition, up to each partition's fetch high
+    watermark; with `tail`, only the last `tail` records of each partition. TimeoutError past `timeout`.
 
     Never asks ListOffsets for the end: the embedded broker answers it short of the real log end.
     """
@@ -210,25 +218,35 @@ async def read_topic(
     try:
         tps = await topic_partitions(reader, topic)
         if not tps:
-            return []
+            return
         reader.assign(tps)
         await reader.seek_to_beginning(*tps)
-        records: list[ConsumerRecord] = []
-        deadline = asyncio.get_running_loop().time() + timeout
-        quiet_since = asyncio.get_running_loop().time()
-        while asyncio.get_running_loop().time() < deadline:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        quiet_since = loop.time()
+        skipped_to_tail: set[TopicPartition] = set()
+        while loop.time() < deadline:
             batches = await reader.getmany(timeout_ms=100)
-            for batch in batches.values():
-                records.extend(batch)
+            for tp, batch in batches.items():
+                highwater = reader.highwater(tp)
+                if tail is not None and tp not in skipped_to_tail and highwater is not None:
+                    # The first fetch tells the end; the records before the tail are never read.
+                    skipped_to_tail.add(tp)
+                    start = max(0, highwater - tail)
+                    if batch and batch[0].offset < start:
+                        reader.seek(tp, max(start, batch[-1].offset + 1))
+                        batch = [record for record in batch if record.offset >= start]
+                for record in batch:
+                    yield record
             caught_up = True
             for tp in tps:
                 highwater = reader.highwater(tp)
                 caught_up = caught_up and highwater is not None and await reader.position(tp) >= highwater
-            now = asyncio.get_running_loop().time()
+            now = loop.time()
             if batches or not caught_up:
                 quiet_since = now
             elif now - quiet_since >= settle:
-                return records
+                return
         raise TimeoutError(f"could not read {topic} to its end within {timeout}s")
     finally:
         await reader.stop()

@@ -21,7 +21,8 @@ from revpulse.agents.base import send_all
 
 from bench.recovery import account_events
 from revpulse.settings import Topics
-from revpulse.synth.simulation import SynthConfig, generate, occurred_at_ms
+from revpulse.synth.config import SynthConfig, occurred_at_ms
+from revpulse.synth.delivery import generate
 from revpulse.topics import route_event
 
 PARTITIONS = 4  # per input topic, as the worker creates them (revpulse.agents.app.INPUT_PARTITIONS)
@@ -32,7 +33,7 @@ Record = tuple[str, bytes | None, bytes]  # (topic, key, value)
 
 @dataclass(frozen=True)
 class DataSet:
-    """`synth`: `revpulse.synth.simulation.generate(SynthConfig(accounts, days), events=events)`, the realistic mix.
+    """`synth`: `revpulse.synth.delivery.generate(SynthConfig(accounts, days), events=events)`, the realistic mix.
     `accounts`: three events per account (segment, subscription, signup: `bench.recovery.account_events`), the
     cheap way to build the state of many accounts."""
 

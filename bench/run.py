@@ -10,7 +10,7 @@ REVPULSE_CLOCK=event (replays) and a 6 s session timeout, unless said otherwise 
 Parts (`--parts`, comma-separated; all by default):
 
 * throughput — on the main data set (`--events` over `--accounts` base accounts and `--days` days of
-  `revpulse.synth.simulation.generate`; its type mix is printed): events/s of
+  `revpulse.synth.delivery.generate`; its type mix is printed): events/s of
   - the ceiling: a bare aiokafka consumer, `getmany` + `orjson.loads` of every record, nothing else;
   - the per-event baseline: a plain Faust app, `@app.agent` over the same topics, `async for value in stream`
     + `orjson.loads` (value_serializer "raw"), timed from its first event to its last (capped at

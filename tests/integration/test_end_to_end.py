@@ -20,7 +20,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from revpulse.agents.base import read_topic
 from revpulse.local.processes import WorkerProcess
 from revpulse.settings import Topics
-from revpulse.synth.simulation import SynthConfig, bad_records, generate
+from revpulse.synth.bad_records import bad_records
+from revpulse.synth.config import SynthConfig
+from revpulse.synth.delivery import generate
 from revpulse.topics import route_line
 from tests.support.reference import RefResult, RefSettings, compute
 

@@ -26,7 +26,9 @@ from revpulse.local.processes import LocalWorkers
 from revpulse.settings import Settings, Topics
 from revpulse.streams.partition import InputRecord
 from revpulse.streams.pipeline import Pipeline
-from revpulse.synth.simulation import SynthConfig, bad_record_cases, generate
+from revpulse.synth.bad_records import bad_record_cases
+from revpulse.synth.config import SynthConfig
+from revpulse.synth.delivery import generate
 from revpulse.topics import route_line
 from tests.support.deployment import worker_env
 

@@ -3,6 +3,7 @@ JSON schemas (an editable install or the repo root on `sys.path` would hide a mi
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -23,9 +24,15 @@ def source_packages() -> set[str]:
 
 
 def test_the_wheel_holds_one_top_level_package_with_every_subpackage_and_the_schemas(tmp_path: Path) -> None:
+    # Built from a copy: setuptools keeps build/ in the tree it builds, and a stale build/lib would add modules
+    # that no longer exist to the wheel.
+    source = tmp_path / "source"
+    shutil.copytree(
+        ROOT, source, ignore=shutil.ignore_patterns(".venv", ".git", "build", "data", "__pycache__", "*.egg-info")
+    )
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), "."],
-        cwd=ROOT,
+        cwd=source,
         check=True,
         timeout=300,
     )

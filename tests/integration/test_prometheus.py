@@ -32,7 +32,8 @@ import yaml
 
 from revpulse.local.broker import free_port
 from revpulse.local.processes import WorkerProcess, terminate
-from revpulse.synth.simulation import SynthConfig, generate, topic_for
+from revpulse.synth.config import SynthConfig, topic_for
+from revpulse.synth.delivery import generate
 from tests.support.deployment import deployment
 from tests.support.paths import ROOT
 from tests.support.reference import RefSettings, compute

@@ -18,7 +18,9 @@ from aiokafka import AIOKafkaProducer
 
 from revpulse.agents.base import read_topic
 from revpulse.local.processes import WorkerProcess
-from revpulse.synth.simulation import SynthConfig, bad_record_cases, generate
+from revpulse.synth.bad_records import bad_record_cases
+from revpulse.synth.config import SynthConfig
+from revpulse.synth.delivery import generate
 from revpulse.topics import route_line
 from tests.support.deployment import deployment
 

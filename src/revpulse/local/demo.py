@@ -19,7 +19,9 @@ from aiokafka import AIOKafkaProducer
 
 from revpulse.local.broker import EmbeddedBroker, free_port
 from revpulse.settings import Settings
-from revpulse.synth.simulation import SynthConfig, bad_records, live, seconds_until_due
+from revpulse.synth.bad_records import bad_records
+from revpulse.synth.config import SynthConfig, seconds_until_due
+from revpulse.synth.delivery import live
 from revpulse.topics import routing_key
 
 DEMO_ACCOUNTS = 1500

@@ -24,7 +24,8 @@ from revpulse.settings import Settings
 from revpulse.streams.catalogue import HELP
 from revpulse.streams.pipeline import InputRecord, Pipeline
 from revpulse.streams.windows import WINDOWS
-from revpulse.synth.simulation import SynthConfig, generate
+from revpulse.synth.config import SynthConfig
+from revpulse.synth.delivery import generate
 from tests.support.paths import ROOT
 
 GRAFANA = ROOT / "ops" / "grafana"

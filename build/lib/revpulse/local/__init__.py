@@ -1,1 +1,0 @@
-"""Running RevPulse on one machine: the embedded broker, local worker processes and the demo."""

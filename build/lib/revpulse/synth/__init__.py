@@ -1,1 +1,0 @@
-"""A synthetic SaaS business: believable event streams for the demo, the tests and the benchmark."""
