@@ -18,6 +18,39 @@ from typing import Any, Final
 
 from revpulse.schemas.models import NANOS, Event, event_fields
 from revpulse.streams.ledger import Cells, Contribution, Ledger, add
+from revpulse.streams.quantities import (
+    ACTIVATED,
+    ACTIVE_ACCOUNTS,
+    C0_CHURNED,
+    C0_CUSTOMERS,
+    C0_MRR_NOW,
+    C0_MRR_RETAINED,
+    CANCELED,
+    CUSTOMERS_NOW,
+    DEALS_LOST,
+    DEALS_WON,
+    LEADS_CREATED,
+    LEADS_IN_STAGE,
+    MARKETING_SPEND,
+    MOVEMENT,
+    MQLS,
+    MRR_AT_T0,
+    MRR_NOW,
+    NEW_CUSTOMERS,
+    OPEN_OPPORTUNITIES,
+    OPEN_PIPELINE_AMOUNT,
+    OPPORTUNITIES_CREATED,
+    RENEWED,
+    SALES_CYCLE_COUNT,
+    SALES_CYCLE_SUM,
+    SIGNUPS,
+    SQLS,
+    TIME_TO_CLOSE_COUNT,
+    TIME_TO_CLOSE_SUM,
+    TRIAL_CONVERSIONS,
+    TRIALS_STARTED,
+    WON_AMOUNT,
+)
 from revpulse.streams.windows import HOUR_US, US_PER_SECOND
 
 HALF_CENT: Final = NANOS // 200
@@ -25,9 +58,9 @@ Stamp = tuple[int, int]  # (occurred_at µs, arrival sequence): the total order 
 Timeline = list[tuple[int, int, Event]]
 
 _PRODUCT_FLOWS: Final = {
-    "product.signup": "signups",
-    "product.trial_started": "trials_started",
-    "product.activated": "activated",
+    "product.signup": SIGNUPS,
+    "product.trial_started": TRIALS_STARTED,
+    "product.activated": ACTIVATED,
 }
 
 
@@ -241,8 +274,8 @@ class Engine:
             hour = event.t // HOUR_US
             if event.segment is not None:
                 self.segments_seen.add(event.segment)
-                self.ledger.add(("marketing_spend", event.segment, hour), event.money or 0)
-            self.ledger.add(("marketing_spend", "all", hour), event.money or 0)
+                self.ledger.add((MARKETING_SPEND, event.segment, hour), event.money or 0)
+            self.ledger.add((MARKETING_SPEND, "all", hour), event.money or 0)
             return
         account = keyed
         assert isinstance(account, Account), "every event but spend is keyed by its account"
@@ -311,7 +344,7 @@ class Engine:
         # A renewal without a price moves no MRR and no step of t0: its whole effect is one renewal in its slice.
         insort(account.billing, (*stamp, event))
         delta: Contribution = {}
-        add(delta, "renewed", account.segment_at(stamp), stamp[0] // HOUR_US, 1)
+        add(delta, RENEWED, account.segment_at(stamp), stamp[0] // HOUR_US, 1)
         for key, amount in delta.items():
             self.ledger.add(key, amount)
             if account.applied is not None:
@@ -379,22 +412,22 @@ def billing_contribution(account: Account) -> Contribution:
         sub_id = event.entity_id or ""
         if event.type == "subscription.canceled":
             subscriptions[sub_id] = 0
-            add(out, "canceled", segment, hour, 1)
+            add(out, CANCELED, segment, hour, 1)
         else:
             if event.money is not None:
                 subscriptions[sub_id] = event.money
             if event.type == "subscription.renewed":
-                add(out, "renewed", segment, hour, 1)
+                add(out, RENEWED, segment, hour, 1)
         mrr = sum(subscriptions.values())
         if mrr < HALF_CENT:
             mrr = 0
         if abs(mrr - recorded) >= HALF_CENT:
             kind = movement_kind(recorded, mrr, paid_before)
-            add(out, f"mv_{kind}", segment, hour, abs(mrr - recorded))
+            add(out, MOVEMENT[kind], segment, hour, abs(mrr - recorded))
             if kind == "new":
-                add(out, "new_customers", segment, hour, 1)
+                add(out, NEW_CUSTOMERS, segment, hour, 1)
                 if account.first_trial is not None and account.first_trial < (t, seq):
-                    add(out, "trial_conversions", segment, hour, 1)
+                    add(out, TRIAL_CONVERSIONS, segment, hour, 1)
             elif kind == "churn":
                 last_churn = hour
             paid_before = paid_before or mrr > 0
@@ -405,8 +438,8 @@ def billing_contribution(account: Account) -> Contribution:
             end_of_slice.append((hour, recorded))
 
     latest = account.latest_segment
-    add(out, "mrr_now", latest, 0, recorded)
-    add(out, "customers_now", latest, 0, int(recorded > 0))
+    add(out, MRR_NOW, latest, 0, recorded)
+    add(out, CUSTOMERS_NOW, latest, 0, int(recorded > 0))
     # MRR at t0 is the MRR after the last slice before t0, so each slice end is a breakpoint at slice + 1.
     previous = (0, 0, 0, 0, 0)
     for hour, mrr in end_of_slice:
@@ -426,7 +459,7 @@ def billing_contribution(account: Account) -> Contribution:
     return out
 
 
-_STEP_QUANTITIES: Final = ("mrr_at_t0", "c0_customers", "c0_mrr_now", "c0_mrr_retained", "c0_churned")
+_STEP_QUANTITIES: Final = (MRR_AT_T0, C0_CUSTOMERS, C0_MRR_NOW, C0_MRR_RETAINED, C0_CHURNED)
 
 
 def movement_kind(before: int, after: int, paid_before: bool) -> str:
@@ -454,9 +487,9 @@ def product_delta(account: Account, stamp: Stamp, event_type: str, last_active: 
         last = last_active.get(seg)
         if last is None or hour > last:
             if last is not None:
-                out[("active_accounts", seg, last)] = -1
+                out[(ACTIVE_ACCOUNTS, seg, last)] = -1
             last_active[seg] = hour
-            out[("active_accounts", seg, hour)] = 1
+            out[(ACTIVE_ACCOUNTS, seg, hour)] = 1
     return out
 
 
@@ -479,12 +512,15 @@ def lead_contribution(lead: Entity, account: Callable[[str | None], Account]) ->
         segment = account(event.account_id).segment_at((t, seq))
         hour = t // HOUR_US
         if event.type == "lead.created":
-            add(out, "leads_created", segment, hour, 1)
-        elif event.stage in ("mql", "sql"):
-            add(out, f"{event.stage}s", segment, hour, 1)
+            add(out, LEADS_CREATED, segment, hour, 1)
+        elif event.stage == "mql":
+            add(out, MQLS, segment, hour, 1)
+        elif event.stage == "sql":
+            add(out, SQLS, segment, hour, 1)
     last = lead.events[-1][2]
     stage = "lead" if last.type == "lead.created" else last.stage
-    add(out, f"leads_in_stage:{stage}", account(last.account_id).latest_segment, 0, 1)
+    assert stage is not None, "the decoder gives every stage change its stage"
+    add(out, LEADS_IN_STAGE[stage], account(last.account_id).latest_segment, 0, 1)
     return out
 
 
@@ -502,31 +538,31 @@ def opportunity_contribution(
         segment = account(event.account_id).segment_at((t, seq))
         hour = t // HOUR_US
         if event.type == "opportunity.created":
-            add(out, "opportunities_created", segment, hour, 1)
+            add(out, OPPORTUNITIES_CREATED, segment, hour, 1)
             created = created or (t, seq, event)
             amount = event.money
             is_open = True
             continue
         is_open = False
         if event.type == "opportunity.lost":
-            add(out, "deals_lost", segment, hour, 1)
+            add(out, DEALS_LOST, segment, hour, 1)
             continue
         if event.money is not None:
             amount = event.money
-        add(out, "deals_won", segment, hour, 1)
-        add(out, "won_amount", segment, hour, amount or 0)
+        add(out, DEALS_WON, segment, hour, 1)
+        add(out, WON_AMOUNT, segment, hour, amount or 0)
         if created is None:
             continue
-        add(out, "sales_cycle_sum", segment, hour, t - created[0])
-        add(out, "sales_cycle_count", segment, hour, 1)
+        add(out, SALES_CYCLE_SUM, segment, hour, t - created[0])
+        add(out, SALES_CYCLE_COUNT, segment, hour, 1)
         lead_id = created[2].lead_id
         source = lead(lead_id) if lead_id is not None else None
         lead_created = source.first("lead.created") if source is not None else None
         if lead_created is not None and lead_created[:2] < (t, seq):
-            add(out, "time_to_close_sum", segment, hour, t - lead_created[0])
-            add(out, "time_to_close_count", segment, hour, 1)
+            add(out, TIME_TO_CLOSE_SUM, segment, hour, t - lead_created[0])
+            add(out, TIME_TO_CLOSE_COUNT, segment, hour, 1)
     if is_open:
         latest = account(opportunity.events[-1][2].account_id).latest_segment
-        add(out, "open_opportunities", latest, 0, 1)
-        add(out, "open_pipeline_amount", latest, 0, amount or 0)
+        add(out, OPEN_OPPORTUNITIES, latest, 0, 1)
+        add(out, OPEN_PIPELINE_AMOUNT, latest, 0, amount or 0)
     return out

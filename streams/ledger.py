@@ -5,7 +5,7 @@ When an entity changes — a new event, a late one, a segment learned — its co
 the difference is applied here, so the totals always equal processing the accepted events in event-time order.
 Amounts are integers (money in nanos, durations in µs), so applying and reverting a contribution is exact.
 
-Three kinds of quantity:
+Three kinds of quantity (each declared in `quantities`):
 - flow: summed over the slices of a window (hour = the slice of the event);
 - step: a function of t0, stored as deltas at breakpoints (hour = the first t0 slice the delta applies to);
 - snapshot: the state at as_of (hour is always 0).
@@ -18,45 +18,21 @@ from collections.abc import Mapping, Sequence
 from itertools import accumulate
 from typing import Final
 
-from revpulse.schemas.models import LEAD_STAGES
+from revpulse.streams.quantities import FLOWS, QUANTITIES, SNAPSHOTS, STEPS
 
 Key = tuple[str, str, int]  # (quantity, segment, hour)
 Contribution = dict[Key, int]
 
-FLOWS: Final = frozenset(
-    {
-        "leads_created",
-        "mqls",
-        "sqls",
-        "opportunities_created",
-        "deals_won",
-        "deals_lost",
-        "won_amount",
-        "sales_cycle_sum",
-        "sales_cycle_count",
-        "time_to_close_sum",
-        "time_to_close_count",
-        "mv_new",
-        "mv_expansion",
-        "mv_contraction",
-        "mv_churn",
-        "mv_reactivation",
-        "new_customers",
-        "trial_conversions",
-        "renewed",
-        "canceled",
-        "marketing_spend",
-        "signups",
-        "trials_started",
-        "activated",
-        "active_accounts",
-    }
-)
-STEPS: Final = frozenset({"mrr_at_t0", "c0_customers", "c0_mrr_now", "c0_mrr_retained", "c0_churned"})
-SNAPSHOTS: Final = frozenset(
-    {"mrr_now", "customers_now", "open_opportunities", "open_pipeline_amount"}
-    | {f"leads_in_stage:{stage}" for stage in LEAD_STAGES}
-)
+_DECLARED: Final = frozenset(QUANTITIES)
+_WINDOWED: Final = FLOWS | STEPS
+
+
+def _check_read(quantity: str, among: frozenset[str] = _DECLARED, what: str = "ledger quantity") -> None:
+    """Refuse to read a quantity that is not declared (of that kind): it has no cells, so it would read as 0.
+
+    Reads only: adds stay unchecked, being the engine's innermost step (a test holds the engine to the list)."""
+    if quantity not in among:
+        raise KeyError(f"{quantity!r} is not a declared {what}")
 
 
 def add(contribution: Contribution, quantity: str, segment: str, hour: int, amount: int) -> None:
@@ -102,6 +78,7 @@ class Cells(Totals):
         self.touched.add(key)
 
     def get(self, key: Key) -> int:
+        _check_read(key[0])
         return self.values.get(key, 0)
 
     def take_touched(self) -> dict[Key, int]:
@@ -166,6 +143,7 @@ class Ledger(Totals):
 
     def get(self, key: Key) -> int:
         quantity, segment, hour = key
+        _check_read(quantity)
         return self.cells.get((quantity, segment), {}).get(hour, 0)
 
     def items(self) -> dict[Key, int]:
@@ -173,10 +151,12 @@ class Ledger(Totals):
         return {(q, seg, hour): value for (q, seg), cell in self.cells.items() for hour, value in cell.items()}
 
     def snapshot(self, quantity: str, segment: str) -> int:
+        _check_read(quantity, SNAPSHOTS, "snapshot quantity")
         return self.cells.get((quantity, segment), {}).get(0, 0)
 
     def window_sums(self, quantity: str, segment: str, starts: Sequence[int]) -> list[int]:
         """For each window start slice t0: a flow's Σ over slices ≥ t0, or a step's value at t0."""
+        _check_read(quantity, _WINDOWED, "flow or step quantity")
         starts = tuple(starts)
         if starts != self._starts:
             self._starts, self._sums = starts, {}

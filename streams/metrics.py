@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-MOVEMENT_KINDS: Final = ("new", "expansion", "contraction", "churn", "reactivation")
+from revpulse.streams.quantities import MOVEMENT_KINDS
+
 STAGE_CONVERSIONS: Final = (("lead", "mql"), ("mql", "sql"), ("sql", "opportunity"), ("opportunity", "won"))
 SECONDS_PER_DAY: Final = 86_400.0
 

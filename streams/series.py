@@ -5,19 +5,15 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from functools import cache
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
-from revpulse.schemas.models import LEAD_STAGES, NANOS
-from revpulse.streams.ledger import FLOWS, STEPS, Ledger
-from revpulse.streams.metrics import MOVEMENT_KINDS, Snapshot, Value, WindowTotals, snapshot_metrics, window_metrics
-from revpulse.streams.windows import US_PER_SECOND, WINDOWS, window_days, window_start_hour
+from revpulse.streams import quantities as q
+from revpulse.streams.ledger import Ledger
+from revpulse.streams.metrics import Snapshot, Value, WindowTotals, snapshot_metrics, window_metrics
+from revpulse.streams.windows import WINDOWS, window_days, window_start_hour
 
-_MONEY = frozenset(
-    {"won_amount", "marketing_spend", "mrr_at_t0", "c0_mrr_now", "c0_mrr_retained"}
-    | {f"mv_{kind}" for kind in MOVEMENT_KINDS}
-)
-_DURATIONS = frozenset({"sales_cycle_sum", "time_to_close_sum"})
-_WINDOWED = sorted(FLOWS | STEPS)
+_PER: Final = {name: quantity.unit.per for name, quantity in q.QUANTITIES.items()}
+_WINDOWED: Final = sorted(q.FLOWS | q.STEPS)
 
 
 class Series(NamedTuple):
@@ -55,11 +51,11 @@ def compute_series(ledger: Ledger, segments_seen: Collection[str], as_of_us: int
     out: list[Series] = []
     for segment in published_segments(segments_seen, params.segments):
         snapshot = Snapshot(
-            mrr=ledger.snapshot("mrr_now", segment) / NANOS,
-            customers=ledger.snapshot("customers_now", segment),
-            open_opportunities=ledger.snapshot("open_opportunities", segment),
-            open_pipeline_amount=ledger.snapshot("open_pipeline_amount", segment) / NANOS,
-            leads_in_stage={stage: ledger.snapshot(f"leads_in_stage:{stage}", segment) for stage in LEAD_STAGES},
+            mrr=ledger.snapshot(q.MRR_NOW, segment) / _PER[q.MRR_NOW],
+            customers=ledger.snapshot(q.CUSTOMERS_NOW, segment),
+            open_opportunities=ledger.snapshot(q.OPEN_OPPORTUNITIES, segment),
+            open_pipeline_amount=ledger.snapshot(q.OPEN_PIPELINE_AMOUNT, segment) / _PER[q.OPEN_PIPELINE_AMOUNT],
+            leads_in_stage={stage: ledger.snapshot(name, segment) for stage, name in q.LEADS_IN_STAGE.items()},
         )
         for (metric, own), value in snapshot_metrics(snapshot).items():
             out.append(Series(metric, _labels(own, segment), value))
@@ -86,39 +82,35 @@ def _labels(own: tuple[tuple[str, str], ...], segment: str, window: str | None =
 
 def _window_totals(raw: dict[str, int], days: float) -> WindowTotals:
     def value(quantity: str) -> float:
-        amount = raw[quantity]
-        if quantity in _MONEY:
-            return amount / NANOS
-        if quantity in _DURATIONS:
-            return amount / US_PER_SECOND
-        return amount
+        """In the reported unit: money in currency units, durations in seconds."""
+        return raw[quantity] / _PER[quantity]
 
     return WindowTotals(
         days=days,
-        leads_created=raw["leads_created"],
-        mqls=raw["mqls"],
-        sqls=raw["sqls"],
-        opportunities_created=raw["opportunities_created"],
-        deals_won=raw["deals_won"],
-        deals_lost=raw["deals_lost"],
-        won_amount=value("won_amount"),
-        sales_cycle_sum=value("sales_cycle_sum"),
-        sales_cycle_count=raw["sales_cycle_count"],
-        time_to_close_sum=value("time_to_close_sum"),
-        time_to_close_count=raw["time_to_close_count"],
-        movements={kind: value(f"mv_{kind}") for kind in MOVEMENT_KINDS},
-        new_customers=raw["new_customers"],
-        trial_conversions=raw["trial_conversions"],
-        renewed=raw["renewed"],
-        canceled=raw["canceled"],
-        marketing_spend=value("marketing_spend"),
-        signups=raw["signups"],
-        trials_started=raw["trials_started"],
-        activated=raw["activated"],
-        active_accounts=raw["active_accounts"],
-        mrr_at_t0=value("mrr_at_t0"),
-        c0_customers=raw["c0_customers"],
-        c0_mrr_now=value("c0_mrr_now"),
-        c0_mrr_retained=value("c0_mrr_retained"),
-        c0_churned=raw["c0_churned"],
+        leads_created=raw[q.LEADS_CREATED],
+        mqls=raw[q.MQLS],
+        sqls=raw[q.SQLS],
+        opportunities_created=raw[q.OPPORTUNITIES_CREATED],
+        deals_won=raw[q.DEALS_WON],
+        deals_lost=raw[q.DEALS_LOST],
+        won_amount=value(q.WON_AMOUNT),
+        sales_cycle_sum=value(q.SALES_CYCLE_SUM),
+        sales_cycle_count=raw[q.SALES_CYCLE_COUNT],
+        time_to_close_sum=value(q.TIME_TO_CLOSE_SUM),
+        time_to_close_count=raw[q.TIME_TO_CLOSE_COUNT],
+        movements={kind: value(name) for kind, name in q.MOVEMENT.items()},
+        new_customers=raw[q.NEW_CUSTOMERS],
+        trial_conversions=raw[q.TRIAL_CONVERSIONS],
+        renewed=raw[q.RENEWED],
+        canceled=raw[q.CANCELED],
+        marketing_spend=value(q.MARKETING_SPEND),
+        signups=raw[q.SIGNUPS],
+        trials_started=raw[q.TRIALS_STARTED],
+        activated=raw[q.ACTIVATED],
+        active_accounts=raw[q.ACTIVE_ACCOUNTS],
+        mrr_at_t0=value(q.MRR_AT_T0),
+        c0_customers=raw[q.C0_CUSTOMERS],
+        c0_mrr_now=value(q.C0_MRR_NOW),
+        c0_mrr_retained=value(q.C0_MRR_RETAINED),
+        c0_churned=raw[q.C0_CHURNED],
     )

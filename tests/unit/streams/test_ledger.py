@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pickle
 
+import pytest
+
 from revpulse.streams.engine import Engine
 from revpulse.streams.ledger import Cells, Ledger
 
@@ -61,3 +63,20 @@ def test_cells_publish_what_changed_and_an_old_snapshot_ledger_becomes_cells() -
         engine.ledger.add(key, value)
     restored = pickle.loads(pickle.dumps(engine))
     assert isinstance(restored.ledger, Cells) and restored.ledger.items() == cells.items()
+
+
+def test_reading_an_undeclared_quantity_fails_instead_of_reading_zero() -> None:
+    ledger, cells = Ledger(), Cells()
+    with pytest.raises(KeyError, match="'signup' is not a declared flow or step quantity"):
+        ledger.window_sums("signup", "all", STARTS)
+    with pytest.raises(KeyError, match="'mrr_now' is not a declared flow or step quantity"):
+        ledger.window_sums("mrr_now", "all", STARTS)  # a snapshot has no window sums
+    with pytest.raises(KeyError, match="'mrr' is not a declared snapshot quantity"):
+        ledger.snapshot("mrr", "all")
+    with pytest.raises(KeyError, match="'signup' is not a declared ledger quantity"):
+        ledger.get(("signup", "all", 1))
+    with pytest.raises(KeyError, match="'signup' is not a declared ledger quantity"):
+        cells.get(("signup", "all", 1))
+    # Adds stay unchecked (the engine's innermost step); test_quantities holds the engine to the declarations.
+    cells.add(("signup", "all", 1), 1)
+    assert (ledger.snapshot("mrr_now", "all"), cells.get(("signups", "all", 1))) == (0, 0)
