@@ -23,16 +23,16 @@ import logging
 import os
 import pickle
 import traceback
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
+
 from revpulse.agents.base import ProducerService, read_topic, send_all
+from revpulse.settings import Settings
 from revpulse.streams.engine import EngineConfig
 from revpulse.streams.partition import DeadLetter, ShardState
-
-from revpulse.settings import Settings
 from revpulse.topics import snapshot_topic
 
 log = logging.getLogger(__name__)
@@ -107,9 +107,42 @@ def decode_snapshot(blob: bytes) -> ShardState:
     return state
 
 
+# More chunks than this in a manifest is not one of ours (at CHUNK_BYTES each, a 50 GB snapshot).
+MAX_CHUNKS = 100_000
+
+
+def parse_manifest(value: bytes, shard: int) -> tuple[str, int, int] | None:
+    """(snapshot name, chunk count, next offset) of a manifest written for `shard`; None for anything else."""
+    try:
+        manifest = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(manifest, dict):
+        return None
+    snapshot, chunks, next_offset = manifest.get("snapshot"), manifest.get("chunks"), manifest.get("next_offset")
+    if not (
+        isinstance(chunks, int)
+        and not isinstance(chunks, bool)
+        and 1 <= chunks <= MAX_CHUNKS
+        and isinstance(next_offset, int)
+        and not isinstance(next_offset, bool)
+        and 0 <= next_offset < 2**63
+        and snapshot == f"{shard}/{next_offset}"
+    ):
+        return None
+    return snapshot, chunks, next_offset
+
+
 class SnapshotStore:
-    def __init__(self, settings: Settings, config: EngineConfig, producer: ProducerService) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        config: EngineConfig,
+        producer: ProducerService,
+        on_skip: Callable[[str, str], None] = lambda role, reason: None,
+    ) -> None:
         self.settings = settings
+        self.on_skip = on_skip  # (topic role, reason) of an internal record skipped as invalid
         self.config = config
         self.io = producer
         self.directory = Path(settings.data_dir) / settings.app_id
@@ -215,22 +248,35 @@ class SnapshotStore:
         return {record.key: record.value for record in await read_topic(self.settings, self.topic)}
 
     def _from_topic(self, values: dict[bytes, bytes | None], shard: int, *, after: int) -> ShardState | None:
-        """The topic's latest complete snapshot of `shard`, if it includes more than offset `after`."""
+        """The topic's latest complete snapshot of `shard`, if it includes more than offset `after`. Anybody who
+        can write to the topic can write there: a record that is not a manifest of ours is skipped, counted."""
         manifest_value = values.get(f"{shard}".encode())
         if manifest_value is None:
             return None
-        manifest = orjson.loads(manifest_value)
-        if manifest["next_offset"] <= after:
+        manifest = parse_manifest(manifest_value, shard)
+        if manifest is None:
+            self.on_skip("snapshots", "invalid_manifest")
+            log.warning(
+                "shard %d: the snapshot topic's manifest is not valid, ignored: %r", shard, manifest_value[:200]
+            )
             return None
-        keys = [f"{manifest['snapshot']}/{i}".encode() for i in range(manifest["chunks"])]
+        snapshot, chunk_count, next_offset = manifest
+        if next_offset <= after:
+            return None
+        keys = [f"{snapshot}/{i}".encode() for i in range(chunk_count)]
         chunks = [values.get(key) for key in keys]
         if any(chunk is None for chunk in chunks):
-            log.warning("shard %d: snapshot %s on the topic is incomplete, ignored", shard, manifest["snapshot"])
+            log.warning("shard %d: snapshot %s on the topic is incomplete, ignored", shard, snapshot)
             return None
         try:
             state = decode_snapshot(b"".join(chunk or b"" for chunk in chunks))
         except Exception:
-            log.exception("shard %d: unreadable snapshot %s on the topic, ignored", shard, manifest["snapshot"])
+            self.on_skip("snapshots", "invalid_snapshot")
+            log.exception("shard %d: unreadable snapshot %s on the topic, ignored", shard, snapshot)
+            return None
+        if state.next_offset != next_offset:
+            self.on_skip("snapshots", "invalid_snapshot")
+            log.warning("shard %d: snapshot %s holds offset %d, not its manifest's", shard, snapshot, state.next_offset)
             return None
         self._topic_chunks[shard] = keys
         return state

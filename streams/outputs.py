@@ -67,6 +67,13 @@ class Outputs:
             ["source", "outcome"],
             registry=self.registry,
         )
+        self.internal_skipped = CounterMetric(
+            "revpulse_internal_records_skipped",
+            "Records on RevPulse's own topics (shards, partials, snapshots, dead letters) that failed validation "
+            "and were skipped, by topic role and reason",
+            ["role", "reason"],
+            registry=self.registry,
+        )
         Info("revpulse", "RevPulse build and settings", registry=self.registry).info(
             {"version": VERSION, "currency": settings.currency}
         )

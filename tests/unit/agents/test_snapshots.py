@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from revpulse.agents.base import ProducerService
-from revpulse.agents.snapshots import Encoding, SnapshotStore, decode_snapshot
+from revpulse.agents.snapshots import Encoding, SnapshotStore, decode_snapshot, parse_manifest
 from revpulse.settings import Settings
 from revpulse.streams.engine import EngineConfig
 from revpulse.streams.partition import InputRecord, Router, Shard
@@ -120,3 +120,21 @@ def test_a_snapshot_that_is_not_a_shard_state_is_refused(tmp_path: Path, blob: b
     store.directory.mkdir(parents=True)
     (store.directory / "shard-0.pickle").write_bytes(blob)
     assert store._load_local(0) is None
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (b'{"snapshot": "3/20", "chunks": 2, "next_offset": 20}', ("3/20", 2, 20)),
+        (b'{"snapshot": "4/20", "chunks": 2, "next_offset": 20}', None),  # another shard's name
+        (b'{"snapshot": "3/20", "chunks": 0, "next_offset": 20}', None),
+        (b'{"snapshot": "3/20", "chunks": 100001, "next_offset": 20}', None),
+        (b'{"snapshot": "3/20", "chunks": true, "next_offset": 20}', None),
+        (b'{"snapshot": "3/-1", "chunks": 1, "next_offset": -1}', None),
+        (b'{"snapshot": "3/20", "chunks": "2", "next_offset": 20}', None),
+        (b"[1, 2]", None),
+        (b"\xff", None),
+    ],
+)
+def test_only_a_manifest_of_ours_is_taken(value: bytes, expected: tuple[str, int, int] | None) -> None:
+    assert parse_manifest(value, 3) == expected
