@@ -12,12 +12,12 @@ from __future__ import annotations
 from typing import Any
 
 from aiokafka import TopicPartition
+
 from revpulse.agents.base import BatchAgent, Batches, OutRecord, ProducerService, consumer, send_all
 from revpulse.connectors.translate import Translator, translators
+from revpulse.settings import Settings
 from revpulse.streams.outputs import Outputs
 from revpulse.streams.partition import DeadLetter
-
-from revpulse.settings import Settings
 from revpulse.topics import connector_group
 
 

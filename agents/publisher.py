@@ -4,11 +4,11 @@ compacted metric topic."""
 from __future__ import annotations
 
 import orjson
+
 from revpulse.agents.base import ProducerService, send_all
+from revpulse.settings import Settings
 from revpulse.streams.outputs import Outputs
 from revpulse.streams.series import Series
-
-from revpulse.settings import Settings
 
 _UNSET = object()
 

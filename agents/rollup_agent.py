@@ -8,11 +8,10 @@ from collections.abc import Callable
 from typing import Any
 
 from revpulse.agents.base import BatchAgent, Batches
+from revpulse.settings import Settings
 from revpulse.streams.ledger import Key
 from revpulse.streams.rollup import Rollup
 from revpulse.streams.wire import parse_partial
-
-from revpulse.settings import Settings
 from revpulse.topics import partials_topic
 
 

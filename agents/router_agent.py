@@ -2,7 +2,8 @@
 
 Stateless. Input offsets are committed once the batch's shard records are acknowledged; a crash in between
 re-sends them, and the shards skip what they already applied (see `revpulse.streams.partition`). Items for shards this
-worker owns are applied locally first (see `ShardAgent.apply_routed`): metrics then follow one hop sooner.
+worker owns are applied locally first (see `ShardAgent.apply_routed` and `revpulse.agents.local_path`): metrics then
+follow one hop sooner.
 """
 
 from __future__ import annotations
@@ -10,13 +11,13 @@ from __future__ import annotations
 from typing import Any
 
 from aiokafka import TopicPartition
+
 from revpulse.agents.base import BatchAgent, Batches, ProducerService, send_all
 from revpulse.agents.shard_agent import ShardAgent
+from revpulse.settings import Settings
 from revpulse.streams.outputs import Outputs
 from revpulse.streams.partition import InputRecord, Router
 from revpulse.streams.wire import encode_items
-
-from revpulse.settings import Settings
 from revpulse.topics import router_group, shard_topic
 
 # Items per shard-topic record: keeps records well under Kafka's default 1 MB message limit.
@@ -41,7 +42,7 @@ class RouterAgent(BatchAgent):
         self.shard_topic = shard_topic(settings)
 
     async def on_assigned(self, partitions: set[TopicPartition]) -> None:
-        self.local.router_rebalanced()
+        self.local.local_path.router_rebalanced()
         await super().on_assigned(partitions)
 
     async def handle(self, batches: Batches) -> None:
@@ -50,7 +51,7 @@ class RouterAgent(BatchAgent):
             for tp, batch in batches.items()
             for record in batch
         ]
-        routed = self.router.route(records)
+        routed = self.router.route(records, self.outputs.clock())  # the wall clock bounds occurred_at
         plan = await self.local.apply_routed(routed)
         acked = await send_all(
             self.io.producer,
@@ -60,7 +61,7 @@ class RouterAgent(BatchAgent):
                 for i in range(0, len(items), ITEMS_PER_RECORD)
             ),
         )
-        self.local.routed_sent(plan, {partition: ranges for (_, partition), ranges in acked.items()})
+        self.local.local_path.routed_sent(plan, {partition: ranges for (_, partition), ranges in acked.items()})
         assert self.consumer is not None
         for tp, batch in batches.items():
             highwater = self.consumer.highwater(tp)

@@ -16,20 +16,20 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from mode import Service
+
 from revpulse.agents.base import MAX_BATCH, BatchAgent, Batches, OutRecord, ProducerService, consumer, send_all
+from revpulse.agents.local_path import LocalPath, Plan
 from revpulse.agents.snapshots import SnapshotStore
+from revpulse.settings import Settings
 from revpulse.streams.engine import EngineConfig
 from revpulse.streams.outputs import Outcomes, Outputs
 from revpulse.streams.partition import DeadLetter, Shard, ShardOutput, total_outcomes
 from revpulse.streams.rollup import Rollup
 from revpulse.streams.wire import Item, decode_items, partial_key, partial_value
-
-from revpulse.settings import Settings
 from revpulse.topics import partials_topic, shard_group, shard_topic
 
 log = logging.getLogger(__name__)
 
-Plan = dict[int, tuple[int, bool]]  # shard -> (its epoch, whether the router's items were applied here)
 GATE_WAIT = 0.5  # seconds the router waits for an owned shard to reach its gate before sending past it
 
 
@@ -60,46 +60,32 @@ class ShardAgent(BatchAgent):
         self.standby_letters: dict[int, list[tuple[int, list[DeadLetter]]]] = {}
         self._lock = asyncio.Lock()  # a rebalance waits for the batch in flight
         self._snapshotted: dict[int, int] = {}  # shard -> next_offset of its last snapshot
-        # The router's local path: items for a shard this worker owns are applied as soon as they are routed, a
-        # Kafka round trip earlier; they still go to the shard topic, the durable log, where the shard skips them
-        # (undecoded when their offsets are known). A shard takes items so only once it has consumed everything
-        # it was sent otherwise: up to the end of the router's last ordinary send to it, its gate. Epochs bump on
-        # every assignment and router rebalance, so news about an older send is ignored.
-        self.epochs: dict[int, int] = {}
-        self.gates: dict[int, int] = {}
-        self.applied_ranges: dict[int, list[range]] = {}  # shard -> shard-topic offsets already applied
+        self.local_path = LocalPath(settings.shards)  # the router tells it where its sends landed
         self._consumed = asyncio.Event()  # set whenever a batch of the shard topic was applied
 
     @property
     def ready(self) -> bool:
         return self.assigned and not self.catching_up
 
-    def _reached_gate(self, shard_id: int) -> bool | None:
-        """Whether an owned, caught-up shard has consumed up to its gate; None when that does not apply."""
+    def _local_offset(self, shard_id: int) -> int | None:
+        """The next offset of a shard that may take local items: one owned and caught up; else None."""
         shard = self.shards.get(shard_id)
-        gate = self.gates.get(shard_id)
-        if shard is None or gate is None or shard_id in self.catching_up:
+        if shard is None or shard_id in self.catching_up:
             return None
-        return shard.state.next_offset >= gate
-
-    def _close(self, shard_id: int) -> None:
-        self.epochs[shard_id] = self.epochs.get(shard_id, 0) + 1
-        self.gates.pop(shard_id, None)
-        self.applied_ranges.pop(shard_id, None)
+        return shard.state.next_offset
 
     async def apply_routed(self, routed: dict[int, list[Item]]) -> Plan:
         """Apply at once the items of every shard open to it; returns per shard (epoch, applied here)."""
         await self._reach_gates(list(routed))
         async with self._lock:
-            plan: Plan = {}
+            plan = self.local_path.plan({shard_id: self._local_offset(shard_id) for shard_id in routed})
             outputs: list[tuple[int, ShardOutput]] = []
             for shard_id, items in routed.items():
-                applied = self._reached_gate(shard_id) is True
+                _, applied = plan[shard_id]
                 if applied:
                     shard = self.shards[shard_id]
                     outputs.append((shard_id, shard.apply(items, shard.state.next_offset)))
                 self.outputs.routed_items.labels("local" if applied else "shard_topic").inc(len(items))
-                plan[shard_id] = (self.epochs.get(shard_id, 0), applied)
             await self._publish(outputs)
             return plan
 
@@ -108,26 +94,13 @@ class ShardAgent(BatchAgent):
         would otherwise move the gate on with every batch and never take the local path."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + GATE_WAIT
-        while any(self._reached_gate(k) is False for k in shard_ids) and (left := deadline - loop.time()) > 0:
+        while (
+            any(self.local_path.reached_gate(k, self._local_offset(k)) is False for k in shard_ids)
+            and (left := deadline - loop.time()) > 0
+        ):
             self._consumed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._consumed.wait(), left)
-
-    def routed_sent(self, plan: Plan, acked: dict[int, list[range]]) -> None:
-        """Where the router's records of `plan` landed on the shard topic."""
-        for shard_id, (epoch, applied) in plan.items():
-            ranges = acked.get(shard_id)
-            if not ranges or epoch != self.epochs.get(shard_id, 0):
-                continue
-            if applied:
-                self.applied_ranges.setdefault(shard_id, []).extend(ranges)
-            else:
-                self.gates[shard_id] = max(self.gates.get(shard_id, 0), *(r.stop for r in ranges))
-
-    def router_rebalanced(self) -> None:
-        """The router's input changed hands: earlier records of its new partitions may wait in any shard."""
-        for shard_id in range(self.settings.shards):
-            self._close(shard_id)
 
     def outcomes(self) -> Outcomes:
         return total_outcomes(self.shards.values())
@@ -147,7 +120,7 @@ class ShardAgent(BatchAgent):
                 self.letters_written = await self.snapshots.dead_letters_written()
             for partition in committed:
                 if partition not in self.shards:
-                    self._close(partition)
+                    self.local_path.close(partition)
                     held = self.standby.pop(partition, None)
                     shard = held or Shard(partition, self.config, restored.get(partition))
                     self.shards[partition] = shard
@@ -184,7 +157,7 @@ class ShardAgent(BatchAgent):
             for tp in partitions:
                 shard = self.shards.pop(tp.partition, None)
                 self.catching_up.pop(tp.partition, None)
-                self._close(tp.partition)
+                self.local_path.close(tp.partition)
                 if shard is not None:
                     if self._snapshotted.get(shard.id) != shard.state.next_offset:
                         await self.snapshots.save(shard.id, shard.state)
@@ -256,16 +229,14 @@ class ShardAgent(BatchAgent):
                 shard = self.shards.get(tp.partition)
                 if shard is None:
                     continue
-                applied = self.applied_ranges.get(shard.id, [])
                 items = [
                     item
                     for record in records
-                    if not any(record.offset in offsets for offsets in applied)
+                    if not self.local_path.applied(shard.id, record.offset)
                     for item in decode_items(record.value)
                 ]
                 output = shard.apply(items, records[-1].offset + 1)
-                if applied:
-                    self.applied_ranges[shard.id] = [r for r in applied if r.stop > shard.state.next_offset]
+                self.local_path.consumed(shard.id, shard.state.next_offset)
                 outputs.append((shard.id, output))
                 commits[tp] = shard.state.next_offset
             await self._publish(outputs)

@@ -17,9 +17,9 @@ from typing import Any, Literal
 import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from revpulse.agents.base import send_all
 
 from bench.recovery import account_events
+from revpulse.agents.base import send_all
 from revpulse.settings import Topics
 from revpulse.synth.config import SynthConfig, occurred_at_ms
 from revpulse.synth.delivery import generate

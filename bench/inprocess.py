@@ -17,15 +17,15 @@ import time
 from pathlib import Path
 
 import orjson
-from revpulse.agents.app import YOUNG_COLLECTION_THRESHOLD
-from revpulse.agents.base import MAX_BATCH
-from revpulse.streams.partition import InputRecord
-from revpulse.streams.pipeline import Pipeline, decoder
 
 from bench.datasets import DEFAULT_TOPICS, FX_RATES, route
 from bench.workers import Rate
+from revpulse.agents.app import YOUNG_COLLECTION_THRESHOLD
+from revpulse.agents.base import MAX_BATCH
 from revpulse.replay import read_log
 from revpulse.settings import Settings
+from revpulse.streams.partition import InputRecord
+from revpulse.streams.pipeline import Pipeline, decoder
 
 
 def records(path: Path) -> list[InputRecord]:

@@ -11,13 +11,13 @@ from prometheus_client import CollectorRegistry, Gauge, Info
 from prometheus_client import Counter as CounterMetric
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from revpulse.settings import Settings
 from revpulse.streams.lag import LagHistogram
 from revpulse.streams.prometheus import SeriesCollector
 from revpulse.streams.rollup import Rollup
 from revpulse.streams.series import Series, SeriesParams, compute_series
 from revpulse.streams.windows import US_PER_SECOND, hour_of, isoformat
-
-from revpulse.settings import Settings
 
 VERSION = version("revpulse")
 

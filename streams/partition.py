@@ -17,12 +17,13 @@ import zlib
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 
-from revpulse.schemas.models import Event, EventDecoder, Rejection, event_fields
+from revpulse.schemas.models import Event, EventDecoder, Rejection, event_fields, latest_occurred_at
 from revpulse.streams.engine import Engine, EngineConfig
 from revpulse.streams.ledger import Key
 from revpulse.streams.windows import US_PER_SECOND
-from revpulse.streams.wire import RESET, SEGMENT_SEEN, WATERMARK, Item
+from revpulse.streams.wire import RESET, SEGMENT_SEEN, WATERMARK, Item, event_of
 
 log = logging.getLogger(__name__)
 
@@ -75,14 +76,17 @@ class Router:
         self.decoder = decoder
         self.shards = shards
 
-    def route(self, records: Iterable[InputRecord]) -> dict[int, list[Item]]:
+    def route(self, records: Iterable[InputRecord], now: datetime | float | None = None) -> dict[int, list[Item]]:
+        """Items per shard. `now` is the worker's wall clock (an aware datetime or epoch seconds; default the system
+        clock), read once for the batch: an `occurred_at` more than 1 day after it is invalid (SPEC §1)."""
+        latest = latest_occurred_at(now)
         out: dict[int, list[Item]] = {}
         for record in records:
             decoded: list[tuple[Event | Rejection, bytes]]
             if record.value is None:
                 decoded = [(Rejection("invalid_json", "record has no value"), b"")]
             else:
-                decoded = self.decoder.decode_record(record.value)
+                decoded = self.decoder.decode_until(record.value, latest)
             source = [record.topic, record.partition, record.offset]
             for index, (item, payload) in enumerate(decoded):
                 head = [*source, index, record.timestamp, payload.decode("latin-1")]
@@ -150,7 +154,12 @@ class Shard:
             _, reason, detail, event_type = item[6:10]
             outcomes[(topic, event_type or "invalid", "rejected")] += 1
             return Rejection(reason, detail, event_type)
-        event = Event(*item[7:])
+        try:
+            event = event_of(item)
+        except Exception as exc:
+            # Internal topics are input too: a malformed item is dead-lettered, never trusted.
+            outcomes[(topic, "invalid", "rejected")] += 1
+            return Rejection("processing_error", f"malformed routed event: {exc!r:.200}")
         try:
             outcome = self.state.engine.accept(topic, event)
         except Exception as exc:

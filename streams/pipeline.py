@@ -10,15 +10,15 @@ import time
 from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry
+
 from revpulse.schemas.models import EventDecoder
+from revpulse.settings import Settings
 from revpulse.streams.engine import EngineConfig
 from revpulse.streams.outputs import Outcomes, Outputs
 from revpulse.streams.partition import DeadLetter, InputRecord, Router, Shard, total_outcomes
 from revpulse.streams.rollup import Rollup
 from revpulse.streams.series import Series
 from revpulse.streams.windows import US_PER_SECOND
-
-from revpulse.settings import Settings
 
 
 def engine_config(settings: Settings) -> EngineConfig:
@@ -51,7 +51,7 @@ class Pipeline:
         records = list(records)
         self.records += len(records)
         dead: list[DeadLetter] = []
-        for shard_id, items in self.router.route(records).items():
+        for shard_id, items in self.router.route(records, self.outputs.clock()).items():
             shard = self.shards[shard_id]
             output = shard.apply(items, shard.state.next_offset + 1)
             dead.extend(output.dead)

@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
 from revpulse.streams.catalogue import HELP
 from revpulse.streams.series import Series
 

@@ -127,12 +127,17 @@ VALID: list[Event] = [
         "amount": 500,
     },
     _event("marketing.spend", account_id=None, channel="ads", amount=0, segment="smb", currency="GBP"),
-    # occurred_at forms: fraction, offsets, epoch milliseconds (also negative: before 1970).
+    # occurred_at forms: fraction, offsets, epoch milliseconds (from 0: 1970-01-01T00:00:00Z).
     _event("account.updated", occurred_at="2024-03-17T10:00:00.123456Z"),
     _event("account.updated", occurred_at="2024-03-17T12:00:00+02:00"),
     _event("account.updated", occurred_at="2024-03-17T05:30:00-04:30"),
+    _event("account.updated", occurred_at="2024-03-17T05:30:00+23:59"),
     _event("account.updated", occurred_at=0),
-    _event("account.updated", occurred_at=-1),
+    # SPEC §1 bounds, at the bound: ids of 256 characters, money of 10^12.
+    _event("lead.created", event_id="e" * 256, account_id="a" * 256, lead_id="l" * 256),
+    _event("opportunity.created", opportunity_id="o" * 256, amount=10**12, lead_id="l" * 256),
+    _event("subscription.started", subscription_id="s" * 256, mrr=1e12),
+    _event("marketing.spend", channel="c" * 256, amount=10**12),
     # unknown extra fields are allowed and ignored.
     _event("lead.created", lead_id="lead-1", utm={"campaign": "x"}, extra=[1, 2]),
 ]
@@ -238,6 +243,40 @@ INVALID: list[tuple[str, str, Any]] = [
     ("occurred_at float", "lead.created", _event("lead.created", lead_id="l", occurred_at=1710669600000.5)),
     ("occurred_at boolean", "lead.created", _event("lead.created", lead_id="l", occurred_at=True)),
     ("occurred_at out of range", "lead.created", _event("lead.created", lead_id="l", occurred_at=10**18)),
+    ("occurred_at before 1970", "lead.created", _event("lead.created", lead_id="l", occurred_at=-1)),
+    (
+        "occurred_at offset of 24 hours",
+        "lead.created",
+        _event("lead.created", lead_id="l", occurred_at="2024-03-17T10:00:00+24:00"),
+    ),
+    (
+        "occurred_at offset of 60 minutes",
+        "lead.created",
+        _event("lead.created", lead_id="l", occurred_at="2024-03-17T10:00:00+05:60"),
+    ),
+    ("event_id of 257 characters", "lead.created", _event("lead.created", lead_id="l", event_id="e" * 257)),
+    ("account_id of 257 characters", "lead.created", _event("lead.created", lead_id="l", account_id="a" * 257)),
+    ("lead_id of 257 characters", "lead.created", _event("lead.created", lead_id="l" * 257)),
+    (
+        "optional lead_id of 257 characters",
+        "opportunity.created",
+        _event("opportunity.created", opportunity_id="o", amount=1, lead_id="l" * 257),
+    ),
+    ("channel of 257 characters", "marketing.spend", _event("marketing.spend", channel="c" * 257, amount=1)),
+    ("user_id of 257 characters", "product.usage", _event("product.usage", user_id="u" * 257)),
+    (
+        "amount over 10^12",
+        "opportunity.created",
+        _event("opportunity.created", opportunity_id="o", amount=10**12 + 1),
+    ),
+    ("won amount over 10^12", "opportunity.won", _event("opportunity.won", opportunity_id="o", amount=1.0000001e12)),
+    ("mrr over 10^12", "subscription.started", _event("subscription.started", subscription_id="s", mrr=2e12)),
+    (
+        "price amount over 10^12",
+        "subscription.updated",
+        _event("subscription.updated", subscription_id="s", amount=1e13, interval="year"),
+    ),
+    ("spend over 10^12", "marketing.spend", _event("marketing.spend", channel="ads", amount=1.8e299)),
     ("null occurred_at", "lead.created", _event("lead.created", lead_id="l", occurred_at=None)),
     ("missing opportunity amount", "opportunity.created", _event("opportunity.created", opportunity_id="o")),
     ("missing spend amount", "marketing.spend", _event("marketing.spend", channel="ads")),
