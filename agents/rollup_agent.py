@@ -4,6 +4,7 @@ their echo on the topic is older or equal, so it is skipped."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -11,15 +12,25 @@ from revpulse.agents.base import BatchAgent, Batches
 from revpulse.settings import Settings
 from revpulse.streams.ledger import Key
 from revpulse.streams.rollup import Rollup
-from revpulse.streams.wire import parse_partial
+from revpulse.streams.wire import WireError, parse_partial
 from revpulse.topics import partials_topic
+
+log = logging.getLogger(__name__)
 
 
 class RollupAgent(BatchAgent):
-    def __init__(self, settings: Settings, rollup: Rollup, owned: Callable[[int], bool], **kwargs: Any) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        rollup: Rollup,
+        owned: Callable[[int], bool],
+        on_skip: Callable[[str, str], None] = lambda role, reason: None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(settings, [partials_topic(settings)], None, **kwargs)
         self.rollup = rollup
         self.owned = owned
+        self.on_skip = on_skip  # (topic role, reason) of a record skipped as invalid
         self.max_batch = 50_000
         self.caught_up = False
 
@@ -30,7 +41,14 @@ class RollupAgent(BatchAgent):
             if self._all_owned(tp.partition):
                 continue  # only echoes: not worth decoding
             for record in records:
-                shard, key, value = parse_partial(record.key, record.value)
+                try:
+                    shard, key, value = parse_partial(record.key, record.value, self.settings.shards)
+                except WireError as exc:
+                    # Every worker re-reads this topic from its start: a record that stopped the rollup once
+                    # would stop it on every restart.
+                    log.warning("partials partition %d offset %d skipped: %s", tp.partition, record.offset, exc)
+                    self.on_skip("partials", "invalid_record")
+                    continue
                 if not self.owned(shard):
                     updates.setdefault(shard, {})[key] = value
         for shard, partials in updates.items():

@@ -12,20 +12,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from mode import Service
 
 from revpulse.agents.base import MAX_BATCH, BatchAgent, Batches, OutRecord, ProducerService, consumer, send_all
+from revpulse.agents.letters import WrittenLetters
 from revpulse.agents.local_path import LocalPath, Plan
 from revpulse.agents.snapshots import SnapshotStore
+from revpulse.schemas.models import latest_occurred_at
 from revpulse.settings import Settings
 from revpulse.streams.engine import EngineConfig
 from revpulse.streams.outputs import Outcomes, Outputs
 from revpulse.streams.partition import DeadLetter, Shard, ShardOutput, total_outcomes
 from revpulse.streams.rollup import Rollup
-from revpulse.streams.wire import Item, decode_items, partial_key, partial_value
+from revpulse.streams.wire import Item, WireError, decode_items, partial_key, partial_value
 from revpulse.topics import partials_topic, shard_group, shard_topic
 
 log = logging.getLogger(__name__)
@@ -53,7 +56,7 @@ class ShardAgent(BatchAgent):
         self.partials_topic = partials_topic(settings)
         self.shards: dict[int, Shard] = {}
         self.catching_up: dict[int, int] = {}  # shard -> committed offset it has not reached yet
-        self.letters_written: set[tuple[str, int, int, bytes]] | None = None
+        self.letters_written: WrittenLetters | None = None
         self.standby: dict[int, Shard] = {}  # shards held but not owned: since a revocation, or as replicas
         self.standby_consumer: AIOKafkaConsumer | None = None
         # standby shard -> (last shard-topic offset of a batch, the dead letters its owner was to write)
@@ -110,14 +113,15 @@ class ShardAgent(BatchAgent):
         async with self._lock:
             committed = {tp.partition: await self.consumer.committed(tp) or 0 for tp in partitions}
             if self.letters_written is None:
-                self.letters_written = await self.snapshots.dead_letters_written()
+                self.letters_written = WrittenLetters()
+                await self.letters_written.read(self.settings)
             # A shard held as a standby (or kept since its revocation) is exact as of its own offset, whatever
             # another owner did since: it resumes there. Others come from their latest snapshot.
             missing = {p: offset for p, offset in committed.items() if p not in self.shards and p not in self.standby}
             restored = await self.snapshots.load(missing) if missing else {}
             taken_over = {p: self.standby_letters.pop(p, []) for p in committed if p in self.standby}
             if any(taken_over.values()):
-                self.letters_written = await self.snapshots.dead_letters_written()
+                await self.letters_written.read(self.settings)
             for partition in committed:
                 if partition not in self.shards:
                     self.local_path.close(partition)
@@ -141,7 +145,7 @@ class ShardAgent(BatchAgent):
                     self.catching_up[tp.partition] = committed[tp.partition]
             if self.catching_up:
                 # Another worker may have written letters that this catching up would write again.
-                self.letters_written = await self.snapshots.dead_letters_written()
+                await self.letters_written.read(self.settings)
             await self._follow_standbys(set(committed))
             log.info(
                 "shards: own %s, catching up %s, standby %s",
@@ -215,7 +219,7 @@ class ShardAgent(BatchAgent):
                     if fresh and fresh[0].offset != shard.state.next_offset:
                         follower.seek(tp, shard.state.next_offset)  # a gap: fetch again from where it is
                     elif fresh:
-                        items = [item for record in fresh for item in decode_items(record.value)]
+                        items = self._decode(fresh)
                         output = shard.apply(items, fresh[-1].offset + 1)
                         if output.dead:
                             # The owner writes these; kept in case it dies before it could.
@@ -229,12 +233,7 @@ class ShardAgent(BatchAgent):
                 shard = self.shards.get(tp.partition)
                 if shard is None:
                     continue
-                items = [
-                    item
-                    for record in records
-                    if not self.local_path.applied(shard.id, record.offset)
-                    for item in decode_items(record.value)
-                ]
+                items = self._decode([r for r in records if not self.local_path.applied(shard.id, r.offset)])
                 output = shard.apply(items, records[-1].offset + 1)
                 self.local_path.consumed(shard.id, shard.state.next_offset)
                 outputs.append((shard.id, output))
@@ -289,7 +288,7 @@ class ShardAgent(BatchAgent):
         for shard, output in outputs:
             self.rollup.update(shard, output.partials)
             self.outputs.pending_arrivals.extend(output.arrivals)
-            letters = [letter for letter in output.dead if letter.identity not in self.letters_written]
+            letters = [letter for letter in output.dead if letter not in self.letters_written]
             records += [(deadletter, None, None, letter.payload, letter.headers) for letter in letters]
             fresh += letters
             # One partition per shard's partials: readers must see them in the order they were written.
@@ -299,4 +298,25 @@ class ShardAgent(BatchAgent):
                 for key, value in output.partials.items()
             ]
         await send_all(self.io.producer, records)
-        self.letters_written.update(letter.identity for letter in fresh)
+        for letter in fresh:
+            self.letters_written.add(letter)
+
+    def _decode(self, records: list[ConsumerRecord]) -> list[Item]:
+        """The items of shard-topic records. The topic is input like any other: a record or item RevPulse did
+        not write is logged, counted and skipped, and the rest goes on."""
+        latest_us = latest_occurred_at(time.time())
+        items: list[Item] = []
+        for record in records:
+            try:
+                valid, invalid = decode_items(record.value, latest_us)
+            except WireError as exc:
+                log.warning("shard topic partition %d offset %d skipped: %s", record.partition, record.offset, exc)
+                self.outputs.internal_skipped.labels("shards", "invalid_record").inc()
+                continue
+            if invalid:
+                log.warning(
+                    "shard topic partition %d offset %d: %d items skipped", record.partition, record.offset, invalid
+                )
+                self.outputs.internal_skipped.labels("shards", "invalid_item").inc(invalid)
+            items += valid
+        return items

@@ -32,7 +32,7 @@ import orjson
 from revpulse.agents.base import ProducerService, read_topic, send_all
 from revpulse.settings import Settings
 from revpulse.streams.engine import EngineConfig
-from revpulse.streams.partition import DeadLetter, ShardState
+from revpulse.streams.partition import ShardState
 from revpulse.topics import snapshot_topic
 
 log = logging.getLogger(__name__)
@@ -280,20 +280,3 @@ class SnapshotStore:
             return None
         self._topic_chunks[shard] = keys
         return state
-
-    async def dead_letters_written(self) -> set[tuple[str, int, int, bytes]]:
-        """Identities of the letters already on the dead-letter topic, so that a replay writes none twice."""
-        written = set()
-        for record in await read_topic(self.settings, self.settings.topics.deadletter):
-            headers = {key: value.decode() for key, value in record.headers}
-            written.add(
-                DeadLetter(
-                    record.value or b"",
-                    headers.get("revpulse.reason", ""),
-                    "",
-                    headers.get("revpulse.source.topic", ""),
-                    int(headers.get("revpulse.source.partition", "-1")),
-                    int(headers.get("revpulse.source.offset", "-1")),
-                ).identity
-            )
-        return written

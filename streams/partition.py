@@ -58,11 +58,6 @@ class DeadLetter:
             ("revpulse.source.offset", str(self.offset).encode()),
         ]
 
-    @property
-    def identity(self) -> tuple[str, int, int, bytes]:
-        """What makes a dead letter the same one when a replay would write it again."""
-        return (self.topic, self.partition, self.offset, self.payload)
-
 
 def shard_of(key: str, shards: int) -> int:
     """The shard of a routing key: stable across processes and restarts (unlike `hash`)."""

@@ -5,14 +5,17 @@ Both are read back by every worker, so both decoders treat their bytes as untrus
 
 from __future__ import annotations
 
+import contextlib
+import math
 import re
 from dataclasses import fields
 from typing import Any
 
 import orjson
 
-from revpulse.schemas.models import Event
+from revpulse.schemas.models import EVENT_TYPES, LEAD_STAGES, MAX_ARRAY, MAX_ID_LENGTH, Event
 from revpulse.streams.ledger import Key
+from revpulse.streams.quantities import QUANTITIES
 
 # One routed item: [source topic, partition, offset, index in record, arrival (epoch s),
 #   payload (latin-1, so any bytes survive JSON), "e", *event fields] or [..., "r", reason, detail, type].
@@ -22,12 +25,14 @@ Item = list[Any]
 WATERMARK = "__watermark"
 RESET = "__reset"
 SEGMENT_SEEN = "__segment_seen"
+_PSEUDO = frozenset({WATERMARK, RESET, SEGMENT_SEEN})
 
 
 # Where an "e" item's money is: money is unbounded (up to 10²¹ nanos from the input, more after FX), orjson's
 # integers are not (64 bits), so money beyond them travels as its decimal string.
 _EVENT_AT = 7
 _MONEY_AT = _EVENT_AT + [f.name for f in fields(Event)].index("money")
+_EVENT_FIELDS = len(fields(Event))
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
 _WIDE_INT = re.compile(r"-?[0-9]{1,64}\Z")
 
@@ -58,8 +63,82 @@ def event_of(item: Item) -> Event:
     return event
 
 
-def decode_items(value: bytes) -> list[Item]:
-    return orjson.loads(value)  # type: ignore[no-any-return]
+class WireError(ValueError):
+    """A record of an internal topic that RevPulse did not write: it is skipped and counted, never applied."""
+
+
+# Bounds of what a shard-topic item may hold: what the decoder lets through, with room for FX.
+_MAX_TEXT = 64 * 1024  # payloads, details: an element's JSON can be long, but never the whole record again
+_MAX_MONEY_NANOS = 10**30
+_HEAD = (str, int, int, int, (int, float), str)
+_REASONS = frozenset(
+    {"invalid_json", "invalid_event", "unknown_type", "unknown_currency", "too_late", "processing_error"}
+)
+_OPTIONAL_IDS = ("account_id", "segment", "entity_id", "lead_id", "channel")
+
+
+def _id(value: object, *, optional: bool = True) -> bool:
+    if value is None:
+        return optional
+    return type(value) is str and 0 < len(value) <= MAX_ID_LENGTH
+
+
+def check_item(item: object, latest_us: int) -> Item:
+    """`item` if it is a well-formed item whose event obeys the decoder's rules (occurred_at at most
+    `latest_us`); WireError otherwise. Items of the shard topic are input like any other."""
+    if type(item) is not list or len(item) < 7:
+        raise WireError("an item is not a list of at least 7 fields")
+    for value, kind in zip(item[:6], _HEAD, strict=True):
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise WireError("an item's source fields are malformed")
+    topic, partition, offset, index, arrival = item[:5]
+    if not (0 < len(topic) <= MAX_ID_LENGTH and 0 <= partition < 2**31 and 0 <= offset < 2**63):
+        raise WireError("an item's source is out of range")
+    if not (0 <= index <= MAX_ARRAY and math.isfinite(arrival)):
+        raise WireError("an item's index or arrival is out of range")
+    if item[6] == "r":
+        if len(item) != 10 or item[7] not in _REASONS or type(item[8]) is not str or len(item[8]) > _MAX_TEXT:
+            raise WireError("a rejection item is malformed")
+        if item[9] is not None and item[9] not in EVENT_TYPES:
+            raise WireError("a rejection item names an unknown type")
+        return item
+    if item[6] != "e" or len(item) != _EVENT_AT + _EVENT_FIELDS:
+        raise WireError("an item is neither an event nor a rejection")
+    try:
+        event = event_of(item)
+    except (TypeError, ValueError) as exc:
+        raise WireError(f"an item's event is malformed: {exc}") from None
+    if not (_id(event.event_id, optional=False) and event.type in EVENT_TYPES):
+        raise WireError("an item's event has no valid id or type")
+    if not all(_id(getattr(event, name)) for name in _OPTIONAL_IDS):
+        raise WireError("an item's event has a malformed id")
+    if not _id(event.routing_key, optional=False):
+        raise WireError("an item's event has no routing key")
+    if type(event.t) is not int or not 0 <= event.t <= latest_us:
+        raise WireError("an item's event is dated outside 1970 .. one day past the clock")
+    if event.money is not None and not 0 <= event.money <= _MAX_MONEY_NANOS:
+        raise WireError("an item's money is out of range")
+    if event.stage is not None and event.stage not in LEAD_STAGES:
+        raise WireError("an item's event has an unknown stage")
+    return item
+
+
+def decode_items(value: bytes | None, latest_us: int) -> tuple[list[Item], int]:
+    """The valid items of a shard-topic record, and how many of its items were not; WireError when the record
+    is not a JSON list at all."""
+    if value is None:
+        raise WireError("a shard-topic record has no value")
+    try:
+        raw = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        raise WireError("a shard-topic record is not JSON") from None
+    if type(raw) is not list:
+        raise WireError("a shard-topic record is not a list of items")
+    items = []
+    for item in raw:
+        with contextlib.suppress(WireError):
+            items.append(check_item(item, latest_us))
+    return items, len(raw) - len(items)
 
 
 def partial_key(shard: int, key: Key) -> bytes:
@@ -72,6 +151,24 @@ def partial_value(value: int) -> bytes | None:
     return str(value).encode() if value else None
 
 
-def parse_partial(key: bytes, value: bytes | None) -> tuple[int, Key, int]:
-    shard, quantity, segment, hour = key.decode().split("|")
-    return int(shard), (quantity, segment, int(hour)), int(value) if value else 0
+# A partial's hour: the epoch's hours up to the year 3000 (occurred_at is bounded far below).
+_MAX_HOUR = 9_000_000
+_MAX_CELL = 10**40
+
+
+def parse_partial(key: bytes | None, value: bytes | None, shards: int) -> tuple[int, Key, int]:
+    """(shard, cell, absolute value) of a partials record; WireError for anything a shard does not write."""
+    try:
+        shard_text, quantity, segment, hour_text = (key or b"").decode().split("|")
+        shard, hour = int(shard_text), int(hour_text)
+        number = int(value) if value else 0
+    except (UnicodeDecodeError, ValueError):
+        raise WireError(f"a partials key or value is malformed: {(key or b'')[:100]!r}") from None
+    if not 0 <= shard < shards:
+        raise WireError(f"a partial names shard {shard}, of {shards}")
+    if quantity in QUANTITIES:
+        if not (len(segment) <= MAX_ID_LENGTH and -_MAX_HOUR <= hour <= _MAX_HOUR and abs(number) <= _MAX_CELL):
+            raise WireError(f"a partial of {quantity} is out of range")
+    elif quantity not in _PSEUDO or (quantity != SEGMENT_SEEN and (segment or hour)) or number < 0:
+        raise WireError(f"a partial names an unknown quantity {quantity[:100]!r}")
+    return shard, (quantity, segment, hour), number

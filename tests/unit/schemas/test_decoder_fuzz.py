@@ -252,7 +252,8 @@ def test_router_wire_and_shard(values: list[bytes | None]) -> None:
     records = [InputRecord("crm.events", 0, offset, value, 0.0) for offset, value in enumerate(values)]
     routed = Router(DECODER, shards=3).route(records, NOW)
     for shard_id, items in routed.items():
-        wire = decode_items(encode_items(items))
+        wire, invalid = decode_items(encode_items(items), latest_occurred_at(NOW))
+        assert invalid == 0
         assert [item[:7] for item in wire] == [item[:7] for item in items]
         for sent, received in zip(items, wire, strict=True):
             if sent[6] == "e":

@@ -1,0 +1,144 @@
+"""The internal topics' wire formats read back as hostile input: what RevPulse wrote comes back, anything else is
+a WireError (skipped and counted by the agents), never another exception and never a change to the state."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from revpulse.schemas.models import EventDecoder, latest_occurred_at
+from revpulse.streams.partition import InputRecord, Router
+from revpulse.streams.quantities import MRR_NOW
+from revpulse.streams.wire import (
+    RESET,
+    SEGMENT_SEEN,
+    WATERMARK,
+    WireError,
+    decode_items,
+    encode_items,
+    parse_partial,
+    partial_key,
+    partial_value,
+)
+
+NOW = datetime(2024, 3, 17, 10, 0, tzinfo=UTC)
+LATEST = latest_occurred_at(NOW)
+EVENT = {
+    "event_id": "e1",
+    "type": "subscription.started",
+    "occurred_at": "2024-03-17T09:00:00Z",
+    "account_id": "a1",
+    "subscription_id": "s1",
+    "mrr": 100,
+}
+
+
+def routed(*docs: object) -> list[list[object]]:
+    records = [InputRecord("billing.events", 0, i, orjson.dumps(doc), 1.0) for i, doc in enumerate(docs)]
+    (items,) = Router(EventDecoder("USD", {}, ("smb",)), shards=1).route(records, NOW).values()
+    return items
+
+
+def test_items_a_router_wrote_come_back_whole() -> None:
+    items = routed(EVENT, {"type": "nope"})
+    assert decode_items(encode_items(items), LATEST) == (items, 0)
+
+
+def with_field(index: int, value: object) -> list[object]:
+    item = list(routed(EVENT)[0])
+    item[index] = value
+    return item
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        with_field(0, 17),  # source topic not a string
+        with_field(2, -1),  # negative offset
+        with_field(3, 10_001),  # index past any array
+        with_field(4, "soon"),  # arrival not a number
+        with_field(6, "x"),  # neither event nor rejection
+        with_field(7, ""),  # empty event id
+        with_field(7, "e" * 257),  # event id too long
+        with_field(8, "subscription.exploded"),  # unknown type
+        with_field(9, latest_occurred_at(NOW) + 1),  # past one day after the clock
+        with_field(9, -1),  # before 1970
+        with_field(9, 1.5),  # not an integer time
+        with_field(10, None),  # no account: no routing key
+        with_field(13, "-5"),  # negative money
+        with_field(13, str(10**31)),  # more money than any input gives
+        with_field(13, "12abc"),  # money neither an integer nor its decimal string
+        with_field(14, "won"),  # not a lead stage
+        with_field(6, "r")[:10],  # a rejection whose reason is not one of ours
+        [1, 2, 3],
+        {"an": "object"},
+        None,
+    ],
+)
+def test_a_malformed_item_is_skipped_and_counted_the_rest_goes_on(item: object) -> None:
+    (good,) = routed(EVENT)
+    assert decode_items(orjson.dumps([item, good]), LATEST) == ([good], 1)
+
+
+@pytest.mark.parametrize("value", [None, b"", b"\xff\xfe", b"{}", b'"items"', b"17", b"[1, 2"])
+def test_a_record_that_is_not_a_list_of_items_is_a_wire_error(value: bytes | None) -> None:
+    with pytest.raises(WireError):
+        decode_items(value, LATEST)
+
+
+def test_partials_a_shard_wrote_come_back() -> None:
+    cells = {(MRR_NOW, "smb", 0): 10**21 * 7, (WATERMARK, "", 0): 1_710_666_000_000_000, (RESET, "", 0): 1}
+    cells[(SEGMENT_SEEN, "other", 0)] = 1
+    for key, value in cells.items():
+        assert parse_partial(partial_key(3, key), partial_value(value), 8) == (3, key, value)
+    assert parse_partial(partial_key(3, (MRR_NOW, "smb", 0)), partial_value(0), 8) == (3, (MRR_NOW, "smb", 0), 0)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        (b"8|mrr_now|smb|0", b"1"),  # shard 8 of 8
+        (b"-1|mrr_now|smb|0", b"1"),
+        (b"3|mrr_nwo|smb|0", b"1"),  # not a declared quantity
+        (b"3|mrr_now|smb", b"1"),
+        (b"3|mrr_now|smb|0|9", b"1"),
+        (b"3|mrr_now|smb|zero", b"1"),
+        (b"3|mrr_now|smb|0", b"1e21"),
+        (b"3|mrr_now|smb|0", b"1" + b"0" * 41),  # beyond any sum of bounded amounts
+        (b"3|mrr_now|smb|99999999999", b"1"),
+        (b"3|__watermark|smb|0", b"1"),
+        (b"3|__reset||0", b"-1"),
+        (b"\xff|mrr_now|smb|0", b"1"),
+        (None, b"1"),
+    ],
+)
+def test_a_partial_no_shard_writes_is_a_wire_error(key: bytes | None, value: bytes) -> None:
+    with pytest.raises(WireError):
+        parse_partial(key, value, 8)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(
+    st.binary(max_size=200)
+    | st.builds(orjson.dumps, st.recursive(st.none() | st.integers(-(2**63), 2**64 - 1) | st.text(), st.lists))
+)
+def test_no_bytes_make_the_shard_topic_decoder_raise_anything_else(value: bytes) -> None:
+    try:
+        items, invalid = decode_items(value, LATEST)
+    except WireError:
+        return
+    assert invalid >= 0 and all(type(item) is list for item in items)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.binary(max_size=80) | st.none(), st.binary(max_size=40) | st.none())
+def test_no_bytes_make_the_partials_decoder_raise_anything_else(key: bytes | None, value: bytes | None) -> None:
+    try:
+        shard, _, _ = parse_partial(key, value, 8)
+    except WireError:
+        return
+    assert 0 <= shard < 8
