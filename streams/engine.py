@@ -1,10 +1,11 @@
 """The metrics engine: accepts validated events (SPEC §2: lateness, duplicates, watermark) into per-entity state
 and keeps the global `Ledger` equal to an in-order replay of everything accepted.
 
-Order independence comes from recomputing, on each change, the contribution of the one entity the event
-belongs to (an account's billing, a lead, an opportunity) from its events sorted by (occurred_at, arrival), and
-applying only the difference. Entities are small, so this costs little; product events, the most frequent,
-take an incremental path because each one's contribution stands alone.
+Order independence comes from recomputing the contribution of the entity an event belongs to (an account's
+billing, a lead, an opportunity) from its events sorted by (occurred_at, arrival), and applying only the
+difference. The recompute happens once per entity per batch (`flush`), however many of its events the batch
+holds, so a noisy entity costs a replay per batch, not per event; product events, the most frequent, take an
+incremental path because each one's contribution stands alone.
 """
 
 from __future__ import annotations
@@ -194,8 +195,10 @@ class Entity:
 
 @dataclass(slots=True)
 class Unit:
-    """One entity's contribution: computed from its events; `holder` keeps the one last applied, if it can."""
+    """One entity's contribution: computed from its events; `holder` keeps the one last applied, if it can.
+    `key` names the contribution, so that a batch recomputes it once."""
 
+    key: tuple[str, object]
     compute: Callable[[], Contribution]
     holder: Account | Entity | None = None
 
@@ -228,9 +231,16 @@ class Engine:
         self.watermark: int | None = None
         self.segments_seen: set[str] = set()
         self.sequence = 0
+        # Units changed in this batch, with their contribution before its first change (see `_change`).
+        self.pending: dict[tuple[str, object], tuple[Unit, Contribution]] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        assert not self.pending, "a snapshot is taken between batches, after `flush`"
+        return self.__dict__
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        self.__dict__.setdefault("pending", {})
         if isinstance(self.ledger, Ledger):  # a snapshot from before shards kept flat cells
             self.ledger = Cells(self.ledger.items())
 
@@ -264,8 +274,16 @@ class Engine:
         return self.accounts.get(account_id) or self.accounts.add(account_id)
 
     def end_batch(self) -> None:
-        """Between batches: encode the accounts least recently used beyond the hot limit."""
+        """Between batches: bring the ledger up to date, then encode the accounts least recently used beyond the
+        hot limit."""
+        self.flush()
         self.accounts.evict()
+
+    def flush(self) -> None:
+        """Apply to the ledger, once each, the change of every contribution the batch changed."""
+        pending, self.pending = self.pending, {}
+        for unit, before in pending.values():
+            self.ledger.apply(before, unit.after())
 
     def _apply(self, event: Event, stamp: Stamp, keyed: Keyed) -> None:
         """`keyed` is the event's routing-key state from `_keyed`: its account, or for spend its channel."""
@@ -293,14 +311,16 @@ class Engine:
             self._add_opportunity(account, stamp, event)
 
     def _change(self, units: list[Unit], mutate: Callable[[], object]) -> None:
-        """Apply `mutate`, moving the ledger by the change it makes to each unit's contribution.
+        """Apply `mutate`; the ledger moves by the change it makes to each unit's contribution at `flush`.
 
-        Every change to what a contribution depends on goes through here, so the one last applied (when the
-        entity still holds it) is the contribution before, and only the one after is computed."""
-        before = [unit.before() for unit in units]
+        Every change to what a contribution depends on goes through here, so a unit's contribution before its
+        first change in the batch is the one last applied (held by the entity, or recomputed now), and its
+        contribution after is computed once, at the end of the batch."""
+        pending = self.pending
+        for unit in units:
+            if unit.key not in pending:
+                pending[unit.key] = (unit, unit.before())
         mutate()
-        for unit, old in zip(units, before, strict=True):
-            self.ledger.apply(old, unit.after())
 
     def _learn_segment(self, account: Account, stamp: Stamp, segment: str) -> None:
         def insert() -> None:
@@ -316,29 +336,34 @@ class Engine:
         units += [self._lead(lead_id) for lead_id in account.leads]
         units += [self._opportunity(opportunity_id) for opportunity_id in account.opportunities]
         self._change(units, insert)
-        account.last_active = product_contribution(account)[1]
 
     # -- units: each recomputes one entity's contribution ------------------------------------------------------
 
     def _billing(self, account: Account) -> Unit:
-        return Unit(lambda: billing_contribution(account) if account.billing else {}, account)
+        return Unit(("billing", id(account)), lambda: billing_contribution(account) if account.billing else {}, account)
 
     def _product(self, account: Account) -> Unit:
-        # Product events move the ledger incrementally (`product_delta`): nothing applied to remember.
-        return Unit(lambda: product_contribution(account)[0])
+        # Product events move the ledger incrementally (`product_delta`): nothing applied to remember. A full
+        # recompute also re-derives the latest active slices the increments start from.
+        def compute() -> Contribution:
+            contribution, account.last_active = product_contribution(account)
+            return contribution
+
+        return Unit(("product", id(account)), compute)
 
     def _lead(self, lead_id: str) -> Unit:
         lead = self.leads[lead_id]
-        return Unit(lambda: lead_contribution(lead, self._account), lead)
+        return Unit(("lead", lead_id), lambda: lead_contribution(lead, self._account), lead)
 
     def _opportunity(self, opportunity_id: str) -> Unit:
         opportunity = self.opportunities[opportunity_id]
-        return Unit(lambda: opportunity_contribution(opportunity, self._account, self.leads.get), opportunity)
+        compute = lambda: opportunity_contribution(opportunity, self._account, self.leads.get)  # noqa: E731
+        return Unit(("opportunity", opportunity_id), compute, opportunity)
 
     # -- accounts: billing and product ------------------------------------------------------------------------
 
     def _add_billing(self, account: Account, stamp: Stamp, event: Event) -> None:
-        if event.type != "subscription.renewed" or event.money is not None:
+        if event.type != "subscription.renewed" or event.money is not None or ("billing", id(account)) in self.pending:
             self._change([self._billing(account)], lambda: insort(account.billing, (*stamp, event)))
             return
         # A renewal without a price moves no MRR and no step of t0: its whole effect is one renewal in its slice.
@@ -358,6 +383,8 @@ class Engine:
 
             self._change([self._billing(account)], first_trial)
         insort(account.product, (*stamp, event_type))
+        if ("product", id(account)) in self.pending:
+            return  # the batch recomputes the account's product contribution anyway
         # Each product event's flow stands alone, and the latest active slice only moves forward: no recompute.
         for key, amount in product_delta(account, stamp, event_type, account.last_active).items():
             self.ledger.add(key, amount)

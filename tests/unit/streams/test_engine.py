@@ -3,12 +3,19 @@ account store that keeps the state small."""
 
 from __future__ import annotations
 
+from collections import Counter
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 import pytest
 
 from revpulse.schemas.models import NANOS, Event
+from revpulse.settings import Settings
+from revpulse.streams import engine as engine_module
 from revpulse.streams.engine import Account, AccountStore
+from revpulse.streams.partition import InputRecord
+from revpulse.streams.pipeline import Pipeline
 from tests.support.harness import Harness
 
 
@@ -177,3 +184,49 @@ def test_the_store_encodes_the_least_recently_used_beyond_its_limit() -> None:
     b = store.get("b")
     assert b is not None and b.segment_values == ["b"] and list(store.hot) == ["c", "a", "b"]
     assert (len(store), sorted(store)) == (3, ["a", "b", "c"])
+
+
+def test_a_noisy_entity_is_recomputed_once_per_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Many events of one subscription, one opportunity and one account's segment in one batch: each entity's
+    contribution is computed once for the batch's start (when the entity holds none) and once at its end."""
+    calls: Counter[str] = Counter()
+    for name in ("billing_contribution", "opportunity_contribution", "product_contribution"):
+        original = getattr(engine_module, name)
+
+        def counted(*args: Any, _original: Any = original, _name: str = name) -> Any:
+            calls[_name] += 1
+            return _original(*args)
+
+        monkeypatch.setattr(engine_module, name, counted)
+    at = datetime(2024, 3, 1, tzinfo=UTC)
+    docs: list[dict[str, Any]] = [
+        {"type": "subscription.started", "subscription_id": "s", "mrr": 100},
+        {"type": "opportunity.created", "opportunity_id": "o", "amount": 1000},
+        {"type": "product.usage"},
+    ]
+    docs += [{"type": "subscription.updated", "subscription_id": "s", "mrr": 100 + i} for i in range(50)]
+    docs += [{"type": "opportunity.won", "opportunity_id": "o"} for _ in range(50)]
+    docs += [{"type": "account.updated", "segment": ("smb", "enterprise")[i % 2]} for i in range(50)]
+    records = [
+        InputRecord(
+            "crm.events",
+            0,
+            i,
+            orjson.dumps(
+                {"event_id": f"e{i}", "occurred_at": (at + timedelta(minutes=i)).isoformat(), "account_id": "a", **doc}
+            ),
+            0.0,
+        )
+        for i, doc in enumerate(docs)
+    ]
+    pipeline = Pipeline(Settings(clock="event", shards=1))
+
+    pipeline.process(records)
+
+    # The opportunity and the product recompute before the batch too (a new entity, and product holding no
+    # contribution); the account's billing was empty before it.
+    assert calls == {"billing_contribution": 1, "opportunity_contribution": 2, "product_contribution": 2}
+    harness = Harness(Settings(clock="event", shards=1))
+    for record in records:
+        harness.send_raw(record.value or b"", record.topic)
+    assert {s.key: s.value for s in pipeline.refresh()} == harness.values()
