@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from revpulse.schemas.models import EVENT_TYPES
+from revpulse.schemas.models import EVENT_TYPES, MAX_ARRAY
 from revpulse.settings import Settings, Topics
 
 # HTTP ingest sources, each with a raw topic `<REVPULSE_TOPIC_INGEST_RAW>.<source>`.
@@ -89,13 +89,24 @@ def routing_key(event: dict[str, Any]) -> str | None:
 
 
 def route_line(line: bytes, topics: Topics) -> list[Outgoing]:
-    """The records one log line becomes. An array is split by topic, each part one array record."""
+    """The records one log line becomes. An array is split by topic, each part one array record; an array of
+    more than `MAX_ARRAY` elements is one dead letter, as a worker would make it."""
+    try:
+        return _route_line(line, topics)
+    except Exception as exc:  # a line no rule covers must not stop a replay or a connector
+        return [Outgoing(topics.deadletter, None, line, "processing_error", f"line not routable: {exc!r:.200}")]
+
+
+def _route_line(line: bytes, topics: Topics) -> list[Outgoing]:
     try:
         doc = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
         return [Outgoing(topics.deadletter, None, line, "invalid_json", f"line is not JSON: {exc}")]
     if not isinstance(doc, list):
         return [route_event(doc, line, topics)]
+    if len(doc) > MAX_ARRAY:
+        detail = f"line is an array of {len(doc)} elements; at most {MAX_ARRAY} are allowed"
+        return [Outgoing(topics.deadletter, None, line, "invalid_event", detail)]
     out: list[Outgoing] = []
     parts: dict[str, list[Any]] = {}
     for element in doc:
