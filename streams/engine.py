@@ -55,6 +55,8 @@ from revpulse.streams.quantities import (
 from revpulse.streams.windows import HOUR_US, US_PER_SECOND
 
 HALF_CENT: Final = NANOS // 200
+_NO_IDS: Final[dict[str, int]] = {}
+_FORGET_AT: Final = 64  # ids of one key and topic kept before the first pass that forgets old ones
 Stamp = tuple[int, int]  # (occurred_at µs, arrival sequence): the total order events are applied in
 Timeline = list[tuple[int, int, Event]]
 
@@ -67,10 +69,31 @@ _PRODUCT_FLOWS: Final = {
 
 @dataclass(slots=True)
 class Keyed:
-    """Per routing key (SPEC §2): the event ids accepted, and the latest occurred_at per input topic."""
+    """Per routing key (SPEC §2), per input topic: the latest occurred_at accepted, and the ids of the accepted
+    events still within the allowed lateness of it (id -> occurred_at)."""
 
-    ids: set[str] = field(default_factory=set)
+    ids: dict[str, dict[str, int]] = field(default_factory=dict)
     latest: dict[str, int] = field(default_factory=dict)
+    kept: dict[str, int] = field(default_factory=dict)  # topic -> ids left by its last pass of forgetting
+
+    def remember(self, topic: str, event_id: str, t: int, horizon: int) -> None:
+        """Remember an accepted id. Ids older than `horizon` (the topic's latest minus the allowed lateness) are
+        forgotten in one pass once the ids have doubled since the last one: O(1) an event, amortized."""
+        ids = self.ids.get(topic)
+        if ids is None:
+            ids = self.ids[topic] = {}
+        ids[event_id] = t
+        if len(ids) >= max(_FORGET_AT, 2 * self.kept.get(topic, 0)):
+            for old in [i for i, seen in ids.items() if seen < horizon]:
+                del ids[old]
+            self.kept[topic] = len(ids)
+
+    def migrate(self) -> None:
+        """Ids kept before they were per topic (a set per key): each topic the key has seen remembers them at its
+        latest occurred_at, so they are forgotten one allowed lateness later."""
+        legacy: object = self.ids
+        if isinstance(legacy, (set, list)):
+            self.ids = {topic: dict.fromkeys(legacy, latest) for topic, latest in self.latest.items()}
 
 
 @dataclass(slots=True)
@@ -101,8 +124,9 @@ class Account(Keyed):
         billing = [(t, seq, event_fields(event)) for t, seq, event in self.billing]
         return marshal.dumps(
             (
-                list(self.ids),
+                self.ids,
                 self.latest,
+                self.kept,
                 self.segment_stamps,
                 self.segment_values,
                 billing,
@@ -116,10 +140,14 @@ class Account(Keyed):
 
     @classmethod
     def decode(cls, data: bytes) -> Account:
-        ids, latest, stamps, values, billing, first_trial, product, last_active, leads, opps = marshal.loads(data)
-        return cls(
-            set(ids),
+        fields = marshal.loads(data)
+        if len(fields) == 10:  # encoded before ids were kept per topic
+            fields = (fields[0], fields[1], {}, *fields[2:])
+        ids, latest, kept, stamps, values, billing, first_trial, product, last_active, leads, opps = fields
+        account = cls(
+            ids,
             latest,
+            kept,
             stamps,
             values,
             [(t, seq, Event(*event)) for t, seq, event in billing],
@@ -129,6 +157,8 @@ class Account(Keyed):
             leads,
             opps,
         )
+        account.migrate()
+        return account
 
 
 class AccountStore:
@@ -241,6 +271,10 @@ class Engine:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self.__dict__.setdefault("pending", {})
+        for keyed in self.channels.values():
+            if not hasattr(keyed, "kept"):  # pickled before ids were kept per topic
+                keyed.kept = {}
+            keyed.migrate()
         if isinstance(self.ledger, Ledger):  # a snapshot from before shards kept flat cells
             self.ledger = Cells(self.ledger.items())
 
@@ -250,13 +284,16 @@ class Engine:
         """Apply one valid event; returns its outcome: `accepted`, `duplicate` or `late`."""
         keyed = self._keyed(event)
         latest = keyed.latest.get(topic)
-        if latest is not None and event.t < latest - self.config.allowed_lateness_us:
+        lateness = self.config.allowed_lateness_us
+        if latest is not None and event.t < latest - lateness:
             return "late"
-        if event.event_id in keyed.ids:
+        # An id is remembered while its event is within the allowed lateness of the key's latest on the topic.
+        seen = keyed.ids.get(topic, _NO_IDS).get(event.event_id)
+        if seen is not None and latest is not None and seen >= latest - lateness:
             return "duplicate"
-        keyed.ids.add(event.event_id)
         if latest is None or event.t > latest:
-            keyed.latest[topic] = event.t
+            keyed.latest[topic] = latest = event.t
+        keyed.remember(topic, event.event_id, event.t, latest - lateness)
         if self.watermark is None or event.t > self.watermark:
             self.watermark = event.t
         self.sequence += 1

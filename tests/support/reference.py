@@ -141,6 +141,9 @@ class RefSettings:
     allowed_lateness_s: float = 7 * 86400
     inflation_annual: float = 0.03
     gross_margin: float = 1.0
+    # The worker's wall clock when every record arrives (SPEC §1: occurred_at at most a day after it); None:
+    # no upper bound, as for logs whose dates are all in the past.
+    now: datetime | None = None
 
 
 @dataclass
@@ -227,11 +230,13 @@ def parse_occurred_at(value: object) -> int | None:
 
 
 def _is_id(value: object) -> bool:
-    return isinstance(value, str) and value != ""
+    return isinstance(value, str) and 0 < len(value) <= 256
 
 
 def _is_money(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+    return (
+        isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and 0 <= value <= 1e12
+    )
 
 
 class _Invalid(Exception):
@@ -274,7 +279,9 @@ def validate(obj: object, settings: RefSettings) -> tuple[str, None] | tuple[Non
         if not _is_id(event_id):
             raise _Invalid("event_id")
         ts = parse_occurred_at(obj.get("occurred_at"))
-        if ts is None:
+        if ts is None or ts < 0:
+            raise _Invalid("occurred_at")
+        if settings.now is not None and ts > (settings.now - EPOCH + timedelta(days=1)) // timedelta(microseconds=1):
             raise _Invalid("occurred_at")
         marketing = etype.startswith("marketing.")
         account_id = obj.get("account_id")
@@ -352,12 +359,16 @@ def ingest(
     accepted: list[RefEvent] = []
     outcomes: list[Outcome] = []
     latest_by_key: dict[tuple[str, str], int] = {}
-    accepted_ids: set[str] = set()
+    # (topic, key) -> accepted id -> its occurred_at; an id counts while within the lateness of the key's latest
+    accepted_ids: dict[tuple[str, str], dict[str, int]] = {}
     for topic, raw in records:
         try:
             doc = orjson.loads(raw)
         except orjson.JSONDecodeError:
             outcomes.append(Outcome("rejected", "invalid_json"))
+            continue
+        if isinstance(doc, list) and len(doc) > 10_000:
+            outcomes.append(Outcome("rejected", "invalid_event"))
             continue
         items = doc if isinstance(doc, list) else [doc]
         for item in items:
@@ -372,10 +383,11 @@ def ingest(
             if latest is not None and event.ts < latest - lateness_us:
                 outcomes.append(Outcome("late", "too_late", event.event_id))
                 continue
-            if event.event_id in accepted_ids:
+            seen = accepted_ids.setdefault(key, {}).get(event.event_id)
+            if seen is not None and latest is not None and seen >= latest - lateness_us:
                 outcomes.append(Outcome("duplicate", None, event.event_id))
                 continue
-            accepted_ids.add(event.event_id)
+            accepted_ids[key][event.event_id] = event.ts
             latest_by_key[key] = event.ts if latest is None else max(latest, event.ts)
             event.seq = len(accepted)
             accepted.append(event)

@@ -20,9 +20,7 @@ STAGES = ("lead", "mql", "sql", "opportunity", "customer", "disqualified")
 START = datetime(2024, 1, 1, tzinfo=UTC)
 
 
-def stream_values(
-    records: Sequence[tuple[str, bytes]], settings: Settings, batch: int = 1
-) -> dict[str, float | None]:
+def stream_values(records: Sequence[tuple[str, bytes]], settings: Settings, batch: int = 1) -> dict[str, float | None]:
     """Every series the pipeline publishes after consuming `records` in order, `batch` records per batch."""
     pipeline = Pipeline(settings)
     inputs = [InputRecord(topic, 0, offset, value, 0.0) for offset, (topic, value) in enumerate(records)]
@@ -43,10 +41,19 @@ def assert_same(streamed: dict[str, float | None], expected: dict[str, float | N
 
 
 def random_log(
-    seed: int, n: int, *, days: float, accounts: int, disorder_days: float | None = None
+    seed: int,
+    n: int,
+    *,
+    days: float,
+    accounts: int,
+    disorder_days: float | None = None,
+    id_pool: int | None = None,
+    any_topic: bool = False,
 ) -> list[tuple[str, bytes]]:
     """Adversarial: segment changes, duplicates, and events up to `disorder_days` out of order (by default any
-    order at all). Leads and opportunities stay within one account, as their events carry its account_id."""
+    order at all). Leads and opportunities stay within one account, as their events carry its account_id.
+    With `id_pool`, event ids are drawn from that many, so ids come back long after (forgotten) or on other
+    keys; with `any_topic`, an event goes to a random input topic, so one id meets its key on several."""
     rng = random.Random(seed)
     segments = ["smb", "mid_market", "enterprise", "", "startup", None]
     out: list[tuple[str, bytes]] = []
@@ -61,7 +68,8 @@ def random_log(
         else:
             when = START + timedelta(days=days * i / n - rng.uniform(0, disorder_days) * (rng.random() < 0.2))
         occurred: Any = when.isoformat().replace("+00:00", "Z") if i % 3 else int(when.timestamp() * 1000)
-        event: dict[str, Any] = {"event_id": f"e{i}", "occurred_at": occurred, "account_id": account}
+        event_id = f"e{i}" if id_pool is None else f"e{rng.randrange(id_pool)}"
+        event: dict[str, Any] = {"event_id": event_id, "occurred_at": occurred, "account_id": account}
         roll = rng.random()
         if roll < 0.3:
             kind = rng.choice(
@@ -108,7 +116,8 @@ def random_log(
         segment = rng.choice(segments)
         if segment is not None:
             event["segment"] = segment
-        record = (str(topic_of(event["type"], Topics())), orjson.dumps(event))
+        topic = rng.choice(Topics().inputs) if any_topic else str(topic_of(event["type"], Topics()))
+        record = (topic, orjson.dumps(event))
         sent.append(record)
         out.append(record)
     return out
@@ -134,3 +143,14 @@ def test_long_log_with_late_rejections_matches_reference() -> None:
     expected = compute(records, RefSettings(fx_rates={"EUR": 1.08}, allowed_lateness_s=3 * 86400)).series
     assert_same(stream_values(records, settings), expected)
     assert_same(stream_values(records, settings, batch=1000), expected)
+
+
+@pytest.mark.parametrize("batch", [1, 300])
+def test_ids_reused_across_topics_keys_and_time_match_reference(batch: int) -> None:
+    """SPEC §2 (revised): an id is a duplicate only on its own (topic, key), and only while its event is within
+    the allowed lateness of that key's latest there; past it the id is forgotten and may name a new event."""
+    records = random_log(21, 6_000, days=200, accounts=15, disorder_days=5, id_pool=400, any_topic=True)
+    settings = Settings(clock="event", fx_rates={"EUR": 1.08}, allowed_lateness=3 * 86400)
+    reference = compute(records, RefSettings(fx_rates={"EUR": 1.08}, allowed_lateness_s=3 * 86400))
+    assert reference.outcomes["duplicate"] > 20 and reference.outcomes["accepted"] > 4_000
+    assert_same(stream_values(records, settings, batch), reference.series)

@@ -3,6 +3,7 @@ account store that keeps the state small."""
 
 from __future__ import annotations
 
+import marshal
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -159,8 +160,9 @@ def test_bad_array_element_is_dead_lettered_and_the_rest_applied(harness: Harnes
 def test_an_encoded_account_decodes_to_an_equal_one() -> None:
     event = Event("e1", "subscription.started", 7_200_000_000, "acc", "smb", "s1", 49 * NANOS)
     account = Account(
-        ids={"e1", "e2"},
+        ids={"billing.events": {"e1": 7_200_000_000}, "product.events": {"e2": 3}},
         latest={"billing.events": 7_200_000_000, "product.events": 3},
+        kept={"billing.events": 1},
         segment_stamps=[(7_200_000_000, 1)],
         segment_values=["smb"],
         billing=[(7_200_000_000, 1, event)],
@@ -172,6 +174,17 @@ def test_an_encoded_account_decodes_to_an_equal_one() -> None:
     )
     assert Account.decode(account.encode()) == account
     assert len(account.encode()) < 400
+
+
+def test_an_account_encoded_before_ids_were_per_topic_remembers_them_on_every_topic_it_saw() -> None:
+    latest = {"billing.events": 7_200_000_000, "product.events": 3}
+    legacy = marshal.dumps((["e1", "e2"], latest, [], [], [], None, [], {}, (), ()))
+    account = Account.decode(legacy)
+    assert account.ids == {
+        "billing.events": {"e1": 7_200_000_000, "e2": 7_200_000_000},
+        "product.events": {"e1": 3, "e2": 3},
+    }
+    assert (account.latest, account.kept) == (latest, {})
 
 
 def test_the_store_encodes_the_least_recently_used_beyond_its_limit() -> None:
@@ -230,3 +243,42 @@ def test_a_noisy_entity_is_recomputed_once_per_batch(monkeypatch: pytest.MonkeyP
     for record in records:
         harness.send_raw(record.value or b"", record.topic)
     assert {s.key: s.value for s in pipeline.refresh()} == harness.values()
+
+
+
+def at(day: float) -> str:
+    return (datetime(2024, 1, 1, tzinfo=UTC) + timedelta(days=day)).isoformat()
+
+
+def test_a_duplicate_is_one_of_the_same_topic_and_key_and_only_while_remembered(harness: Harness) -> None:
+    """SPEC §2 (revised): ids per (input topic, routing key), remembered while within the allowed lateness (7 d)
+    of the key's latest occurred_at on that topic."""
+    signup = {"type": "product.signup", "account_id": "a"}
+    harness.send({"event_id": "x", "occurred_at": at(0), **signup})
+    harness.send({"event_id": "x", "occurred_at": at(0), **signup})  # a re-delivery: duplicate
+    harness.send({"event_id": "x", "occurred_at": at(0), **signup}, topic="crm.events")  # another topic: new
+    harness.send({"event_id": "x", "occurred_at": at(0), **signup, "account_id": "b"})  # another key: new
+    harness.send({"event_id": "later", "occurred_at": at(7), **signup})  # x at the bound: still remembered
+    harness.send({"event_id": "x", "occurred_at": at(7), **signup})  # duplicate
+    harness.send({"event_id": "latest", "occurred_at": at(7.5), **signup})  # x is now past the bound
+    harness.send({"event_id": "x", "occurred_at": at(7.5), **signup})  # reusing a forgotten id: a new event
+    harness.send({"event_id": "x", "occurred_at": at(0), **signup})  # the first x again: too late
+    outcomes = harness.pipeline.outcomes()
+    assert outcomes[("product.events", "product.signup", "accepted")] == 5
+    assert outcomes[("crm.events", "product.signup", "accepted")] == 1
+    assert outcomes[("product.events", "product.signup", "duplicate")] == 2
+    assert outcomes[("product.events", "product.signup", "late")] == 1
+    assert harness.value("signups", window="30d") == 6
+
+
+def test_ids_of_a_key_are_forgotten_as_its_latest_moves_on() -> None:
+    pipeline_harness = Harness(Settings(clock="event", shards=1))
+    for i in range(2_000):  # one usage an hour: 168 of them within the 7 days of lateness
+        pipeline_harness.send(
+            {"event_id": f"u{i}", "type": "product.usage", "occurred_at": at(i / 24), "account_id": "a"}
+        )
+    engine = pipeline_harness.pipeline.shards[0].state.engine
+    account = engine.accounts.get("a")
+    assert account is not None
+    ids = account.ids["product.events"]
+    assert 169 <= len(ids) <= 2 * 169  # the last 7 days (and one hour) of ids, at most doubled before a pass
