@@ -245,7 +245,6 @@ def test_a_noisy_entity_is_recomputed_once_per_batch(monkeypatch: pytest.MonkeyP
     assert {s.key: s.value for s in pipeline.refresh()} == harness.values()
 
 
-
 def at(day: float) -> str:
     return (datetime(2024, 1, 1, tzinfo=UTC) + timedelta(days=day)).isoformat()
 
