@@ -20,20 +20,20 @@ from aiohttp.web import Response
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
 from revpulse.agents.base import ProducerService
 from revpulse.agents.connector_agent import ConnectorAgent
-from revpulse.agents.ingest import register_ingest
+from revpulse.agents.ingest import configure_web_server, register_ingest
 from revpulse.agents.publisher import Publisher
 from revpulse.agents.rollup_agent import RollupAgent
 from revpulse.agents.router_agent import RouterAgent
 from revpulse.agents.shard_agent import ShardAgent
 from revpulse.agents.snapshots import SnapshotStore
+from revpulse.settings import Settings
 from revpulse.streams.outputs import Outputs
 from revpulse.streams.partition import Router
 from revpulse.streams.pipeline import decoder, engine_config
 from revpulse.streams.rollup import Rollup
-
-from revpulse.settings import Settings
 from revpulse.topics import partials_topic, raw_topics, shard_topic, snapshot_topic
 
 log = logging.getLogger(__name__)
@@ -74,16 +74,22 @@ def create_worker(settings: Settings) -> Worker:
         broker_heartbeat_interval=min(3.0, settings.session_timeout / 5),
         web_enabled=True,
     )
+    # Header timeout and connection cap on the web port; before any page, which would create the web server.
+    configure_web_server(app, settings)
     config = engine_config(settings)
     rollup = Rollup()
     # The counts come from the shards this worker owns; `shards` is bound below, before any call.
     outputs = Outputs(settings, rollup, lambda: shards.outcomes())
     kwargs = {"beacon": app.beacon, "loop": app.loop}
     producer = ProducerService(settings, **kwargs)
-    snapshots = SnapshotStore(settings, config, producer)
+
+    def skipped(role: str, reason: str) -> None:
+        outputs.internal_skipped.labels(role, reason).inc()
+
+    snapshots = SnapshotStore(settings, config, producer, skipped)
     shards = ShardAgent(settings, config, producer, snapshots, rollup, outputs, **kwargs)
     router = RouterAgent(settings, Router(decoder(settings), settings.shards), producer, outputs, shards, **kwargs)
-    rollup_agent = RollupAgent(settings, rollup, lambda shard: shard in shards.shards, **kwargs)
+    rollup_agent = RollupAgent(settings, rollup, lambda shard: shard in shards.shards, skipped, **kwargs)
     publisher = Publisher(producer, outputs, settings)
     connectors = ConnectorAgent(settings, producer, outputs, **kwargs)
     worker = Worker(app, outputs, router, shards, rollup_agent, publisher)

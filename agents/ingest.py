@@ -5,6 +5,20 @@ shared producer uses acks=all and the handler awaits the acknowledgement), so a 
 nothing; a provider retries anything else. The record value is the body exactly as received (a signature covers
 those bytes, and the mappers re-read the topic from its start); what the request said about it goes in headers.
 
+Everything the headers alone can decide is decided before any of the body is read: the method, the source being
+configured, a declared size over the limit, credentials that live in headers (the bearer token of `events`,
+pipedrive's basic auth: checked whole), and for the schemes that sign the body (Stripe, HubSpot v3) the presence
+and form of their headers and the timestamp tolerance. Only then, and only while fewer than
+`REVPULSE_INGEST_MAX_IN_FLIGHT` requests hold a body, is the body read: at most `max_bytes` + 1 bytes, within
+`REVPULSE_HTTP_READ_TIMEOUT`, then verified. An answer given with the body unread is sent at once; what the
+client still sends is then dropped (never kept) for at most LINGER seconds, and the connection closes.
+
+The web server itself (`configure_web_server`) bounds what a connection may hold before any handler runs: the
+request line and headers must arrive within `REVPULSE_HTTP_HEADER_TIMEOUT` (else the connection is dropped),
+header lines and counts are capped, and at most `REVPULSE_HTTP_MAX_CONNECTIONS` connections are open at once (a
+new one beyond it is answered 503 and closed). A closed connection is freed at once rather than left to the
+cyclic collector, and after a burst of connections the memory it used goes back to the system (TRIM_BURST).
+
 | answer | when |
 |---|---|
 | 200 `{"accepted": true, "topic", "partition", "offset"}` | written |
@@ -12,8 +26,12 @@ those bytes, and the mappers re-read the topic from its start); what the request
 | 405 `method_not_allowed` | not a POST |
 | 413 `too_large` | Content-Length or the body read over `REVPULSE_INGEST_MAX_BYTES`, or over what the broker takes |
 | 401 `unauthorized` | signature, credentials or token missing or wrong; signed timestamp too old |
+| 408 `timeout` | the body did not arrive whole within `REVPULSE_HTTP_READ_TIMEOUT` |
 | 400 `invalid_json` | the body is not JSON |
-| 503 `unavailable` | the broker did not acknowledge in time: try again |
+| 400 `bad_request` | Content-Length is not a number, or the body could not be read (malformed chunks, client gone) |
+| 503 `busy` | `REVPULSE_INGEST_MAX_IN_FLIGHT` requests already hold a body, or the connection is over \
+`REVPULSE_HTTP_MAX_CONNECTIONS`: `Retry-After: 1` |
+| 503 `unavailable` | the broker did not acknowledge in time: try again (`Retry-After: 5`) |
 
 Every error body is `{"error": <code>, "detail": <text>}`.
 """
@@ -21,22 +39,35 @@ Every error body is `{"error": <code>, "detail": <text>}`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import faust
 import orjson
 from aiohttp import web as aiohttp_web
-from aiohttp.web import Response
+from aiohttp.web import Response, StreamResponse
+from aiohttp.web_protocol import RequestHandler, RequestPayloadError
+from aiohttp.web_server import Server
 from aiokafka.errors import KafkaConnectionError, KafkaError, MessageSizeTooLargeError, RecordListTooLargeError
 from faust.web import Request, View
-from revpulse.agents.base import ProducerService
-from revpulse.connectors.signatures import SignatureError, verify_basic, verify_bearer, verify_hubspot_v3, verify_stripe
+from faust.web.drivers.aiohttp import Web as AiohttpWeb
 
+from revpulse.agents.base import ProducerService
+from revpulse.connectors.signatures import (
+    HUBSPOT_TOLERANCE,
+    SignatureError,
+    verify_basic,
+    verify_bearer,
+    verify_hubspot_v3,
+    verify_stripe,
+)
 from revpulse.settings import Ingest as IngestSettings
 from revpulse.settings import Settings, Topics
 from revpulse.topics import RAW_SOURCES, raw_topic
@@ -47,6 +78,29 @@ log = logging.getLogger(__name__)
 # the provider retries anyway.
 WRITE_TIMEOUT = 5.0
 _READ_CHUNK = 64 * 1024
+# What a client that is refused is told to wait before trying again, in seconds.
+RETRY_AFTER = "1"
+# After an answer given with the body unread, what the client still sends is read and dropped for at most this
+# long before closing: closing at once, with data unread, resets the connection, and the client's kernel may then
+# drop the answer before the client reads it.
+LINGER = 2.0
+# Header limits (aiohttp counts no total): a request line, one header line, and the number of header lines.
+MAX_LINE_SIZE = 8190
+MAX_FIELD_SIZE = 8190
+MAX_HEADERS = 64
+# The form of a signature that can match at all: Stripe's v1 is a hex SHA-256, HubSpot's v3 a base64 one.
+_STRIPE_V1 = re.compile(r"[0-9a-f]{64}")
+_HUBSPOT_V3 = re.compile(r"[A-Za-z0-9+/]{43}=")
+_LOG_INTERVAL = 10.0  # seconds between two warnings about refused requests or connections
+# After a burst of connections the allocator keeps the pages they used (Python frees the objects, glibc and
+# pymalloc hold on to the memory). Once a burst (TRIM_BURST connections open at once, or max_connections if that
+# is lower) has drained to TRIM_QUIET connections for TRIM_DELAY seconds, free memory is handed back to the
+# system, at most once per TRIM_INTERVAL seconds (malloc_trim walks the heap: tens of milliseconds on a worker of
+# a gigabyte; a sustained flood never drains, so it never trims meanwhile).
+TRIM_BURST = 64
+TRIM_QUIET = 8
+TRIM_DELAY = 1.0
+TRIM_INTERVAL = 10.0
 
 # (topic, value, headers) → (partition, offset), once the broker acknowledged the record.
 Send = Callable[[str, bytes, list[tuple[str, bytes]]], Awaitable[tuple[int, int]]]
@@ -57,15 +111,20 @@ class Answer:
     status: int
     body: dict[str, Any]
     headers: dict[str, str] = field(default_factory=dict)
+    # Close the connection after the answer (`Connection: close`): given while the body was not read whole.
+    close: bool = False
 
     @classmethod
     def error(cls, status: int, code: str, detail: str, **headers: str) -> Answer:
         return cls(status, {"error": code, "detail": detail}, headers)
 
     def response(self) -> Response:
-        return Response(
-            body=orjson.dumps(self.body), status=self.status, headers=self.headers, content_type="application/json"
-        )
+        # A copy of exact size: orjson's result keeps its 4 KiB buffer, held while the answer waits on a linger.
+        body = bytes(memoryview(orjson.dumps(self.body)))
+        response = Response(body=body, status=self.status, headers=self.headers, content_type="application/json")
+        if self.close:
+            response.force_close()
+        return response
 
 
 class Ingest:
@@ -77,11 +136,16 @@ class Ingest:
         send: Send,
         clock: Callable[[], float] = time.time,
         raw_prefix: str = Topics.ingest_raw,
+        linger: float = LINGER,
     ) -> None:
         self.settings = settings
         self.send = send
         self.clock = clock
         self.raw_prefix = raw_prefix
+        self.linger = linger
+        # Requests past the header checks and not answered yet: each holds (or is reading) a body.
+        self.in_flight = 0
+        self._busy_logged = float("-inf")
 
     def missing_setting(self, source: str) -> str | None:
         """The setting that enables `source` when it is not set, else None."""
@@ -119,6 +183,32 @@ class Ingest:
     def too_large(self) -> Answer:
         return Answer.error(413, "too_large", f"the body is over {self.settings.max_bytes} bytes")
 
+    def busy(self) -> Answer:
+        return Answer.error(503, "busy", "too many requests in progress; retry later", **{"Retry-After": RETRY_AFTER})
+
+    def check_headers(self, source: str, headers: Mapping[str, str]) -> None:
+        """Raises SignatureError when the headers alone show the request is not authentic: credentials that live
+        in headers are checked whole, a body signature for its presence, its form and its timestamp. Reasons are
+        those `verify` gives. `headers` must be case-insensitive."""
+        s = self.settings
+        if source == "stripe":
+            check_stripe_headers(headers.get("Stripe-Signature"), tolerance=s.stripe_tolerance, now=self.clock())
+        elif source == "hubspot":
+            check_hubspot_headers(
+                headers.get("X-HubSpot-Signature-v3"), headers.get("X-HubSpot-Request-Timestamp"), now=self.clock()
+            )
+        else:
+            self._verify_credentials(source, headers)
+
+    def _verify_credentials(self, source: str, headers: Mapping[str, str]) -> None:
+        s = self.settings
+        if source == "pipedrive":
+            assert s.pipedrive_user is not None and s.pipedrive_password is not None
+            verify_basic(headers.get("Authorization"), s.pipedrive_user, s.pipedrive_password)
+        else:
+            assert s.token is not None
+            verify_bearer(headers.get("Authorization"), s.token)
+
     def verify(self, source: str, method: str, url: str, headers: Mapping[str, str], body: bytes) -> None:
         """Raises SignatureError unless the request is authentic. `headers` must be case-insensitive."""
         s = self.settings
@@ -142,12 +232,8 @@ class Ingest:
                 secret=s.hubspot_client_secret,
                 now=self.clock(),
             )
-        elif source == "pipedrive":
-            assert s.pipedrive_user is not None and s.pipedrive_password is not None
-            verify_basic(headers.get("Authorization"), s.pipedrive_user, s.pipedrive_password)
         else:
-            assert s.token is not None
-            verify_bearer(headers.get("Authorization"), s.token)
+            self._verify_credentials(source, headers)
 
     async def accept(self, source: str, *, method: str, url: str, headers: Mapping[str, str], body: bytes) -> Answer:
         """Verify a whole request and write its body; `url` is the full URL the provider called."""
@@ -183,16 +269,61 @@ class Ingest:
         return Answer(200, {"accepted": True, "topic": topic, "partition": partition, "offset": offset})
 
     async def receive(self, source: str, request: aiohttp_web.Request) -> Answer:
-        """Answer one HTTP request, reading at most `max_bytes` + 1 bytes of its body."""
-        early = self.refuse_early(source, request.method, request.headers.get("Content-Length"))
+        """Answer one HTTP request: what the headers decide first, with none of the body read; then, holding one
+        of `max_in_flight` places, the body (at most `max_bytes` + 1 bytes, within `read_timeout`) and the rest."""
+        headers = request.headers
+        early = self.refuse_early(source, request.method, headers.get("Content-Length"))
+        if early is None:
+            try:
+                self.check_headers(source, headers)
+            except SignatureError as exc:
+                early = Answer.error(401, "unauthorized", exc.reason)
+        if early is None and self.in_flight >= self.settings.max_in_flight:
+            early = self.busy()
+            now = time.monotonic()
+            if now - self._busy_logged >= _LOG_INTERVAL:
+                self._busy_logged = now
+                log.warning(
+                    "ingest: %d requests in progress, answering 503 (REVPULSE_INGEST_MAX_IN_FLIGHT)", self.in_flight
+                )
         if early is not None:
-            return early
-        body = await _read_bounded(request, self.settings.max_bytes)
-        if body is None:
-            return self.too_large()
-        return await self.accept(
-            source, method=request.method, url=self.url_of(request), headers=request.headers, body=body
-        )
+            # The body stays unread: the connection cannot serve another request after it.
+            return replace(early, close=request.can_read_body)
+        self.in_flight += 1
+        try:
+            try:
+                async with asyncio.timeout(self.settings.read_timeout):
+                    body = await _read_bounded(request, self.settings.max_bytes)
+            except TimeoutError:
+                detail = f"the body did not arrive within {self.settings.read_timeout:g} s"
+                return replace(Answer.error(408, "timeout", detail), close=True)
+            except (ConnectionError, RequestPayloadError) as exc:
+                # The client left, or sent a malformed (e.g. chunked) body: not a server error worth a traceback.
+                # The payload holds the exception, whose traceback holds this frame and so the payload: dropping
+                # the traceback spares the collector that cycle.
+                exc.__traceback__ = None
+                return replace(Answer.error(400, "bad_request", f"the body could not be read: {exc}"), close=True)
+            if body is None:
+                return replace(self.too_large(), close=True)
+            return await self.accept(
+                source, method=request.method, url=self.url_of(request), headers=headers, body=body
+            )
+        finally:
+            self.in_flight -= 1
+
+    async def respond(self, source: str, request: aiohttp_web.Request) -> StreamResponse:
+        """The HTTP response to one request. An answer given with the body unread is sent at once; then what the
+        client still sends is dropped for at most `linger` seconds (or until it closes), and the connection closes."""
+        answer = await self.receive(source, request)
+        response = answer.response()
+        if answer.close and not request.content.is_eof():
+            try:
+                await response.prepare(request)
+                await response.write_eof()
+                await _discard(request, self.linger)
+            except (ConnectionError, RequestPayloadError) as exc:
+                exc.__traceback__ = None
+        return response
 
     def url_of(self, request: aiohttp_web.Request) -> str:
         """The URL the provider called: the public base URL, when set, followed by the path and query as received."""
@@ -214,6 +345,62 @@ async def _read_bounded(request: aiohttp_web.Request, limit: int) -> bytes | Non
         if size > limit:
             return None
         chunks.append(chunk)
+
+
+async def _discard(request: aiohttp_web.Request, seconds: float) -> None:
+    """Read and drop the rest of the body, for at most `seconds`. A client that closes ends it at once (aiohttp
+    fails the read of a running handler's body then, which it does not for its own lingering)."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            while await request.content.readany():
+                pass
+
+
+def check_stripe_headers(header: str | None, *, tolerance: float, now: float) -> None:
+    """What `verify_stripe` checks before it needs the body, with its reasons; also that some v1 is a hex SHA-256
+    (no other value can match)."""
+    if not header:
+        raise SignatureError("missing Stripe-Signature header")
+    timestamp: str | None = None
+    candidates: list[str] = []
+    for item in header.split(","):
+        key, sep, value = item.strip().partition("=")
+        if not sep:
+            continue
+        if key == "t":
+            timestamp = value
+        elif key == "v1":
+            candidates.append(value)
+    seconds = None if timestamp is None else _epoch(timestamp)
+    if seconds is None:
+        raise SignatureError("Stripe-Signature has no valid timestamp")
+    if not candidates:
+        raise SignatureError("Stripe-Signature has no v1 signature")
+    if abs(now - seconds) > tolerance:
+        raise SignatureError("Stripe-Signature timestamp outside the tolerance")
+    if not any(_STRIPE_V1.fullmatch(candidate) for candidate in candidates):
+        raise SignatureError("Stripe-Signature does not match the body")
+
+
+def check_hubspot_headers(signature: str | None, timestamp: str | None, *, now: float) -> None:
+    """What `verify_hubspot_v3` checks before it needs the body, with its reasons; also that the signature is a
+    base64 SHA-256 (no other value can match)."""
+    if not signature:
+        raise SignatureError("missing X-HubSpot-Signature-v3 header")
+    if not timestamp:
+        raise SignatureError("missing X-HubSpot-Request-Timestamp header")
+    millis = _epoch(timestamp)
+    if millis is None:
+        raise SignatureError("X-HubSpot-Request-Timestamp is not epoch milliseconds")
+    if abs(now * 1000 - millis) > HUBSPOT_TOLERANCE * 1000:
+        raise SignatureError("X-HubSpot-Request-Timestamp outside the tolerance")
+    if not _HUBSPOT_V3.fullmatch(signature.strip()):
+        raise SignatureError("X-HubSpot-Signature-v3 does not match the request")
+
+
+def _epoch(text: str) -> int | None:
+    """A decimal integer of at most 20 ASCII digits, as the verifiers accept."""
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 20 else None
 
 
 def _rfc3339(seconds: float) -> str:
@@ -243,7 +430,7 @@ class IngestView(View):
 
     async def post(self, request: Request) -> Response:
         # Faust's web driver is aiohttp: its request gives the body as a stream, so the read can be bounded.
-        return (await self.ingest.receive(self.source, request)).response()  # type: ignore[arg-type]
+        return await self.ingest.respond(self.source, request)  # type: ignore[arg-type,return-value]
 
     async def get(self, request: Request) -> Response:
         return self._not_allowed(request)
@@ -261,6 +448,183 @@ class IngestView(View):
         answer = self.ingest.refuse_early(self.source, request.method, None)
         assert answer is not None and answer.status == 405
         return answer.response()
+
+
+# The web server: limits that hold before any handler runs.
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    header_timeout: float = 5.0
+    max_connections: int = 512
+
+    @classmethod
+    def of(cls, settings: Settings) -> ServerLimits:
+        return cls(settings.http_header_timeout, settings.http_max_connections)
+
+    def handler_args(self) -> dict[str, Any]:
+        """Keyword arguments of aiohttp's RequestHandler (one per connection)."""
+        return {
+            # aiohttp arms this timer when a connection opens and again after each answer, and drops the
+            # connection if no whole request line and headers arrived by then: the header-read timeout (and the
+            # keep-alive idle limit). A handler running is not affected.
+            "keepalive_timeout": self.header_timeout,
+            # The ingest handler lingers itself (`Ingest.respond`): aiohttp's lingering is not ended by the client
+            # closing, and would keep the connection (counted against max_connections) for its whole length.
+            "lingering_time": 0,
+            "max_line_size": MAX_LINE_SIZE,
+            "max_field_size": MAX_FIELD_SIZE,
+            "max_headers": MAX_HEADERS,
+        }
+
+
+def _over_capacity_reply() -> bytes:
+    body = orjson.dumps({"error": "busy", "detail": "too many connections; retry later"})
+    head = (
+        "HTTP/1.1 503 Service Unavailable\r\n"
+        "Content-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        f"Retry-After: {RETRY_AFTER}\r\n"
+        "Connection: close\r\n\r\n"
+    )
+    return head.encode("ascii") + body
+
+
+_OVER_CAPACITY = _over_capacity_reply()
+
+
+class LimitedServer(Server):
+    """aiohttp's server, refusing a connection while `max_connections` are open: 503 with Retry-After, closed
+    before anything of it is read. A connection counts from its opening until its last handler finished. Once a
+    burst of connections is over, free memory goes back to the system (see TRIM_BURST)."""
+
+    max_connections: int
+    refused: int
+    trims: int
+    _refused_logged: float
+    _burst: int  # the most connections open at once since the last trim
+    _trim_handle: asyncio.TimerHandle | None
+    _trimmed_at: float
+    _quiet: bool  # the last check after a burst found at most TRIM_QUIET connections
+
+    def limit(self, max_connections: int) -> None:
+        self.max_connections = max_connections
+        self.refused = self.trims = self._burst = 0
+        self._refused_logged = self._trimmed_at = float("-inf")
+        self._trim_handle = None
+        self._quiet = False
+
+    def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
+        if len(self._connections) >= self.max_connections:
+            self.refused += 1
+            transport.write(_OVER_CAPACITY)
+            # Closes the transport (once the answer is written) and ends the handler before it reads anything.
+            handler.force_close()
+            _drop_read_callback(transport)
+            now = time.monotonic()
+            if now - self._refused_logged >= _LOG_INTERVAL:
+                self._refused_logged = now
+                log.warning(
+                    "web: %d connections open, refusing new ones (REVPULSE_HTTP_MAX_CONNECTIONS); %d refused so far",
+                    self.max_connections,
+                    self.refused,
+                )
+            return
+        super().connection_made(handler, transport)
+        self._burst = max(self._burst, len(self._connections))
+
+    def connection_lost(self, handler: RequestHandler, exc: BaseException | None = None) -> None:
+        transport = self._connections.get(handler)
+        super().connection_lost(handler, exc)
+        if transport is not None:
+            _drop_read_callback(transport)
+        if self._burst >= min(TRIM_BURST, self.max_connections) and self._trim_handle is None:
+            self._trim_handle = self._loop.call_later(TRIM_DELAY, self._trim_after_burst)
+
+    def _trim_after_burst(self) -> None:
+        """Checked every TRIM_DELAY seconds after a burst: trims once two checks in a row found it quiet."""
+        self._trim_handle = None
+        now = time.monotonic()
+        quiet = len(self._connections) <= TRIM_QUIET
+        if quiet and self._quiet and now - self._trimmed_at >= TRIM_INTERVAL:
+            self._burst = len(self._connections)
+            self._trimmed_at = now
+            self._quiet = False
+            if _release_free_memory():
+                self.trims += 1
+            return
+        self._quiet = quiet
+        self._trim_handle = self._loop.call_later(TRIM_DELAY, self._trim_after_burst)
+
+    def pre_shutdown(self) -> None:
+        if self._trim_handle is not None:
+            self._trim_handle.cancel()
+            self._trim_handle = None
+        super().pre_shutdown()
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's malloc_trim, if the process has it (not on musl or macOS)."""
+    try:
+        return ctypes.CDLL(None).malloc_trim  # type: ignore[no-any-return]
+    except (OSError, AttributeError):
+        return None
+
+
+_MALLOC_TRIM = _malloc_trim()
+
+
+def _release_free_memory() -> bool:
+    """Hand the allocator's free pages back to the system; False where that is not possible."""
+    if _MALLOC_TRIM is None:
+        return False
+    started = time.perf_counter()
+    _MALLOC_TRIM(0)
+    log.info("web: burst of connections over, free memory released in %.0f ms", (time.perf_counter() - started) * 1000)
+    return True
+
+
+def _drop_read_callback(transport: asyncio.BaseTransport) -> None:
+    """Let a closed transport go with its last reference. Before Python 3.12 (CPython gh-100348) a selector socket
+    transport keeps a bound method of itself in `_read_ready_cb`, so every connection ends as a reference cycle
+    left to the cyclic collector, which this worker holds off (it freezes what survives a second, for minutes):
+    a flood of short connections then stays in memory. 3.12's `close()` clears the attribute; this does the same
+    once the transport is closing (its reader is removed by then, so the callback is never called again)."""
+    if transport.is_closing() and getattr(transport, "_read_ready_cb", None) is not None:
+        transport._read_ready_cb = None  # type: ignore[attr-defined]
+
+
+class LimitedRunner(aiohttp_web.AppRunner):
+    """An AppRunner whose server applies `ServerLimits`."""
+
+    def __init__(self, app: aiohttp_web.Application, limits: ServerLimits, **kwargs: Any) -> None:
+        super().__init__(app, **(kwargs | limits.handler_args()))
+        self.limits = limits
+
+    async def _make_server(self) -> Server:
+        server = await super()._make_server()
+        # The server is built by the Application (with its handler arguments, request factory and loop): this
+        # subclass only adds methods and a few attributes, so it takes the instance over rather than rebuild it.
+        assert type(server) is Server, type(server)
+        server.__class__ = LimitedServer
+        assert isinstance(server, LimitedServer)
+        server.limit(self.limits.max_connections)
+        return server
+
+
+class LimitedWeb(AiohttpWeb):
+    """Faust's aiohttp web driver, serving through a `LimitedRunner`."""
+
+    def __init__(self, app: faust.App, *, limits: ServerLimits, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self._runner = LimitedRunner(self.web_app, limits, access_log=None)
+
+
+def configure_web_server(app: faust.App, settings: Settings) -> None:
+    """Have the app serve its web port with the limits of `settings` (before any page is added)."""
+    if type(app).web.is_set(app):
+        raise RuntimeError("configure_web_server must run before the app's web server is created")
+    app.web = LimitedWeb(app, limits=ServerLimits.of(settings))
 
 
 def register_ingest(app: faust.App, settings: Settings, producer: ProducerService) -> Ingest:

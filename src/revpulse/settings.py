@@ -70,6 +70,10 @@ class Ingest:
     # The public base URL providers call (e.g. https://revpulse.example.com behind a proxy); HubSpot signs the
     # URL it called, which the worker cannot see behind a proxy. None: the URL of the request as received.
     public_url: str | None = None
+    # Seconds a request body may take to arrive whole once its headers are in (then 408, connection closed).
+    read_timeout: float = 5.0
+    # Requests reading or writing a body at once; beyond it 503 with Retry-After (memory: this × max_bytes).
+    max_in_flight: int = 64
 
 
 @dataclass(frozen=True)
@@ -99,6 +103,11 @@ class Settings:
     standby_replicas: int = 0
     # Accounts per shard kept as objects between batches; the rest are held encoded (memory vs. decode time).
     hot_accounts: int = 10_000
+    # The web port: seconds a connection may take to send a whole request line and headers, counted from its
+    # opening or from the previous answer (so also how long an idle keep-alive connection stays open), and the
+    # most connections open at once (beyond it a new one is answered 503 and closed).
+    http_header_timeout: float = 5.0
+    http_max_connections: int = 512
     ingest: Ingest = field(default_factory=Ingest)
     # HubSpot mapper overrides (None: the mapper's defaults): deal stage id → won/lost, lifecycle stage → a
     # SPEC §1 funnel stage.
@@ -154,6 +163,8 @@ class Settings:
             token=get("REVPULSE_INGEST_TOKEN"),
             max_bytes=parse("REVPULSE_INGEST_MAX_BYTES", ingest_defaults.max_bytes, _max_bytes),
             public_url=parse("REVPULSE_PUBLIC_URL", ingest_defaults.public_url, _public_url),
+            read_timeout=parse("REVPULSE_HTTP_READ_TIMEOUT", ingest_defaults.read_timeout, _http_timeout),
+            max_in_flight=parse("REVPULSE_INGEST_MAX_IN_FLIGHT", ingest_defaults.max_in_flight, _max_in_flight),
         )
         return cls(
             broker=parse("REVPULSE_BROKER", defaults.broker, _broker),
@@ -174,6 +185,10 @@ class Settings:
             snapshot_interval=parse("REVPULSE_SNAPSHOT_INTERVAL", defaults.snapshot_interval, _positive_duration),
             standby_replicas=parse("REVPULSE_STANDBY_REPLICAS", defaults.standby_replicas, _non_negative_int),
             hot_accounts=parse("REVPULSE_HOT_ACCOUNTS", defaults.hot_accounts, _non_negative_int),
+            http_header_timeout=parse("REVPULSE_HTTP_HEADER_TIMEOUT", defaults.http_header_timeout, _http_timeout),
+            http_max_connections=parse(
+                "REVPULSE_HTTP_MAX_CONNECTIONS", defaults.http_max_connections, _max_connections
+            ),
             ingest=ingest,
             hubspot_deal_stages=parse("REVPULSE_HUBSPOT_DEAL_STAGES", defaults.hubspot_deal_stages, _deal_stages),
             hubspot_lifecycle_stages=parse(
@@ -321,6 +336,27 @@ def _max_bytes(raw: str) -> int:
     # bodies that can never be stored.
     if not 1 <= count <= 1024 * 1024:
         raise ValueError(f"must be between 1 and 1048576 bytes, got {raw!r}")
+    return count
+
+
+def _http_timeout(raw: str) -> float:
+    seconds = parse_duration(raw)
+    if not 0.1 <= seconds <= 300:
+        raise ValueError(f"must be between 0.1s and 300s, got {raw!r}")
+    return seconds
+
+
+def _max_connections(raw: str) -> int:
+    count = int(raw)
+    if not 1 <= count <= 100_000:
+        raise ValueError(f"must be between 1 and 100000, got {raw!r}")
+    return count
+
+
+def _max_in_flight(raw: str) -> int:
+    count = int(raw)
+    if not 1 <= count <= 10_000:
+        raise ValueError(f"must be between 1 and 10000, got {raw!r}")
     return count
 
 

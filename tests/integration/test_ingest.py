@@ -200,8 +200,8 @@ def test_raw_topics_hold_exactly_the_accepted_bodies(worker: WorkerProcess, acce
 
 
 async def _serve(ingest: Ingest, scenario: Callable[[str, ClientSession], Awaitable[None]]) -> None:
-    async def handle(request: web.Request) -> web.Response:
-        return (await ingest.receive(request.match_info["source"], request)).response()
+    async def handle(request: web.Request) -> web.StreamResponse:
+        return await ingest.respond(request.match_info["source"], request)
 
     app = web.Application()
     app.router.add_route("*", "/ingest/{source}", handle)

@@ -1,14 +1,18 @@
-"""Webhook requests as the providers send them: signed bodies, credentials, and a plain HTTP client."""
+"""Webhook requests as the providers send them: signed bodies, credentials, a plain HTTP client, and raw HTTP
+over asyncio streams for clients that misbehave on purpose (stall, trickle, never finish)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import http.client
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -100,3 +104,60 @@ SIGNERS: dict[str, Callable[[bytes], dict[str, str]]] = {
     "pipedrive": lambda body: basic_headers(),
     "events": lambda body: bearer_headers(),
 }
+
+
+# Raw HTTP/1.1 over asyncio streams.
+
+
+def request_head(
+    path: str, headers: dict[str, str] | None = None, *, method: str = "POST", content_length: int | None = None
+) -> bytes:
+    """A request line and headers, ending with the blank line; the body (if any) is the caller's to send."""
+    lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1"]
+    if content_length is not None:
+        lines.append(f"Content-Length: {content_length}")
+    lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+@dataclass(frozen=True)
+class RawReply:
+    status: int
+    headers: dict[str, str]  # names lower-cased
+    body: bytes
+
+    def json(self) -> Any:
+        return orjson.loads(self.body)
+
+
+async def read_reply(reader: asyncio.StreamReader) -> RawReply | None:
+    """The next answer on the connection, or None if it closed (or was reset) before a whole one arrived."""
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        headers = {}
+        for line in lines[1:]:
+            name, sep, value = line.partition(":")
+            if sep:
+                headers[name.strip().lower()] = value.strip()
+        body = await reader.readexactly(int(headers.get("content-length", "0")))
+    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+        return None
+    return RawReply(int(lines[0].split()[1]), headers, body)
+
+
+async def wait_closed(reader: asyncio.StreamReader, timeout: float) -> float:
+    """Seconds until the server closed (or reset) the connection, discarding what it sends; TimeoutError if it
+    is still open after `timeout`."""
+    started = time.monotonic()
+    async with asyncio.timeout(timeout):
+        with contextlib.suppress(ConnectionError):
+            while await reader.read(65536):
+                pass
+    return time.monotonic() - started
+
+
+async def close_quietly(writer: asyncio.StreamWriter) -> None:
+    writer.close()
+    with contextlib.suppress(ConnectionError, OSError):
+        await writer.wait_closed()

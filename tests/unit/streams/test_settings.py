@@ -67,6 +67,16 @@ def test_durations(text: str, seconds: float) -> None:
         ("REVPULSE_HUBSPOT_LIFECYCLE_STAGES", "{"),
         ("REVPULSE_HUBSPOT_LIFECYCLE_STAGES", '{"marketingqualifiedlead": "MQL"}'),
         ("REVPULSE_HUBSPOT_LIFECYCLE_STAGES", '{"lead": 1}'),
+        ("REVPULSE_HTTP_HEADER_TIMEOUT", "0"),
+        ("REVPULSE_HTTP_HEADER_TIMEOUT", "5 seconds"),
+        ("REVPULSE_HTTP_HEADER_TIMEOUT", "301"),
+        ("REVPULSE_HTTP_READ_TIMEOUT", "0.05"),
+        ("REVPULSE_HTTP_READ_TIMEOUT", "soon"),
+        ("REVPULSE_HTTP_MAX_CONNECTIONS", "0"),
+        ("REVPULSE_HTTP_MAX_CONNECTIONS", "lots"),
+        ("REVPULSE_HTTP_MAX_CONNECTIONS", "100001"),
+        ("REVPULSE_INGEST_MAX_IN_FLIGHT", "0"),
+        ("REVPULSE_INGEST_MAX_IN_FLIGHT", "1.5"),
     ],
 )
 def test_bad_setting_names_the_variable(name: str, value: str) -> None:
@@ -82,6 +92,22 @@ def test_ingest_defaults() -> None:
     assert (s.hubspot_deal_stages, s.hubspot_lifecycle_stages) == (None, None)
     assert s.topics.salesforce_cdc == "salesforce.cdc"
     assert "salesforce.cdc" not in s.topics.inputs
+
+
+def test_http_limits() -> None:
+    s = Settings.from_env({})
+    assert (s.http_header_timeout, s.http_max_connections) == (5.0, 512)
+    assert (s.ingest.read_timeout, s.ingest.max_in_flight) == (5.0, 64)
+    s = Settings.from_env(
+        {
+            "REVPULSE_HTTP_HEADER_TIMEOUT": "2.5s",
+            "REVPULSE_HTTP_MAX_CONNECTIONS": "100",
+            "REVPULSE_HTTP_READ_TIMEOUT": "1m",
+            "REVPULSE_INGEST_MAX_IN_FLIGHT": "8",
+        }
+    )
+    assert (s.http_header_timeout, s.http_max_connections) == (2.5, 100)
+    assert (s.ingest.read_timeout, s.ingest.max_in_flight) == (60.0, 8)
 
 
 def test_ingest_values_parsed() -> None:
@@ -129,7 +155,10 @@ def test_secrets_stay_out_of_reprs() -> None:
     )
     text = repr(s)
     assert "SECRET" not in text
-    assert "Ingest(stripe_tolerance=300.0, pipedrive_user='pd-user', max_bytes=1048576, public_url=None)" in text
+    assert (
+        "Ingest(stripe_tolerance=300.0, pipedrive_user='pd-user', max_bytes=1048576, public_url=None, "
+        "read_timeout=5.0, max_in_flight=64)"
+    ) in text
 
 
 def test_pipedrive_user_cannot_hold_a_colon() -> None:
