@@ -9,9 +9,29 @@ raw topic again from its start, so `map` must depend only on the elements seen b
 
 from __future__ import annotations
 
+import reprlib
 from typing import Any, Protocol
 
 CanonicalEvent = dict[str, Any]
+
+_PREVIEW = reprlib.Repr()
+_PREVIEW.maxlevel = 3
+_PREVIEW.maxstring = _PREVIEW.maxother = 80
+_PREVIEW.maxlist = _PREVIEW.maxtuple = _PREVIEW.maxdict = _PREVIEW.maxset = 6
+PREVIEW_LIMIT = 200
+
+
+def preview(value: Any) -> str:
+    """`repr(value)` for a human-readable detail, short and safe whatever the payload held.
+
+    Payload values are hostile: a plain repr of a 1 MB string would be a 1 MB dead-letter header, and one of a
+    list nested 1,000 deep raises RecursionError. Short values read exactly as `repr` writes them.
+    """
+    try:
+        text = _PREVIEW.repr(value)
+    except Exception:  # e.g. an int too long for str(); a detail must never be what fails
+        return f"<{type(value).__name__}>"
+    return text if len(text) <= PREVIEW_LIMIT else f"{text[: PREVIEW_LIMIT - 3]}..."
 
 
 class Unmappable(ValueError):

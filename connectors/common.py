@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from revpulse.connectors.base import CanonicalEvent, Unmappable
+from revpulse.connectors.base import CanonicalEvent, Unmappable, preview
 
 WON = "won"
 LOST = "lost"
@@ -20,6 +20,10 @@ LOST = "lost"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
 _CURRENCY = re.compile(r"[A-Z]{3}")
+# Epoch milliseconds of 0001-01-01T00:00:00Z and 9999-12-31T23:59:59.999Z: the times RFC 3339 can write.
+MIN_MS = (datetime(1, 1, 1, tzinfo=UTC) - _EPOCH) // _MS
+MAX_MS = (datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=UTC) - _EPOCH) // _MS
+MAX_ID_LENGTH = 256
 
 
 def as_elements(body: Any) -> list[Any]:
@@ -31,26 +35,32 @@ def epoch_ms(value: Any, what: str) -> int:
     """Epoch milliseconds from an integer of milliseconds or an ISO 8601 / RFC 3339 string.
 
     A string without an offset is UTC: that is how Pipedrive writes `won_time` / `lost_time` in its older
-    "YYYY-MM-DD HH:MM:SS" form.
+    "YYYY-MM-DD HH:MM:SS" form. The result lies in years 0001–9999 (what RFC 3339 can write); whether the time is
+    plausible (not before 1970, not in the future) is the event validator's call, not the mapper's.
     """
     if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str):
+        ms = value
+    elif isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value)
-        except ValueError:
-            raise Unmappable(f"{what} {value!r} is not an ISO 8601 time") from None
+        except (ValueError, OverflowError):
+            raise Unmappable(f"{what} {preview(value)} is not an ISO 8601 time") from None
         if parsed.tzinfo is None:
             parsed = parsed.replace(tzinfo=UTC)
         # Timedelta arithmetic, not float seconds: exact to the microsecond, then floored to milliseconds.
-        return (parsed - _EPOCH) // _MS
-    raise Unmappable(f"{what} must be epoch milliseconds or an ISO 8601 string, got {value!r}")
+        ms = (parsed - _EPOCH) // _MS
+    else:
+        raise Unmappable(f"{what} must be epoch milliseconds or an ISO 8601 string, got {preview(value)}")
+    if not MIN_MS <= ms <= MAX_MS:
+        raise Unmappable(f"{what} {preview(value)} is out of range: not a time in the years 0001 to 9999")
+    return ms
 
 
 def amount(value: Any, what: str) -> float | int:
     """A money amount ≥ 0; null or an empty string (a cleared CRM field) is 0.
 
-    Numeric strings are accepted because HubSpot sends every property value as a string.
+    Numeric strings are accepted because HubSpot sends every property value as a string. How large an amount
+    may be is the event validator's call; here it only has to be a finite number.
     """
     if value is None or value == "":
         return 0
@@ -59,11 +69,12 @@ def amount(value: Any, what: str) -> float | int:
         try:
             number = float(value)
         except ValueError:
-            raise Unmappable(f"{what} {value!r} is not a number") from None
+            raise Unmappable(f"{what} {preview(value)} is not a number") from None
     elif isinstance(value, bool) or not isinstance(value, int | float):
-        raise Unmappable(f"{what} must be a number, got {value!r}")
-    if not math.isfinite(number) or number < 0:
-        raise Unmappable(f"{what} {value!r} is not a finite amount ≥ 0")
+        raise Unmappable(f"{what} must be a number, got {preview(value)}")
+    # An int is compared as an int: math.isfinite would overflow on one beyond the float range.
+    if (not isinstance(number, int) and not math.isfinite(number)) or number < 0:
+        raise Unmappable(f"{what} {preview(value)} is not a finite amount ≥ 0")
     return number
 
 
@@ -72,7 +83,7 @@ def currency(value: Any, what: str) -> str | None:
     if value is None or value == "":
         return None
     if not isinstance(value, str) or not _CURRENCY.fullmatch(value):
-        raise Unmappable(f"{what} {value!r} is not an upper-case ISO 4217 code")
+        raise Unmappable(f"{what} {preview(value)} is not an upper-case ISO 4217 code")
     return value
 
 
@@ -85,10 +96,17 @@ def next_event_id(event_id: str, emitted: list[CanonicalEvent], suffix: str) -> 
 
 
 def text_id(value: Any, what: str) -> str:
-    """A provider id as a non-empty string (providers mix integer and string ids)."""
+    """A provider id as a non-empty string of at most 256 characters (providers mix integer and string ids).
+
+    SPEC §1 caps ids at 256 characters, so a longer one could never become a valid event; refusing it here also
+    keeps a hostile id out of the mapper's state.
+    """
     if isinstance(value, bool) or not isinstance(value, int | str) or value == "":
-        raise Unmappable(f"{what} must be a non-empty string or integer id, got {value!r}")
-    return str(value)
+        raise Unmappable(f"{what} must be a non-empty string or integer id, got {preview(value)}")
+    text = str(value)
+    if len(text) > MAX_ID_LENGTH:
+        raise Unmappable(f"{what} {preview(value)} is longer than {MAX_ID_LENGTH} characters")
+    return text
 
 
 @dataclass(slots=True)

@@ -32,10 +32,10 @@ later batch reaches only the win.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
-from revpulse.connectors.base import CanonicalEvent, Unmappable
+from revpulse.connectors.base import CanonicalEvent, Unmappable, preview
 from revpulse.connectors.common import (
     LOST,
     WON,
@@ -110,16 +110,20 @@ class HubSpotMapper:
         return self._contact(change)
 
     def _deal(self, change: _Change) -> list[CanonicalEvent]:
-        deal = self._deals.setdefault(change.ref, Deal(account_id=change.ref))
+        # Changed on a copy, kept only once the change mapped: a bad value leaves the deal as it was.
+        known = self._deals.get(change.ref)
+        deal = Deal(account_id=change.ref) if known is None else replace(known)
+        events: list[CanonicalEvent] = []
         if change.action == "creation":
-            return [opportunity_created(change.event_id, change.occurred_at, change.ref, deal)]
-        if change.property == "amount":
+            events.append(opportunity_created(change.event_id, change.occurred_at, change.ref, deal))
+        elif change.property == "amount":
             deal.amount = amount(change.value, "amount")
         elif change.property == "deal_currency_code":
             deal.currency = currency(change.value, "deal_currency_code")
         elif change.property == "dealstage" and deal.settle(self._deal_stages.get(_stage(change.value))):
-            return [opportunity_closed(change.event_id, change.occurred_at, change.ref, deal)]
-        return []
+            events.append(opportunity_closed(change.event_id, change.occurred_at, change.ref, deal))
+        self._deals[change.ref] = deal
+        return events
 
     def _contact(self, change: _Change) -> list[CanonicalEvent]:
         if change.action == "creation":
@@ -149,7 +153,7 @@ def _stage(value: Any) -> str:
     if value is None:
         return ""
     if not isinstance(value, str):
-        raise Unmappable(f"HubSpot stage value must be a string, got {value!r}")
+        raise Unmappable(f"HubSpot stage value must be a string, got {preview(value)}")
     return value
 
 
@@ -157,10 +161,11 @@ def _kind(element: dict[str, Any]) -> tuple[str, str] | None:
     """(object, action) of an event, e.g. ("deal", "creation"); None when it is not one RevPulse uses."""
     subscription = element.get("subscriptionType")
     if not isinstance(subscription, str) or "." not in subscription:
-        raise Unmappable(f"HubSpot event has no subscriptionType of the form object.action: {subscription!r}")
+        raise Unmappable(f"HubSpot event has no subscriptionType of the form object.action: {preview(subscription)}")
     kind, _, action = subscription.partition(".")
     if kind == "object":
-        kind = _OBJECT_TYPE_IDS.get(str(element.get("objectTypeId")), "")
+        type_id = element.get("objectTypeId")
+        kind = _OBJECT_TYPE_IDS.get(type_id, "") if isinstance(type_id, str) else ""
     return (kind, action) if (kind, action) in _HANDLED else None
 
 
@@ -175,7 +180,7 @@ def _parse(element: Any) -> _Change | None:
     changed = kind[1] == "propertyChange"
     name = element.get("propertyName")
     if changed and not isinstance(name, str):
-        raise Unmappable(f"HubSpot property change has no propertyName: {name!r}")
+        raise Unmappable(f"HubSpot property change has no string propertyName: {preview(name)}")
     return _Change(
         event_id=f"hubspot:{text_id(element.get('eventId'), 'eventId')}",
         occurred_at=epoch_ms(element.get("occurredAt"), "occurredAt"),
@@ -193,7 +198,8 @@ def _occurrence(element: Any) -> tuple[int, int]:
         return (0, 0)
     at = element.get("occurredAt")
     at = at if isinstance(at, int) and not isinstance(at, bool) else 0
-    if element.get("propertyName") in _CREATION_VALUES:
+    name = element.get("propertyName")
+    if isinstance(name, str) and name in _CREATION_VALUES:
         return (at, 0)
     subscription = element.get("subscriptionType")
     return (at, 1 if isinstance(subscription, str) and subscription.endswith(".creation") else 2)

@@ -35,10 +35,10 @@ across retries.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
-from revpulse.connectors.base import CanonicalEvent, Unmappable
+from revpulse.connectors.base import CanonicalEvent, Unmappable, preview
 from revpulse.connectors.common import (
     LOST,
     WON,
@@ -112,30 +112,36 @@ class PipedriveMapper:
 
     def _deal(self, hook: _Webhook) -> list[CanonicalEvent]:
         ref = hook.ref("deal")
-        deal = self._deals.setdefault(ref, Deal())
+        # Every value is read and checked on a copy of the deal first: a bad one leaves the kept deal as it was.
+        known = self._deals.get(ref)
+        deal = Deal() if known is None else replace(known)
         deal.account_id = hook.account("org_id") or deal.account_id
         if "value" in hook.data:
             deal.amount = amount(hook.data["value"], "value")
         if "currency" in hook.data:
             deal.currency = currency(hook.data["currency"], "currency")
-        status = _OUTCOMES.get(hook.data.get("status"))
+        status = _status(hook.data.get("status"), "data.status")
         # `previous` is the authority on what the status was: a change that leaves it alone closes nothing.
         if hook.action == "create":
             deal.outcome = None
         elif hook.changed("status"):
-            deal.outcome = _OUTCOMES.get(hook.previous["status"])
+            deal.outcome = _status(hook.previous["status"], "previous.status")
         else:
             deal.outcome = status
         closed = deal.settle(status)
+        created_at = hook.time("add_time") if hook.action == "create" else None
+        closed_at = hook.time("won_time" if status == WON else "lost_time") if closed else None
+        reason = hook.data.get("lost_reason")
+        # Kept before the events are built: a deal whose account is still unknown is remembered all the same.
+        self._deals[ref] = deal
         events: list[CanonicalEvent] = []
-        if hook.action == "create":
-            events.append(opportunity_created(hook.event_id, hook.time("add_time"), ref, deal))
-        if closed:
-            reason = hook.data.get("lost_reason")
+        if created_at is not None:
+            events.append(opportunity_created(hook.event_id, created_at, ref, deal))
+        if closed_at is not None:
             events.append(
                 opportunity_closed(
                     next_event_id(hook.event_id, events, str(status)),
-                    hook.time("won_time" if status == WON else "lost_time"),
+                    closed_at,
                     ref,
                     deal,
                     reason if isinstance(reason, str) and reason else None,
@@ -179,6 +185,15 @@ class PipedriveMapper:
         return events
 
 
+def _status(value: Any, what: str) -> str | None:
+    """WON or LOST for a closed deal's status; None for `open`, a deleted deal, or no status."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise Unmappable(f"Pipedrive deal {what} must be a string, got {preview(value)}")
+    return _OUTCOMES.get(value)
+
+
 def _required(account_id: str | None, lead_id: str) -> str:
     if account_id is None:
         raise Unmappable(f"account unknown: lead {lead_id} names neither an organization_id nor a person_id")
@@ -190,12 +205,12 @@ def _parse(element: Any) -> _Webhook | None:
         raise Unmappable("not a Pipedrive webhook: no meta object")
     meta = element["meta"]
     if meta.get("version") != VERSION:
-        raise Unmappable(f"not a Pipedrive webhooks v2 body: meta.version is {meta.get('version')!r}")
+        raise Unmappable(f"not a Pipedrive webhooks v2 body: meta.version is {preview(meta.get('version'))}")
     entity, action = meta.get("entity"), meta.get("action")
     if entity not in ("deal", "lead"):
         return None
     if action not in _ACTIONS:
-        raise Unmappable(f"unknown Pipedrive action {action!r}")
+        raise Unmappable(f"unknown Pipedrive action {preview(action)}")
     if action == "delete":
         return None
     data, previous = element.get("data"), element.get("previous")
@@ -215,12 +230,16 @@ def _parse(element: Any) -> _Webhook | None:
 
 def _event_id(meta: Mapping[str, Any], company: str) -> str:
     """`pipedrive:<meta.id>`, or a composite of the fields a retry repeats when there is no meta.id."""
-    if isinstance(meta.get("id"), str) and meta["id"]:
-        return f"pipedrive:{meta['id']}"
-    parts = [meta.get(name) for name in ("entity", "entity_id", "action", "timestamp")]
-    if any(part in (None, "") for part in parts):
+    meta_id = meta.get("id")
+    if isinstance(meta_id, str) and meta_id:
+        return f"pipedrive:{text_id(meta_id, 'meta.id')}"
+    entity_id, timestamp = meta.get("entity_id"), meta.get("timestamp")
+    if entity_id in (None, "") or timestamp in (None, ""):
         raise Unmappable("Pipedrive webhook has no meta.id and no entity_id/timestamp to build a stable event id")
-    return ":".join(["pipedrive", company, *map(str, parts)])
+    if isinstance(timestamp, bool) or not isinstance(timestamp, int | str):
+        raise Unmappable(f"Pipedrive meta.timestamp must be a string or an integer, got {preview(timestamp)}")
+    parts = [meta["entity"], text_id(entity_id, "meta.entity_id"), meta["action"], str(timestamp)]
+    return ":".join(["pipedrive", company, *parts])
 
 
 def _meta_time(value: Any) -> int:

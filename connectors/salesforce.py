@@ -39,7 +39,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from revpulse.connectors.base import CanonicalEvent, Unmappable
+from revpulse.connectors.base import CanonicalEvent, Unmappable, preview
 from revpulse.connectors.common import (
     LOST,
     WON,
@@ -68,19 +68,20 @@ class _Opportunity:
     won: bool | None = None
 
     def apply(self, changes: Mapping[str, Any]) -> None:
+        """Set the changed fields, already checked by `_checked` (so this cannot fail half-way)."""
         for name, value in changes.items():
             if name == "AccountId":
-                self.deal.account_id = None if value is None else text_id(value, "AccountId")
+                self.deal.account_id = value
             elif name == "Amount":
-                self.deal.amount = amount(value, "Amount")
+                self.deal.amount = value
             elif name == "CurrencyIsoCode":
-                self.deal.currency = currency(value, "CurrencyIsoCode")
+                self.deal.currency = value
             elif name == "StageName":
-                self.stage = value if isinstance(value, str) else None
+                self.stage = value
             elif name == "IsClosed":
-                self.closed = _flag(value, name)
+                self.closed = value
             else:
-                self.won = _flag(value, name)
+                self.won = value
 
     @property
     def outcome(self) -> str | None:
@@ -95,7 +96,7 @@ class _Change:
     record_ids: list[str]
     event_id: str  # without the record id
     occurred_at: int
-    values: dict[str, Any]  # the changed fields among _FIELDS, null meaning cleared
+    values: dict[str, Any]  # the changed fields among _FIELDS, checked and converted; None meaning cleared
 
 
 class SalesforceMapper:
@@ -119,6 +120,8 @@ class SalesforceMapper:
         return events
 
     def _record(self, change: _Change, record_id: str) -> list[CanonicalEvent]:
+        # The values were checked when the change was parsed, so the kept state is never half-updated; it is kept
+        # even when no event can be built yet (account unknown), as the module docstring says.
         opportunity = self._opportunities.setdefault(record_id, _Opportunity())
         opportunity.apply(change.values)
         closed = opportunity.deal.settle(opportunity.outcome)
@@ -138,7 +141,26 @@ class SalesforceMapper:
 def _flag(value: Any, name: str) -> bool:
     if value is None or isinstance(value, bool):
         return bool(value)
-    raise Unmappable(f"{name} must be a boolean, got {value!r}")
+    raise Unmappable(f"{name} must be a boolean, got {preview(value)}")
+
+
+def _stage_name(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise Unmappable(f"StageName must be a string, got {preview(value)}")
+
+
+def _checked(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The changed fields as the kept state holds them; `Unmappable` for a value of the wrong type."""
+    checks = {
+        "AccountId": lambda value: None if value is None else text_id(value, "AccountId"),
+        "Amount": lambda value: amount(value, "Amount"),
+        "CurrencyIsoCode": lambda value: currency(value, "CurrencyIsoCode"),
+        "StageName": _stage_name,
+        "IsClosed": lambda value: _flag(value, "IsClosed"),
+        "IsWon": lambda value: _flag(value, "IsWon"),
+    }
+    return {name: checks[name](value) for name, value in values.items()}
 
 
 def _payload(element: Any) -> dict[str, Any]:
@@ -159,32 +181,34 @@ def _parse(element: Any) -> _Change | None:
     change_type = header.get("changeType")
     if isinstance(change_type, str) and change_type.startswith("GAP_"):
         raise Unmappable(
-            f"{change_type} gap event: Salesforce lost these changes; re-read records {header.get('recordIds')} "
-            "from the org"
+            f"{change_type[:40]} gap event: Salesforce lost these changes; re-read records "
+            f"{preview(header.get('recordIds'))} from the org"
         )
     if change_type == "DELETE":
         return None
     if change_type not in ("CREATE", "UPDATE", "UNDELETE"):
-        raise Unmappable(f"unknown changeType {change_type!r}")
+        raise Unmappable(f"unknown changeType {preview(change_type)}")
     sequence = header.get("sequenceNumber")
     if isinstance(sequence, bool) or not isinstance(sequence, int):
-        raise Unmappable(f"sequenceNumber must be an integer, got {sequence!r}")
+        raise Unmappable(f"sequenceNumber must be an integer, got {preview(sequence)}")
     return _Change(
         change_type=change_type,
         record_ids=_record_ids(header.get("recordIds")),
         event_id=f"salesforce:{text_id(header.get('transactionKey'), 'transactionKey')}:{sequence}",
         occurred_at=epoch_ms(header.get("commitTimestamp"), "commitTimestamp"),
-        values=_changed_values(payload, header, change_type),
+        values=_checked(_changed_values(payload, header, change_type)),
     )
 
 
 def _record_ids(value: Any) -> list[str]:
     if not isinstance(value, list) or not value:
-        raise Unmappable(f"recordIds must be a non-empty list, got {value!r}")
+        raise Unmappable(f"recordIds must be a non-empty list, got {preview(value)}")
     ids = [text_id(record_id, "recordIds item") for record_id in value]
     wildcards = [record_id for record_id in ids if record_id.endswith("*")]
     if wildcards:
-        raise Unmappable(f"wildcard recordIds {wildcards}: a field type conversion changed every record; re-read them")
+        raise Unmappable(
+            f"wildcard recordIds {preview(wildcards)}: a field type conversion changed every record; re-read them"
+        )
     return ids
 
 

@@ -60,8 +60,15 @@ from the last `customer.discount.created`/`.updated` event seen with that id (an
 `coupon.created`/`.updated`); this state is rebuilt by replaying the raw topic, as revpulse.connectors.base requires. An
 id that is still unknown is left out: the subscription's MRR is then its undiscounted price. That overstates MRR
 for a discounted subscription whose discount event was never seen, but dead-lettering would drop the whole
-subscription (its MRR, and later its churn), which is worse. Coupon product restrictions (`applies_to`) are not
+subscription (its MRR, and later its churn), which is worse. A discount or coupon event whose coupon is malformed
+(a field of the wrong type, a forever coupon with neither `percent_off` nor `amount_off`) is `Unmappable` and not
+remembered, so the last good one with that id stays in force. Coupon product restrictions (`applies_to`) are not
 modelled.
+
+Hostile values. Every field is read with its type checked (`_At`), and anything else is `Unmappable` with the
+field's path: `created` must be epoch seconds before the year 10000 (its milliseconds must stay a JSON integer),
+and a `*_decimal` string may have at most 20 integer and 20 fractional digits (it is read exactly, and
+"1e999999999" would be a billion-digit integer).
 """
 
 from __future__ import annotations
@@ -69,10 +76,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
-from math import ceil, floor
 from typing import Any, Final
 
-from revpulse.connectors.base import CanonicalEvent, Unmappable
+from revpulse.connectors.base import CanonicalEvent, Unmappable, preview
 
 # https://docs.stripe.com/currencies#zero-decimal and #three-decimal
 ZERO_DECIMAL: Final = frozenset(
@@ -97,6 +103,10 @@ DISCOUNT_TYPES: Final = frozenset({"customer.discount.created", "customer.discou
 COUPON_TYPES: Final = frozenset({"coupon.created", "coupon.updated"})
 
 MRR_QUANTUM: Final = 10**6  # emitted MRR is rounded to 1e-6 major units
+MAX_CREATED: Final = 253402300799  # 9999-12-31T23:59:59Z in epoch seconds: the last time RFC 3339 can write
+# A `*_decimal` string is read exactly, so its size is bounded first: "1e999999999" would be a billion-digit int.
+MAX_DECIMAL_DIGITS: Final = 20  # integer digits (Stripe's own limit is 12)
+MAX_DECIMAL_PLACES: Final = 20  # fractional digits (Stripe's own limit is 12)
 
 
 class _At:
@@ -110,7 +120,7 @@ class _At:
         return f"{self.path}.{key}" if self.path else key
 
     def bad(self, key: str, why: str) -> Unmappable:
-        return Unmappable(f"{self.where(key)} {why}; got {self.obj.get(key)!r}")
+        return Unmappable(f"{self.where(key)} {why}; got {preview(self.obj.get(key))}")
 
     def get(self, key: str) -> Any:
         return self.obj.get(key)
@@ -176,6 +186,12 @@ class _At:
             number = None
         if number is None or not number.is_finite() or number < 0:
             raise self.bad(key, "must be a decimal string >= 0")
+        if number.is_zero():
+            return Fraction(0)
+        if number.adjusted() >= MAX_DECIMAL_DIGITS or number.as_tuple().exponent < -MAX_DECIMAL_PLACES:
+            raise self.bad(
+                key, f"must have at most {MAX_DECIMAL_DIGITS} integer and {MAX_DECIMAL_PLACES} fractional digits"
+            )
         return Fraction(number)
 
     def opt_number(self, key: str) -> Fraction | None:
@@ -198,7 +214,7 @@ class _At:
         """The objects of a list field, each with its indexed path."""
         for index, value in enumerate(self.opt_list(key) or []):
             if not isinstance(value, dict):
-                raise Unmappable(f"{self.where(key)}[{index}] must be an object; got {value!r}")
+                raise Unmappable(f"{self.where(key)}[{index}] must be an object; got {preview(value)}")
             yield _At(value, f"{self.where(key)}[{index}]")
 
 
@@ -233,8 +249,18 @@ class StripeMapper:
         return []
 
     def _remember(self, store: dict[str, dict[str, Any]], event: _At) -> None:
+        """Keep a Discount or Coupon for the subscriptions that name it by id, once it is known to be usable.
+
+        A malformed one is `Unmappable` here, and the last good one with its id stays: remembering it would make
+        every later subscription event that names it unmappable instead.
+        """
         payload = _payload(event)
-        store[payload.str_("id")] = payload.obj
+        key = payload.str_("id")
+        if store is self._discounts:
+            _check_discount(payload)
+        else:
+            _check_coupon(payload)
+        store[key] = payload.obj
 
     def _subscription_event(self, event: _At, kind: str) -> CanonicalEvent:
         sub = _payload(event)
@@ -290,14 +316,14 @@ class StripeMapper:
         """The coupons of the owner's discounts: `discounts` (ids or objects) plus a legacy `discount` object."""
         legacy = owner.opt_obj("discount")
         found: list[_At] = []
-        seen: set[str] = set()
+        seen: set[str | None] = set()
         for index, entry in enumerate(owner.opt_list("discounts") or []):
             path = f"{owner.where('discounts')}[{index}]"
             discount = self._discount(entry, legacy, path)
             if discount is not None:
-                seen.add(str(discount.get("id")))
+                seen.add(discount.opt_str("id"))
                 found.append(discount)
-        if legacy is not None and legacy.get("id") not in seen:
+        if legacy is not None and (legacy.opt_str("id") is None or legacy.opt_str("id") not in seen):
             found.append(legacy)
         return [coupon for coupon in (self._coupon(discount) for discount in found) if coupon is not None]
 
@@ -305,7 +331,7 @@ class StripeMapper:
         if isinstance(entry, dict):
             return _At(entry, path)
         if not isinstance(entry, str) or not entry:
-            raise Unmappable(f"{path} must be a discount id or a Discount object; got {entry!r}")
+            raise Unmappable(f"{path} must be a discount id or a Discount object; got {preview(entry)}")
         if legacy is not None and legacy.get("id") == entry:
             return legacy
         known = self._discounts.get(entry)
@@ -338,10 +364,13 @@ def _payload(event: _At) -> _At:
 
 
 def _common(event: _At, kind: str, subscription_id: str, account_id: str, segment: str | None) -> CanonicalEvent:
+    created = event.int_("created")
+    if created > MAX_CREATED:
+        raise event.bad("created", "must be epoch seconds before the year 10000")
     canonical: CanonicalEvent = {
         "event_id": event.str_("id"),
         "type": kind,
-        "occurred_at": event.int_("created") * 1000,
+        "occurred_at": created * 1000,
         "account_id": account_id,
         "subscription_id": subscription_id,
     }
@@ -390,7 +419,10 @@ def _major(minor: Fraction, currency: str) -> Fraction:
 
 def _round(amount: Fraction) -> float:
     # round() of a Fraction is exact and half-even; int / int is then the correctly rounded double.
-    return round(amount * MRR_QUANTUM) / MRR_QUANTUM
+    try:
+        return round(amount * MRR_QUANTUM) / MRR_QUANTUM
+    except OverflowError:
+        raise Unmappable("the subscription's MRR is too large to be a JSON number") from None
 
 
 def _transformed(price: _At, quantity: int | None) -> int:
@@ -400,7 +432,8 @@ def _transformed(price: _At, quantity: int | None) -> int:
     if transform is None:
         return quantity
     divide_by = transform.int_("divide_by", minimum=1)
-    return ceil(quantity / divide_by) if transform.get("round") == "up" else floor(quantity / divide_by)
+    # Integer division: exact for any quantity (a float quotient rounds beyond 2**53).
+    return -(-quantity // divide_by) if transform.get("round") == "up" else quantity // divide_by
 
 
 def _money(owner: _At, name: str) -> Fraction | None:
@@ -442,6 +475,28 @@ def _tiered(price: _At, quantity: int) -> Fraction:
         total += (_money(tier, "unit_amount") or 0) * units + (_money(tier, "flat_amount") or 0)
         below += units
     return total
+
+
+def _check_coupon(coupon: _At) -> None:
+    """`Unmappable` unless a Coupon holds what `_discounted` / `_amount_off` read, with the right types."""
+    duration = coupon.opt_str("duration")
+    percent = coupon.opt_number("percent_off")
+    amount_off = coupon.opt_int("amount_off")
+    coupon.opt_str("currency")
+    options = coupon.opt_obj("currency_options")
+    for code in [] if options is None else list(options.obj):
+        options.obj_(code).opt_int("amount_off")
+    if duration == "forever" and percent is None and amount_off is None and options is None:
+        raise coupon.bad("percent_off", "or amount_off is required for a coupon")
+
+
+def _check_discount(discount: _At) -> None:
+    """`Unmappable` unless a Discount names its coupon (an id or a Coupon object, under `coupon` or `source`)."""
+    has_source = discount.get("coupon") is None and discount.get("source") is not None
+    holder = discount.obj_("source") if has_source else discount
+    if isinstance(holder.get("coupon"), str) and holder.get("coupon"):
+        return
+    _check_coupon(holder.obj_("coupon"))
 
 
 def _amount_off(coupon: _At, currency: str) -> Fraction:

@@ -141,7 +141,7 @@ class EventDecoder:
                 if len(doc) > MAX_ARRAY:
                     detail = f"record is an array of {len(doc)} elements; at most {MAX_ARRAY} are allowed"
                     return [(Rejection("invalid_event", detail), value)]
-                return [(self._decode(item, latest), _element_json(item)) for item in doc]
+                return [(self._decode(item, latest), element_json(item)) for item in doc]
             return [(self._decode(doc, latest), value)]
         except Exception as exc:  # a defect: the record is dead-lettered whole, the worker goes on
             log.exception("cannot decode a record")
@@ -383,8 +383,8 @@ def _iso(us: int) -> str:
     return text + (f".{micros:06d}Z" if micros else "Z")
 
 
-def _element_json(element: Any) -> bytes:
-    """An array element's own JSON: the payload of its dead letter."""
+def element_json(element: Any) -> bytes:
+    """An array element's own JSON (the payload of its dead letter), whatever its depth."""
     try:
         return orjson.dumps(element)
     except orjson.JSONEncodeError:

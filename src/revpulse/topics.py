@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from revpulse.schemas.models import EVENT_TYPES, MAX_ARRAY
+from revpulse.schemas.models import EVENT_TYPES, MAX_ARRAY, element_json
 from revpulse.settings import Settings, Topics
 
 # HTTP ingest sources, each with a raw topic `<REVPULSE_TOPIC_INGEST_RAW>.<source>`.
@@ -110,7 +110,7 @@ def _route_line(line: bytes, topics: Topics) -> list[Outgoing]:
     out: list[Outgoing] = []
     parts: dict[str, list[Any]] = {}
     for element in doc:
-        routed = route_event(element, orjson.dumps(element), topics)
+        routed = route_event(element, element_json(element), topics)
         if routed.reason is not None:
             out.append(routed)
         else:
@@ -127,6 +127,6 @@ def route_event(doc: Any, raw: bytes, topics: Topics) -> Outgoing:
         return Outgoing(topics.deadletter, None, raw, "invalid_event", "not an object with a string 'type'")
     topic = topic_of(doc["type"], topics)
     if topic is None:
-        return Outgoing(topics.deadletter, None, raw, "unknown_type", f"unknown event type {doc['type']!r}")
+        return Outgoing(topics.deadletter, None, raw, "unknown_type", f"unknown event type {doc['type']!r:.200}")
     key = routing_key(doc)
     return Outgoing(topic, None if key is None else key.encode(), raw)

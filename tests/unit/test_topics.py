@@ -5,6 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from revpulse import topics as topics_module
 from revpulse.settings import Settings, Topics
 from revpulse.topics import (
     Outgoing,
@@ -59,7 +60,21 @@ def test_an_array_line_of_more_than_ten_thousand_elements_is_one_dead_letter() -
     assert [o.topic for o in route_line(orjson.dumps([{"type": "product.usage"}] * 10_000), TOPICS)] == [TOPICS.product]
 
 
-def test_a_line_no_rule_covers_is_a_processing_error_not_an_exception() -> None:
-    deep = b"[" + b"[" * 300 + b"]" * 300 + b"]"  # orjson reads 1024 levels but writes 254
-    (letter,) = route_line(deep, TOPICS)
-    assert (letter.topic, letter.value, letter.reason) == (TOPICS.deadletter, deep, "processing_error")
+def test_an_element_deeper_than_orjson_writes_is_its_own_letter_and_the_rest_goes_on() -> None:
+    deep = b"[" * 300 + b"]" * 300  # orjson reads 1024 levels but writes 254
+    usage = b'{"type":"product.usage","account_id":"a"}'
+    assert route_line(b"[" + deep + b"," + usage + b"]", TOPICS) == [
+        Outgoing(TOPICS.deadletter, None, deep, "invalid_event", "not an object with a string 'type'"),
+        Outgoing(TOPICS.product, b"a", b"[" + usage + b"]"),
+    ]
+
+
+def test_a_line_no_rule_covers_is_a_processing_error_not_an_exception(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: object) -> Outgoing:
+        raise RecursionError("a defect")
+
+    monkeypatch.setattr(topics_module, "route_event", broken)
+    line = b'{"type": "product.usage", "account_id": "a"}'
+    assert route_line(line, TOPICS) == [
+        Outgoing(TOPICS.deadletter, None, line, "processing_error", "line not routable: RecursionError('a defect')")
+    ]
