@@ -42,7 +42,6 @@ import asyncio
 import contextlib
 import ctypes
 import logging
-import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -61,8 +60,9 @@ from faust.web.drivers.aiohttp import Web as AiohttpWeb
 
 from revpulse.agents.base import ProducerService
 from revpulse.connectors.signatures import (
-    HUBSPOT_TOLERANCE,
     SignatureError,
+    check_hubspot_headers,
+    check_stripe_headers,
     verify_basic,
     verify_bearer,
     verify_hubspot_v3,
@@ -88,9 +88,6 @@ LINGER = 2.0
 MAX_LINE_SIZE = 8190
 MAX_FIELD_SIZE = 8190
 MAX_HEADERS = 64
-# The form of a signature that can match at all: Stripe's v1 is a hex SHA-256, HubSpot's v3 a base64 one.
-_STRIPE_V1 = re.compile(r"[0-9a-f]{64}")
-_HUBSPOT_V3 = re.compile(r"[A-Za-z0-9+/]{43}=")
 _LOG_INTERVAL = 10.0  # seconds between two warnings about refused requests or connections
 # After a burst of connections the allocator keeps the pages they used (Python frees the objects, glibc and
 # pymalloc hold on to the memory). Once a burst (TRIM_BURST connections open at once, or max_connections if that
@@ -354,53 +351,6 @@ async def _discard(request: aiohttp_web.Request, seconds: float) -> None:
         async with asyncio.timeout(seconds):
             while await request.content.readany():
                 pass
-
-
-def check_stripe_headers(header: str | None, *, tolerance: float, now: float) -> None:
-    """What `verify_stripe` checks before it needs the body, with its reasons; also that some v1 is a hex SHA-256
-    (no other value can match)."""
-    if not header:
-        raise SignatureError("missing Stripe-Signature header")
-    timestamp: str | None = None
-    candidates: list[str] = []
-    for item in header.split(","):
-        key, sep, value = item.strip().partition("=")
-        if not sep:
-            continue
-        if key == "t":
-            timestamp = value
-        elif key == "v1":
-            candidates.append(value)
-    seconds = None if timestamp is None else _epoch(timestamp)
-    if seconds is None:
-        raise SignatureError("Stripe-Signature has no valid timestamp")
-    if not candidates:
-        raise SignatureError("Stripe-Signature has no v1 signature")
-    if abs(now - seconds) > tolerance:
-        raise SignatureError("Stripe-Signature timestamp outside the tolerance")
-    if not any(_STRIPE_V1.fullmatch(candidate) for candidate in candidates):
-        raise SignatureError("Stripe-Signature does not match the body")
-
-
-def check_hubspot_headers(signature: str | None, timestamp: str | None, *, now: float) -> None:
-    """What `verify_hubspot_v3` checks before it needs the body, with its reasons; also that the signature is a
-    base64 SHA-256 (no other value can match)."""
-    if not signature:
-        raise SignatureError("missing X-HubSpot-Signature-v3 header")
-    if not timestamp:
-        raise SignatureError("missing X-HubSpot-Request-Timestamp header")
-    millis = _epoch(timestamp)
-    if millis is None:
-        raise SignatureError("X-HubSpot-Request-Timestamp is not epoch milliseconds")
-    if abs(now * 1000 - millis) > HUBSPOT_TOLERANCE * 1000:
-        raise SignatureError("X-HubSpot-Request-Timestamp outside the tolerance")
-    if not _HUBSPOT_V3.fullmatch(signature.strip()):
-        raise SignatureError("X-HubSpot-Signature-v3 does not match the request")
-
-
-def _epoch(text: str) -> int | None:
-    """A decimal integer of at most 20 ASCII digits, as the verifiers accept."""
-    return int(text) if text.isascii() and text.isdigit() and len(text) <= 20 else None
 
 
 def _rfc3339(seconds: float) -> str:

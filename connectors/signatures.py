@@ -41,6 +41,9 @@ _HUBSPOT_DECODED = {
     "%3B": ";",
 }
 _HUBSPOT_ESCAPE = re.compile("|".join(_HUBSPOT_DECODED), re.IGNORECASE)
+# The form of a signature that can match at all: Stripe's v1 is a hex SHA-256, HubSpot's v3 a base64 one.
+_STRIPE_V1 = re.compile(r"[0-9a-f]{64}")
+_HUBSPOT_V3 = re.compile(r"[A-Za-z0-9+/]{43}=")
 
 
 class SignatureError(ValueError):
@@ -73,15 +76,8 @@ def stripe_signature(secret: str, timestamp: str, body: bytes) -> str:
     return _hmac_sha256(secret, timestamp.encode("ascii") + b"." + body).hex()
 
 
-def verify_stripe(
-    body: bytes,
-    header: str | None,
-    secret: str,
-    *,
-    tolerance: float = STRIPE_TOLERANCE,
-    now: float | None = None,
-) -> None:
-    """Check a `Stripe-Signature` header against the raw body; `tolerance` bounds |now - t| in seconds."""
+def _stripe_header(header: str | None, tolerance: float, now: float) -> tuple[str, list[str]]:
+    """The timestamp and v1 candidates of a `Stripe-Signature` header, checked for all but the body."""
     if not header:
         raise SignatureError("missing Stripe-Signature header")
     timestamp: str | None = None
@@ -100,10 +96,30 @@ def verify_stripe(
         raise SignatureError("Stripe-Signature has no valid timestamp")
     if not candidates:
         raise SignatureError("Stripe-Signature has no v1 signature")
-    now = time.time() if now is None else now
     # Both ways: a replay window has two ends, and a clock that far off needs fixing either way.
     if abs(now - seconds) > tolerance:
         raise SignatureError("Stripe-Signature timestamp outside the tolerance")
+    return timestamp, candidates
+
+
+def check_stripe_headers(header: str | None, *, tolerance: float = STRIPE_TOLERANCE, now: float | None = None) -> None:
+    """What `verify_stripe` checks before it needs the body, with its reasons; also that some v1 is a hex SHA-256
+    (no other value can match)."""
+    _, candidates = _stripe_header(header, tolerance, time.time() if now is None else now)
+    if not any(_STRIPE_V1.fullmatch(candidate) for candidate in candidates):
+        raise SignatureError("Stripe-Signature does not match the body")
+
+
+def verify_stripe(
+    body: bytes,
+    header: str | None,
+    secret: str,
+    *,
+    tolerance: float = STRIPE_TOLERANCE,
+    now: float | None = None,
+) -> None:
+    """Check a `Stripe-Signature` header against the raw body; `tolerance` bounds |now - t| in seconds."""
+    timestamp, candidates = _stripe_header(header, tolerance, time.time() if now is None else now)
     expected = stripe_signature(secret, timestamp, body)
     # Check every candidate (no early exit), so timing does not tell which position matched.
     matched = False
@@ -141,6 +157,16 @@ def verify_hubspot_v3(
     `uri` is the full URL HubSpot called (scheme, host, path, query). Both it and its HubSpot-decoded form are
     tried: HubSpot's docs ask for the decoding, some clients sign the URL as sent.
     """
+    signature = _hubspot_headers(signature, timestamp, tolerance, time.time() if now is None else now)
+    matched = False
+    for form in hubspot_uri_forms(uri):
+        matched |= _equal(hubspot_signature(secret, method.upper(), form, body, timestamp), signature.strip())
+    if not matched:
+        raise SignatureError("X-HubSpot-Signature-v3 does not match the request")
+
+
+def _hubspot_headers(signature: str | None, timestamp: str | None, tolerance: float, now: float) -> str:
+    """The signature of HubSpot's v3 headers, checked for all but the request."""
     if not signature:
         raise SignatureError("missing X-HubSpot-Signature-v3 header")
     if not timestamp:
@@ -148,13 +174,18 @@ def verify_hubspot_v3(
     millis = _epoch(timestamp)
     if millis is None:
         raise SignatureError("X-HubSpot-Request-Timestamp is not epoch milliseconds")
-    now = time.time() if now is None else now
     if abs(now * 1000 - millis) > tolerance * 1000:
         raise SignatureError("X-HubSpot-Request-Timestamp outside the tolerance")
-    matched = False
-    for form in hubspot_uri_forms(uri):
-        matched |= _equal(hubspot_signature(secret, method.upper(), form, body, timestamp), signature.strip())
-    if not matched:
+    return signature
+
+
+def check_hubspot_headers(
+    signature: str | None, timestamp: str | None, *, tolerance: float = HUBSPOT_TOLERANCE, now: float | None = None
+) -> None:
+    """What `verify_hubspot_v3` checks before it needs the body, with its reasons; also that the signature is a
+    base64 SHA-256 (no other value can match)."""
+    signature = _hubspot_headers(signature, timestamp, tolerance, time.time() if now is None else now)
+    if not _HUBSPOT_V3.fullmatch(signature.strip()):
         raise SignatureError("X-HubSpot-Signature-v3 does not match the request")
 
 

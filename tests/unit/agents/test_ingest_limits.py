@@ -27,11 +27,15 @@ from revpulse.agents.ingest import (
     LimitedServer,
     LimitedWeb,
     ServerLimits,
-    check_hubspot_headers,
-    check_stripe_headers,
     configure_web_server,
 )
-from revpulse.connectors.signatures import SignatureError, verify_hubspot_v3, verify_stripe
+from revpulse.connectors.signatures import (
+    SignatureError,
+    check_hubspot_headers,
+    check_stripe_headers,
+    verify_hubspot_v3,
+    verify_stripe,
+)
 from revpulse.settings import Ingest as IngestSettings
 from revpulse.settings import Settings
 from tests.support.webhooks import (
