@@ -302,25 +302,37 @@ def _app_id(raw: str) -> str:
     return raw
 
 
-def _session_timeout(raw: str) -> float:
-    seconds = parse_duration(raw)
-    if not 1 <= seconds <= 300:
-        raise ValueError(f"must be between 1s and 300s, got {raw!r}")
-    return seconds
+def _int_between(low: int, high: int | None = None, unit: str = "") -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        count = int(raw)
+        if high is None and count < low:
+            raise ValueError(f"must be {low} or more, got {raw!r}")
+        if high is not None and not low <= count <= high:
+            raise ValueError(f"must be between {low} and {high}{unit}, got {raw!r}")
+        return count
+
+    return parse
 
 
-def _shards(raw: str) -> int:
-    count = int(raw)
-    if not 1 <= count <= 1024:
-        raise ValueError(f"must be between 1 and 1024, got {raw!r}")
-    return count
+def _duration_between(low: float, high: float) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        seconds = parse_duration(raw)
+        if not low <= seconds <= high:
+            raise ValueError(f"must be between {low:g}s and {high:g}s, got {raw!r}")
+        return seconds
+
+    return parse
 
 
-def _non_negative_int(raw: str) -> int:
-    count = int(raw)
-    if count < 0:
-        raise ValueError(f"must be 0 or more, got {raw!r}")
-    return count
+_session_timeout = _duration_between(1, 300)
+_http_timeout = _duration_between(0.1, 300)
+_shards = _int_between(1, 1024)
+_non_negative_int = _int_between(0)
+# The worker's producer sends records of at most 1 MiB (its max_request_size): a larger limit would accept bodies
+# that can never be stored.
+_max_bytes = _int_between(1, 1024 * 1024, " bytes")
+_max_connections = _int_between(1, 100_000)
+_max_in_flight = _int_between(1, 10_000)
 
 
 def _margin(raw: str) -> float:
@@ -328,36 +340,6 @@ def _margin(raw: str) -> float:
     if not 0 < value <= 1:
         raise ValueError(f"expected a fraction in (0, 1], got {raw!r}")
     return value
-
-
-def _max_bytes(raw: str) -> int:
-    count = int(raw)
-    # The worker's producer sends records of at most 1 MiB (its max_request_size): a larger limit would accept
-    # bodies that can never be stored.
-    if not 1 <= count <= 1024 * 1024:
-        raise ValueError(f"must be between 1 and 1048576 bytes, got {raw!r}")
-    return count
-
-
-def _http_timeout(raw: str) -> float:
-    seconds = parse_duration(raw)
-    if not 0.1 <= seconds <= 300:
-        raise ValueError(f"must be between 0.1s and 300s, got {raw!r}")
-    return seconds
-
-
-def _max_connections(raw: str) -> int:
-    count = int(raw)
-    if not 1 <= count <= 100_000:
-        raise ValueError(f"must be between 1 and 100000, got {raw!r}")
-    return count
-
-
-def _max_in_flight(raw: str) -> int:
-    count = int(raw)
-    if not 1 <= count <= 10_000:
-        raise ValueError(f"must be between 1 and 10000, got {raw!r}")
-    return count
 
 
 def _public_url(raw: str) -> str:
