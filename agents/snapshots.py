@@ -29,7 +29,7 @@ from pathlib import Path
 
 import orjson
 
-from revpulse.agents.base import ProducerService, read_topic, send_all
+from revpulse.agents.base import ProducerService, scan_topic, send_all
 from revpulse.settings import Settings
 from revpulse.streams.engine import EngineConfig
 from revpulse.streams.partition import ShardState
@@ -244,8 +244,19 @@ class SnapshotStore:
             return None
 
     async def _topic_values(self) -> dict[bytes, bytes | None]:
-        """The latest value of every key on the snapshot topic."""
-        return {record.key: record.value for record in await read_topic(self.settings, self.topic)}
+        """The latest value of every key on the snapshot topic. Read as a stream: where the broker does not
+        compact, the topic holds every snapshot ever written, but a chunk replaced by a tombstone is dropped as
+        soon as the tombstone is read, so memory holds the live snapshots only."""
+        values: dict[bytes, bytes | None] = {}
+        async for record in scan_topic(self.settings, self.topic):
+            if record.key is None:
+                self.on_skip("snapshots", "invalid_record")
+                continue
+            if record.value is None:
+                values.pop(record.key, None)
+            else:
+                values[record.key] = record.value
+        return values
 
     def _from_topic(self, values: dict[bytes, bytes | None], shard: int, *, after: int) -> ShardState | None:
         """The topic's latest complete snapshot of `shard`, if it includes more than offset `after`. Anybody who
