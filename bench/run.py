@@ -438,6 +438,7 @@ def main() -> None:
         "arguments": {key: str(value) for key, value in vars(args).items()},
         **bench.results,
     }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
     text = markdown(results)
     args.output.with_suffix(".md").write_text(text)
