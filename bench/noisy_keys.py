@@ -3,6 +3,7 @@
 `python -m bench.noisy_keys [--events N] [--batch B]` prints JSON with seconds per case:
 - updates: N `subscription.updated` of one account (each a new price), one per minute;
 - wins: N `opportunity.won` of one opportunity;
+- stages: N `lead.stage_changed` of one lead;
 - segments: an account with N `product.usage` events, then N/10 `account.updated` changing its segment back
   and forth, each one later than all its usage.
 The events are routed and applied as the worker does (`Router.route`, `Shard.apply`), B records a batch.
@@ -66,6 +67,19 @@ def wins(n: int) -> Iterator[dict[str, Any]]:
         }
 
 
+def stages(n: int) -> Iterator[dict[str, Any]]:
+    yield {"event_id": "c", "type": "lead.created", "occurred_at": START_MS, "account_id": "a", "lead_id": "l1"}
+    for i in range(n):
+        yield {
+            "event_id": f"s{i}",
+            "type": "lead.stage_changed",
+            "occurred_at": START_MS + (i + 1) * MINUTE_MS,
+            "account_id": "a",
+            "lead_id": "l1",
+            "stage": ("mql", "sql", "lead")[i % 3],
+        }
+
+
 def segments(n: int) -> Iterator[dict[str, Any]]:
     for i in range(n):
         yield {"event_id": f"p{i}", "type": "product.usage", "occurred_at": START_MS + i * MINUTE_MS, "account_id": "a"}
@@ -95,7 +109,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=8000)
     parser.add_argument("--batch", type=int, default=100)
     args = parser.parse_args()
-    cases = {"updates": updates, "wins": wins, "segments": segments}
+    cases = {"updates": updates, "wins": wins, "stages": stages, "segments": segments}
     result = {name: round(seconds(make(args.events), args.batch), 3) for name, make in cases.items()}
     print(orjson.dumps({"events": args.events, "batch": args.batch, "seconds": result}).decode())
 

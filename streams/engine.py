@@ -11,7 +11,7 @@ incremental path because each one's contribution stands alone.
 from __future__ import annotations
 
 import marshal
-from bisect import bisect_right, insort
+from bisect import bisect_left, bisect_right, insort
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
@@ -110,6 +110,7 @@ class Account(Keyed):
     # Its billing's contribution as last applied to the ledger: the "before" of the next change, instead of a
     # second replay. Held only while the account is an object (not encoded, not in snapshots).
     applied: Contribution | None = field(default=None, compare=False)
+    billing_tail: BillingTail | None = field(default=None, compare=False)  # kept with `applied`
 
     def segment_at(self, stamp: Stamp) -> str:
         i = bisect_right(self.segment_stamps, stamp)
@@ -210,14 +211,18 @@ class Entity:
 
     events: Timeline = field(default_factory=list)
     applied: Contribution | None = field(default=None, compare=False)
+    # An opportunity's replay state after its last event, with `applied`: what an event later than all the
+    # others adds is computed from it alone (`Engine._append_opportunity`).
+    tail: OpportunityTail | None = field(default=None, compare=False)
 
     def __getstate__(self) -> list[tuple[int, int, tuple[Any, ...]]]:
-        # Plain tuples pickle several times faster than event objects; the applied contribution is left out.
+        # Plain tuples pickle several times faster than event objects; the cached contribution is left out.
         return [(t, seq, event_fields(event)) for t, seq, event in self.events]
 
     def __setstate__(self, events: list[tuple[int, int, tuple[Any, ...]]]) -> None:
         self.events = [(t, seq, Event(*fields)) for t, seq, fields in events]
         self.applied = None
+        self.tail = None
 
     def first(self, event_type: str) -> tuple[int, int, Event] | None:
         return next((item for item in self.events if item[2].type == event_type), None)
@@ -377,7 +382,14 @@ class Engine:
     # -- units: each recomputes one entity's contribution ------------------------------------------------------
 
     def _billing(self, account: Account) -> Unit:
-        return Unit(("billing", id(account)), lambda: billing_contribution(account) if account.billing else {}, account)
+        def compute() -> Contribution:
+            if not account.billing:
+                account.billing_tail = None
+                return {}
+            contribution, account.billing_tail = billing_contribution(account)
+            return contribution
+
+        return Unit(("billing", id(account)), compute, account)
 
     def _product(self, account: Account) -> Unit:
         # Product events move the ledger incrementally (`product_delta`): nothing applied to remember. A full
@@ -394,23 +406,43 @@ class Engine:
 
     def _opportunity(self, opportunity_id: str) -> Unit:
         opportunity = self.opportunities[opportunity_id]
-        compute = lambda: opportunity_contribution(opportunity, self._account, self.leads.get)  # noqa: E731
+
+        def compute() -> Contribution:
+            contribution, opportunity.tail = opportunity_contribution(opportunity, self._account, self.leads.get)
+            return contribution
+
         return Unit(("opportunity", opportunity_id), compute, opportunity)
 
     # -- accounts: billing and product ------------------------------------------------------------------------
 
     def _add_billing(self, account: Account, stamp: Stamp, event: Event) -> None:
-        if event.type != "subscription.renewed" or event.money is not None or ("billing", id(account)) in self.pending:
+        tail = account.billing_tail
+        if ("billing", id(account)) in self.pending:
             self._change([self._billing(account)], lambda: insort(account.billing, (*stamp, event)))
-            return
-        # A renewal without a price moves no MRR and no step of t0: its whole effect is one renewal in its slice.
-        insort(account.billing, (*stamp, event))
-        delta: Contribution = {}
-        add(delta, RENEWED, account.segment_at(stamp), stamp[0] // HOUR_US, 1)
-        for key, amount in delta.items():
-            self.ledger.add(key, amount)
-            if account.applied is not None:
-                account.applied[key] = account.applied.get(key, 0) + amount
+        elif event.type == "subscription.renewed" and event.money is None:
+            # A renewal without a price moves no MRR and no step of t0, wherever it falls: its whole effect is one
+            # renewal in its slice (and a breakpoint that repeats the values before it).
+            if tail is not None and (not account.billing or account.billing[-1][:2] < stamp):
+                _billing_event({}, tail, stamp, event, "", None)
+            else:
+                account.billing_tail = None
+            insort(account.billing, (*stamp, event))
+            delta: Contribution = {}
+            add(delta, RENEWED, account.segment_at(stamp), stamp[0] // HOUR_US, 1)
+            self._apply_delta(account, delta)
+        elif tail is not None and account.applied is not None and account.billing[-1][:2] < stamp:
+            # Later than every billing event: its flows and the state it leaves, from the state before it. The
+            # steps are recomputed from the slice ends (one per hour with billing), not from every event.
+            latest = account.latest_segment
+            delta = {}
+            _billing_state(delta, tail, latest)
+            delta = {key: -amount for key, amount in delta.items()}
+            _billing_event(delta, tail, stamp, event, account.segment_at(stamp), account.first_trial)
+            _billing_state(delta, tail, latest)
+            account.billing.append((*stamp, event))
+            self._apply_delta(account, delta)
+        else:
+            self._change([self._billing(account)], lambda: insort(account.billing, (*stamp, event)))
 
     def _add_product(self, account: Account, stamp: Stamp, event_type: str) -> None:
         if event_type == "product.trial_started" and (account.first_trial is None or stamp < account.first_trial):
@@ -436,11 +468,48 @@ class Engine:
         if lead_id not in account.leads:
             account.leads += (lead_id,)
         units = [self._lead(lead_id)]
-        first_created = lead.first("lead.created")
-        if event.type == "lead.created" and (first_created is None or stamp < first_created[:2]):
-            # The lead's creation moves: the time to close of opportunities naming it may change.
-            units += [self._opportunity(o) for o in self.lead_opportunities.get(lead_id, ())]
+        if event.type == "lead.created":
+            first_created = lead.first("lead.created")
+            if first_created is None or stamp < first_created[:2]:
+                # The lead's creation moves: the time to close of opportunities naming it may change.
+                units += [self._opportunity(o) for o in self.lead_opportunities.get(lead_id, ())]
+        if len(units) == 1 and self._appends(lead, ("lead", lead_id), stamp, event):
+            self._append_lead(lead, stamp, event)
+            return
         self._change(units, lambda: insort(lead.events, (*stamp, event)))
+
+    def _appends(self, entity: Entity, key: tuple[str, str], stamp: Stamp, event: Event) -> bool:
+        """Whether `event` comes after all of the entity's events, of the same account, with the contribution it
+        holds current: then what it adds depends on that contribution and the event alone."""
+        if entity.applied is None or not entity.events or key in self.pending:
+            return False
+        last = entity.events[-1]
+        return last[:2] < stamp and last[2].account_id == event.account_id
+
+    def _append_lead(self, lead: Entity, stamp: Stamp, event: Event) -> None:
+        """A lead's event later than all its others: its funnel count, and the lead moving to its stage."""
+        assert lead.applied is not None
+        account = self._account(event.account_id)
+        delta: Contribution = {}
+        latest = account.latest_segment
+        add(delta, LEADS_IN_STAGE[_lead_stage(lead.events[-1][2])], latest, 0, -1)
+        _lead_event(delta, event, account.segment_at(stamp), stamp[0] // HOUR_US)
+        add(delta, LEADS_IN_STAGE[_lead_stage(event)], latest, 0, 1)
+        lead.events.append((*stamp, event))
+        self._apply_delta(lead, delta)
+
+    def _apply_delta(self, holder: Account | Entity, delta: Contribution) -> None:
+        """Move the ledger, and the contribution `holder` keeps if it keeps one, by `delta`."""
+        applied = holder.applied
+        for key, amount in delta.items():
+            if amount:
+                self.ledger.add(key, amount)
+                if applied is not None:
+                    total = applied.get(key, 0) + amount
+                    if total:
+                        applied[key] = total
+                    else:
+                        applied.pop(key, None)
 
     def _add_opportunity(self, account: Account, stamp: Stamp, event: Event) -> None:
         opportunity_id = event.entity_id or ""
@@ -451,7 +520,22 @@ class Engine:
             account.opportunities += (opportunity_id,)
         if event.lead_id is not None:
             self.lead_opportunities.setdefault(event.lead_id, set()).add(opportunity_id)
+        key = ("opportunity", opportunity_id)
+        if opportunity.tail is not None and self._appends(opportunity, key, stamp, event):
+            self._append_opportunity(opportunity, opportunity.tail, stamp, event)
+            return
         self._change([self._opportunity(opportunity_id)], lambda: insort(opportunity.events, (*stamp, event)))
+
+    def _append_opportunity(self, opportunity: Entity, tail: OpportunityTail, stamp: Stamp, event: Event) -> None:
+        """An opportunity's event later than all its others: its own flows, and the open state it leaves."""
+        account = self._account(event.account_id)
+        latest = account.latest_segment
+        delta: Contribution = {}
+        _open_cells(delta, tail, latest, -1)
+        _opportunity_event(delta, tail, stamp, event, account.segment_at(stamp), self.leads.get)
+        _open_cells(delta, tail, latest, 1)
+        opportunity.events.append((*stamp, event))
+        self._apply_delta(opportunity, delta)
 
     def _account(self, account_id: str | None) -> Account:
         account = self.accounts.get(account_id or "")
@@ -462,51 +546,73 @@ class Engine:
 # -- contributions: pure functions of one entity's events ------------------------------------------------------
 
 
-def billing_contribution(account: Account) -> Contribution:
-    """Movements (flows, by event segment) and the MRR step functions of t0 (by latest segment)."""
-    out: Contribution = {}
-    subscriptions: dict[str, int] = {}
-    recorded = 0  # the customer's MRR; it changes only with a movement
-    paid_before = False
-    end_of_slice: list[tuple[int, int]] = []  # (slice, recorded MRR after the slice's events)
-    last_churn: int | None = None
-    for t, seq, event in account.billing:
-        hour = t // HOUR_US
-        segment = account.segment_at((t, seq))
-        sub_id = event.entity_id or ""
-        if event.type == "subscription.canceled":
-            subscriptions[sub_id] = 0
-            add(out, CANCELED, segment, hour, 1)
-        else:
-            if event.money is not None:
-                subscriptions[sub_id] = event.money
-            if event.type == "subscription.renewed":
-                add(out, RENEWED, segment, hour, 1)
-        mrr = sum(subscriptions.values())
-        if mrr < HALF_CENT:
-            mrr = 0
-        if abs(mrr - recorded) >= HALF_CENT:
-            kind = movement_kind(recorded, mrr, paid_before)
-            add(out, MOVEMENT[kind], segment, hour, abs(mrr - recorded))
-            if kind == "new":
-                add(out, NEW_CUSTOMERS, segment, hour, 1)
-                if account.first_trial is not None and account.first_trial < (t, seq):
-                    add(out, TRIAL_CONVERSIONS, segment, hour, 1)
-            elif kind == "churn":
-                last_churn = hour
-            paid_before = paid_before or mrr > 0
-            recorded = mrr
-        if end_of_slice and end_of_slice[-1][0] == hour:
-            end_of_slice[-1] = (hour, recorded)
-        else:
-            end_of_slice.append((hour, recorded))
+@dataclass(slots=True)
+class BillingTail:
+    """Where replaying an account's billing events leaves it."""
 
-    latest = account.latest_segment
+    subscriptions: dict[str, int] = field(default_factory=dict)
+    recorded: int = 0  # the customer's MRR; it changes only with a movement
+    paid_before: bool = False
+    end_of_slice: list[tuple[int, int]] = field(default_factory=list)  # (slice, recorded MRR after its events)
+    last_churn: int | None = None
+
+
+def billing_contribution(account: Account) -> tuple[Contribution, BillingTail]:
+    """Movements (flows, by event segment) and the MRR step functions of t0 (by latest segment); and the state
+    the account's billing leaves."""
+    out: Contribution = {}
+    tail = BillingTail()
+    for t, seq, event in account.billing:
+        _billing_event(out, tail, (t, seq), event, account.segment_at((t, seq)), account.first_trial)
+    _billing_state(out, tail, account.latest_segment)
+    return out, tail
+
+
+def _billing_event(
+    out: Contribution, tail: BillingTail, stamp: Stamp, event: Event, segment: str, first_trial: Stamp | None
+) -> None:
+    """One billing event's flows, in order after those before it; moves `tail` past it."""
+    hour = stamp[0] // HOUR_US
+    subscriptions = tail.subscriptions
+    sub_id = event.entity_id or ""
+    if event.type == "subscription.canceled":
+        subscriptions[sub_id] = 0
+        add(out, CANCELED, segment, hour, 1)
+    else:
+        if event.money is not None:
+            subscriptions[sub_id] = event.money
+        if event.type == "subscription.renewed":
+            add(out, RENEWED, segment, hour, 1)
+    mrr = sum(subscriptions.values())
+    if mrr < HALF_CENT:
+        mrr = 0
+    recorded = tail.recorded
+    if abs(mrr - recorded) >= HALF_CENT:
+        kind = movement_kind(recorded, mrr, tail.paid_before)
+        add(out, MOVEMENT[kind], segment, hour, abs(mrr - recorded))
+        if kind == "new":
+            add(out, NEW_CUSTOMERS, segment, hour, 1)
+            if first_trial is not None and first_trial < stamp:
+                add(out, TRIAL_CONVERSIONS, segment, hour, 1)
+        elif kind == "churn":
+            tail.last_churn = hour
+        tail.paid_before = tail.paid_before or mrr > 0
+        tail.recorded = recorded = mrr
+    end_of_slice = tail.end_of_slice
+    if end_of_slice and end_of_slice[-1][0] == hour:
+        end_of_slice[-1] = (hour, recorded)
+    else:
+        end_of_slice.append((hour, recorded))
+
+
+def _billing_state(out: Contribution, tail: BillingTail, latest: str) -> None:
+    """The account's MRR now and the step functions of t0 its billing leaves, in its latest segment."""
+    recorded, last_churn = tail.recorded, tail.last_churn
     add(out, MRR_NOW, latest, 0, recorded)
     add(out, CUSTOMERS_NOW, latest, 0, int(recorded > 0))
     # MRR at t0 is the MRR after the last slice before t0, so each slice end is a breakpoint at slice + 1.
     previous = (0, 0, 0, 0, 0)
-    for hour, mrr in end_of_slice:
+    for hour, mrr in tail.end_of_slice:
         t0 = hour + 1
         in_c0 = mrr > 0
         values = (
@@ -520,7 +626,6 @@ def billing_contribution(account: Account) -> Contribution:
             if value != before:
                 add(out, quantity, latest, t0, value - before)
         previous = values
-    return out
 
 
 _STEP_QUANTITIES: Final = (MRR_AT_T0, C0_CUSTOMERS, C0_MRR_NOW, C0_MRR_RETAINED, C0_CHURNED)
@@ -558,13 +663,32 @@ def product_delta(account: Account, stamp: Stamp, event_type: str, last_active: 
 
 
 def product_contribution(account: Account) -> tuple[Contribution, dict[str, int]]:
-    """All of an account's product events, and the latest active slice per segment they leave."""
+    """All of an account's product events, and the latest active slice per segment they leave.
+
+    The segment in force is constant between two segment points, so the latest active slice of each segment is
+    found by one search per point, newest first: a segment change costs the flow events and the points, not a
+    pass over every usage event."""
     out: Contribution = {}
+    product = account.product
+    for t, seq, event_type in product:
+        flow = _PRODUCT_FLOWS.get(event_type)
+        if flow is not None:
+            add(out, flow, account.segment_at((t, seq)), t // HOUR_US, 1)
     last_active: dict[str, int] = {}
-    for t, seq, event_type in account.product:
-        for key, amount in product_delta(account, (t, seq), event_type, last_active).items():
-            out[key] = out.get(key, 0) + amount
-    return {key: amount for key, amount in out.items() if amount}, last_active
+    if product:
+        last_active["all"] = product[-1][0] // HOUR_US
+        stamps, values = account.segment_stamps, account.segment_values
+        end = len(product)  # the events before the piece being looked at
+        for k in range(len(stamps), -1, -1):
+            start = bisect_left(product, stamps[k - 1]) if k else 0
+            if end > start:
+                last_active.setdefault(values[k - 1] if k else "unknown", product[end - 1][0] // HOUR_US)
+            end = min(end, start)
+            if end == 0:
+                break
+    for segment, hour in last_active.items():
+        out[(ACTIVE_ACCOUNTS, segment, hour)] = 1
+    return out, last_active
 
 
 def lead_contribution(lead: Entity, account: Callable[[str | None], Account]) -> Contribution:
@@ -573,60 +697,90 @@ def lead_contribution(lead: Entity, account: Callable[[str | None], Account]) ->
     if not lead.events:
         return out
     for t, seq, event in lead.events:
-        segment = account(event.account_id).segment_at((t, seq))
-        hour = t // HOUR_US
-        if event.type == "lead.created":
-            add(out, LEADS_CREATED, segment, hour, 1)
-        elif event.stage == "mql":
-            add(out, MQLS, segment, hour, 1)
-        elif event.stage == "sql":
-            add(out, SQLS, segment, hour, 1)
+        _lead_event(out, event, account(event.account_id).segment_at((t, seq)), t // HOUR_US)
     last = lead.events[-1][2]
-    stage = "lead" if last.type == "lead.created" else last.stage
-    assert stage is not None, "the decoder gives every stage change its stage"
-    add(out, LEADS_IN_STAGE[stage], account(last.account_id).latest_segment, 0, 1)
+    add(out, LEADS_IN_STAGE[_lead_stage(last)], account(last.account_id).latest_segment, 0, 1)
     return out
+
+
+def _lead_event(out: Contribution, event: Event, segment: str, hour: int) -> None:
+    if event.type == "lead.created":
+        add(out, LEADS_CREATED, segment, hour, 1)
+    elif event.stage == "mql":
+        add(out, MQLS, segment, hour, 1)
+    elif event.stage == "sql":
+        add(out, SQLS, segment, hour, 1)
+
+
+def _lead_stage(event: Event) -> str:
+    stage = "lead" if event.type == "lead.created" else event.stage
+    assert stage is not None, "the decoder gives every stage change its stage"
+    return stage
+
+
+@dataclass(slots=True)
+class OpportunityTail:
+    """Where replaying an opportunity's events leaves it."""
+
+    created: tuple[int, int, Event] | None = None  # its first creation
+    amount: int | None = None  # its last known amount
+    is_open: bool = False
 
 
 def opportunity_contribution(
     opportunity: Entity,
     account: Callable[[str | None], Account],
     lead: Callable[[str], Entity | None],
-) -> Contribution:
-    """Replays one opportunity in order: creations, wins with amount and cycle times, losses, and open state."""
+) -> tuple[Contribution, OpportunityTail]:
+    """Replays one opportunity in order: creations, wins with amount and cycle times, losses, and open state;
+    and the state it leaves."""
     out: Contribution = {}
-    created: tuple[int, int, Event] | None = None
-    amount: int | None = None
-    is_open = False
+    tail = OpportunityTail()
     for t, seq, event in opportunity.events:
-        segment = account(event.account_id).segment_at((t, seq))
-        hour = t // HOUR_US
-        if event.type == "opportunity.created":
-            add(out, OPPORTUNITIES_CREATED, segment, hour, 1)
-            created = created or (t, seq, event)
-            amount = event.money
-            is_open = True
-            continue
-        is_open = False
-        if event.type == "opportunity.lost":
-            add(out, DEALS_LOST, segment, hour, 1)
-            continue
-        if event.money is not None:
-            amount = event.money
-        add(out, DEALS_WON, segment, hour, 1)
-        add(out, WON_AMOUNT, segment, hour, amount or 0)
-        if created is None:
-            continue
-        add(out, SALES_CYCLE_SUM, segment, hour, t - created[0])
-        add(out, SALES_CYCLE_COUNT, segment, hour, 1)
-        lead_id = created[2].lead_id
-        source = lead(lead_id) if lead_id is not None else None
-        lead_created = source.first("lead.created") if source is not None else None
-        if lead_created is not None and lead_created[:2] < (t, seq):
-            add(out, TIME_TO_CLOSE_SUM, segment, hour, t - lead_created[0])
-            add(out, TIME_TO_CLOSE_COUNT, segment, hour, 1)
-    if is_open:
-        latest = account(opportunity.events[-1][2].account_id).latest_segment
-        add(out, OPEN_OPPORTUNITIES, latest, 0, 1)
-        add(out, OPEN_PIPELINE_AMOUNT, latest, 0, amount or 0)
-    return out
+        _opportunity_event(out, tail, (t, seq), event, account(event.account_id).segment_at((t, seq)), lead)
+    if opportunity.events:
+        _open_cells(out, tail, account(opportunity.events[-1][2].account_id).latest_segment, 1)
+    return out, tail
+
+
+def _opportunity_event(
+    out: Contribution,
+    tail: OpportunityTail,
+    stamp: Stamp,
+    event: Event,
+    segment: str,
+    lead: Callable[[str], Entity | None],
+) -> None:
+    t = stamp[0]
+    hour = t // HOUR_US
+    if event.type == "opportunity.created":
+        add(out, OPPORTUNITIES_CREATED, segment, hour, 1)
+        tail.created = tail.created or (*stamp, event)
+        tail.amount = event.money
+        tail.is_open = True
+        return
+    tail.is_open = False
+    if event.type == "opportunity.lost":
+        add(out, DEALS_LOST, segment, hour, 1)
+        return
+    if event.money is not None:
+        tail.amount = event.money
+    add(out, DEALS_WON, segment, hour, 1)
+    add(out, WON_AMOUNT, segment, hour, tail.amount or 0)
+    created = tail.created
+    if created is None:
+        return
+    add(out, SALES_CYCLE_SUM, segment, hour, t - created[0])
+    add(out, SALES_CYCLE_COUNT, segment, hour, 1)
+    lead_id = created[2].lead_id
+    source = lead(lead_id) if lead_id is not None else None
+    lead_created = source.first("lead.created") if source is not None else None
+    if lead_created is not None and lead_created[:2] < stamp:
+        add(out, TIME_TO_CLOSE_SUM, segment, hour, t - lead_created[0])
+        add(out, TIME_TO_CLOSE_COUNT, segment, hour, 1)
+
+
+def _open_cells(out: Contribution, tail: OpportunityTail, segment: str, sign: int) -> None:
+    if tail.is_open:
+        add(out, OPEN_OPPORTUNITIES, segment, 0, sign)
+        add(out, OPEN_PIPELINE_AMOUNT, segment, 0, sign * (tail.amount or 0))

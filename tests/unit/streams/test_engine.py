@@ -281,3 +281,60 @@ def test_ids_of_a_key_are_forgotten_as_its_latest_moves_on() -> None:
     assert account is not None
     ids = account.ids["product.events"]
     assert 169 <= len(ids) <= 2 * 169  # the last 7 days (and one hour) of ids, at most doubled before a pass
+
+
+def test_an_event_later_than_all_of_its_entity_is_applied_without_a_replay(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One record a batch, each event later than every other of its subscription, lead or opportunity: after
+    the first, none replays its entity's history (the cost of an event does not grow with it)."""
+    calls: Counter[str] = Counter()
+    for name in ("billing_contribution", "opportunity_contribution", "lead_contribution"):
+        original = getattr(engine_module, name)
+
+        def counted(*args: Any, _original: Any = original, _name: str = name) -> Any:
+            calls[_name] += 1
+            return _original(*args)
+
+        monkeypatch.setattr(engine_module, name, counted)
+    at = datetime(2024, 3, 1, tzinfo=UTC)
+    docs: list[dict[str, Any]] = [
+        {"type": "subscription.started", "subscription_id": "s", "mrr": 100},
+        {"type": "opportunity.created", "opportunity_id": "o", "amount": 1000},
+        {"type": "lead.created", "lead_id": "l"},
+    ]
+    for i in range(100):
+        docs += [
+            {"type": "subscription.updated", "subscription_id": "s", "mrr": 100 + i % 7},
+            {"type": "subscription.renewed", "subscription_id": "s"},
+            {"type": "opportunity.won", "opportunity_id": "o", "amount": 1000 + i},
+            {"type": "lead.stage_changed", "lead_id": "l", "stage": ("mql", "sql", "lead")[i % 3]},
+        ]
+    harness = Harness(Settings(clock="event", shards=1))
+    for i, doc in enumerate(docs):
+        when = (at + timedelta(minutes=17 * i)).isoformat()
+        harness.send({"event_id": f"e{i}", "occurred_at": when, "account_id": "a", **doc})
+
+    # One computation for the state before each entity's first event, one after it; then appends only.
+    assert calls == {"billing_contribution": 1, "opportunity_contribution": 2, "lead_contribution": 2}
+    batched = Pipeline(Settings(clock="event", shards=1))
+    batched.process(
+        [
+            InputRecord(
+                "crm.events",
+                0,
+                i,
+                orjson.dumps(
+                    {
+                        "event_id": f"e{i}",
+                        "occurred_at": (at + timedelta(minutes=17 * i)).isoformat(),
+                        "account_id": "a",
+                        **doc,
+                    }
+                ),
+                0.0,
+            )
+            for i, doc in enumerate(docs)
+        ]
+    )
+    assert harness.values() == {s.key: s.value for s in batched.refresh()}
+    assert harness.value("deals_won", window="30d") == 100
+    assert harness.value("mrr") == 100 + 99 % 7
