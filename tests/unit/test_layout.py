@@ -76,6 +76,30 @@ def imported_roots(path: Path) -> set[str]:
     return roots
 
 
+# folder -> its layer, for the static check: an import inside a function escapes the import-time one
+FOLDERS = {"schemas": "revpulse.schemas", "streams": "revpulse.streams", "connectors": "revpulse.connectors"}
+
+
+def imported_modules(path: Path) -> set[str]:
+    modules = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            modules |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            modules.add(node.module)
+    return modules
+
+
+@pytest.mark.parametrize("folder", sorted(FOLDERS))
+def test_no_module_of_a_pure_layer_imports_above_it_anywhere_in_its_code(folder: str) -> None:
+    forbidden = LAYERS[FOLDERS[folder]]
+    offenders = {
+        path.name: sorted(m for m in imported_modules(path) if any(m == f or m.startswith(f + ".") for f in forbidden))
+        for path in (ROOT / folder).rglob("*.py")
+    }
+    assert {name: modules for name, modules in offenders.items() if modules} == {}
+
+
 def test_nothing_imports_a_layer_by_its_bare_folder_name() -> None:
     offenders = {str(p.relative_to(ROOT)): sorted(imported_roots(p) & BARE_ROOTS) for p in python_files()}
     assert {path: roots for path, roots in offenders.items() if roots} == {}
