@@ -38,6 +38,8 @@ from revpulse.topics import partials_topic, raw_topics, shard_topic, snapshot_to
 
 log = logging.getLogger(__name__)
 
+SHARD_RECORD_BYTES = str(16 * 1024 * 1024)
+
 INPUT_PARTITIONS = 4
 PARTIALS_PARTITIONS = 4
 REFRESH_INTERVAL = 0.025  # seconds between checks for a changed rollup
@@ -169,7 +171,11 @@ async def create_topics(settings: Settings) -> None:
         topics += [
             NewTopic(settings.topics.deadletter, 1, 1),
             NewTopic(settings.topics.metrics, 1, 1, topic_configs=compact),
-            NewTopic(shard_topic(settings), settings.shards, 1),
+            # An item carries its input record's bytes, escaped for JSON (up to 6 of them a byte): a record of
+            # one large input item can outgrow the broker's default limit, which would hold the router.
+            NewTopic(
+                shard_topic(settings), settings.shards, 1, topic_configs={"max.message.bytes": SHARD_RECORD_BYTES}
+            ),
             NewTopic(partials_topic(settings), PARTIALS_PARTITIONS, 1, topic_configs=compact),
             NewTopic(snapshot_topic(settings), 1, 1, topic_configs=compact),
         ]

@@ -17,11 +17,8 @@ from revpulse.agents.shard_agent import ShardAgent
 from revpulse.settings import Settings
 from revpulse.streams.outputs import Outputs
 from revpulse.streams.partition import InputRecord, Router
-from revpulse.streams.wire import encode_items
+from revpulse.streams.wire import encode_items, item_records
 from revpulse.topics import router_group, shard_topic
-
-# Items per shard-topic record: keeps records well under Kafka's default 1 MB message limit.
-ITEMS_PER_RECORD = 1_000
 
 
 class RouterAgent(BatchAgent):
@@ -56,9 +53,9 @@ class RouterAgent(BatchAgent):
         acked = await send_all(
             self.io.producer,
             (
-                (self.shard_topic, shard, None, encode_items(items[i : i + ITEMS_PER_RECORD]), None)
+                (self.shard_topic, shard, None, encode_items(group), None)
                 for shard, items in routed.items()
-                for i in range(0, len(items), ITEMS_PER_RECORD)
+                for group in item_records(items)
             ),
         )
         self.local.local_path.routed_sent(plan, {partition: ranges for (_, partition), ranges in acked.items()})

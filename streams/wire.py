@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import math
 import re
+from collections.abc import Iterator
 from dataclasses import fields
 from typing import Any
 
@@ -35,6 +36,28 @@ _MONEY_AT = _EVENT_AT + [f.name for f in fields(Event)].index("money")
 _EVENT_FIELDS = len(fields(Event))
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
 _WIDE_INT = re.compile(r"-?[0-9]{1,64}\Z")
+
+
+# A shard-topic record holds at most this many items, and past this many characters of payload no more: each
+# item carries its record's (or element's) bytes, so a count alone could make a record of many megabytes.
+ITEMS_PER_RECORD = 1_000
+PAYLOAD_PER_RECORD = 256 * 1024
+
+
+def item_records(items: list[Item]) -> Iterator[list[Item]]:
+    """`items` in order, in groups that each make one shard-topic record (an item larger than the payload
+    bound is a record of its own)."""
+    group: list[Item] = []
+    size = 0
+    for item in items:
+        payload = len(item[5])
+        if group and (len(group) == ITEMS_PER_RECORD or size + payload > PAYLOAD_PER_RECORD):
+            yield group
+            group, size = [], 0
+        group.append(item)
+        size += payload
+    if group:
+        yield group
 
 
 def encode_items(items: list[Item]) -> bytes:

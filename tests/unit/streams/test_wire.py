@@ -20,6 +20,7 @@ from revpulse.streams.wire import (
     WireError,
     decode_items,
     encode_items,
+    item_records,
     parse_partial,
     partial_key,
     partial_value,
@@ -142,3 +143,13 @@ def test_no_bytes_make_the_partials_decoder_raise_anything_else(key: bytes | Non
     except WireError:
         return
     assert 0 <= shard < 8
+
+
+def test_items_are_grouped_into_records_by_count_and_by_payload_size() -> None:
+    def item(payload: int) -> list[object]:
+        return ["t", 0, 0, 0, 0.0, "x" * payload, "r", "invalid_json", "", None]
+
+    sizes = [100_000, 100_000, 100_000, 300_000, 1, 1]
+    groups = list(item_records([item(n) for n in sizes]))
+    assert [[len(i[5]) for i in group] for group in groups] == [[100_000, 100_000], [100_000], [300_000], [1, 1]]
+    assert [len(group) for group in item_records([item(1)] * 2_500)] == [1_000, 1_000, 500]
