@@ -52,7 +52,7 @@ from revpulse.streams.quantities import (
     TRIALS_STARTED,
     WON_AMOUNT,
 )
-from revpulse.streams.windows import HOUR_US, US_PER_SECOND
+from revpulse.streams.windows import HOUR_US, LONGEST_WINDOW_HOURS, US_PER_SECOND
 
 HALF_CENT: Final = NANOS // 200
 _NO_IDS: Final[dict[str, int]] = {}
@@ -339,6 +339,7 @@ class Engine:
             return
         account = keyed
         assert isinstance(account, Account), "every event but spend is keyed by its account"
+        self._fold_product(account)
         if event.segment is not None:
             self._learn_segment(account, stamp, event.segment)
         self.segments_seen.add(account.segment_at(stamp))
@@ -457,6 +458,19 @@ class Engine:
         # Each product event's flow stands alone, and the latest active slice only moves forward: no recompute.
         for key, amount in product_delta(account, stamp, event_type, account.last_active).items():
             self.ledger.add(key, amount)
+
+    def _fold_product(self, account: Account) -> None:
+        """Forget the account's product events older than every window (SPEC §2: watermark − 90 d − allowed
+        lateness): their flows sit in slices no window reads, and a segment change before them can move
+        nothing a window reads either. What they leave, the latest active slices and the first trial, is kept
+        apart. Done on every event of the account: an account keeps about 97 days of product events before its
+        latest event, however long its history."""
+        product = account.product
+        if self.watermark is None or not product:
+            return
+        horizon = self.watermark - LONGEST_WINDOW_HOURS * HOUR_US - self.config.allowed_lateness_us
+        if product[0][0] < horizon:
+            del product[: bisect_left(product, (horizon,))]
 
     # -- leads and opportunities -------------------------------------------------------------------------------
 

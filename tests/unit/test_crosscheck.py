@@ -154,3 +154,26 @@ def test_ids_reused_across_topics_keys_and_time_match_reference(batch: int) -> N
     reference = compute(records, RefSettings(fx_rates={"EUR": 1.08}, allowed_lateness_s=3 * 86400))
     assert reference.outcomes["duplicate"] > 20 and reference.outcomes["accepted"] > 4_000
     assert_same(stream_values(records, settings, batch), reference.series)
+
+
+def test_two_years_with_product_events_forgotten_past_every_window_match_reference() -> None:
+    """Product events older than every window are dropped as the watermark moves on: at every cut of a two-year
+    log the series equal the reference's, and no account keeps more than its last ~97 days of them."""
+    records = random_log(31, 16_000, days=730, accounts=25, disorder_days=3)
+    settings = Settings(clock="event", fx_rates={"EUR": 1.08}, allowed_lateness=3 * 86400, shards=1)
+    pipeline = Pipeline(settings)
+    inputs = [InputRecord(topic, 0, offset, value, 0.0) for offset, (topic, value) in enumerate(records)]
+    for cut in (4_000, 9_000, 16_000):
+        for start in range(pipeline.records, cut, 250):
+            pipeline.process(inputs[start : min(start + 250, cut)])
+        expected = compute(records[:cut], RefSettings(fx_rates={"EUR": 1.08}, allowed_lateness_s=3 * 86400))
+        assert_same({series.key: series.value for series in pipeline.refresh()}, expected.series)
+    engine = pipeline.shards[0].state.engine
+    assert engine.watermark is not None
+    horizon = engine.watermark - (90 + 3) * 86_400 * 1_000_000
+    kept = [account for account_id in list(engine.accounts) if (account := engine.accounts.get(account_id))]
+    # Every account had an event in the last days of the log, when it forgot what was past the horizon then.
+    assert all(t >= horizon - 10 * 86_400 * 1_000_000 for account in kept for t, _, _ in account.product)
+    sent = sum(1 for _, value in records if b'"product.' in value)
+    # About 100 of the 730 days' worth (the last 93, plus what an account has not forgotten since its last event).
+    assert sum(len(account.product) for account in kept) < sent * 110 / 730
