@@ -370,6 +370,7 @@ class Engine:
             i = bisect_right(account.segment_stamps, stamp)
             account.segment_stamps.insert(i, stamp)
             account.segment_values.insert(i, segment)
+            self._fold_segments(account)
 
         if account.segment_at(stamp) == segment:
             insert()  # the point changes no event's segment, nor the latest
@@ -458,6 +459,18 @@ class Engine:
         # Each product event's flow stands alone, and the latest active slice only moves forward: no recompute.
         for key, amount in product_delta(account, stamp, event_type, account.last_active).items():
             self.ledger.add(key, amount)
+
+    def _fold_segments(self, account: Account) -> None:
+        """Collapse the account's segment points older than every window into the one in force there: a point
+        only decides the segment of events after it, and events that old count only in slices no window reads
+        (state is grouped by the latest segment)."""
+        if self.watermark is None:
+            return
+        horizon = self.watermark - LONGEST_WINDOW_HOURS * HOUR_US - self.config.allowed_lateness_us
+        before = bisect_left(account.segment_stamps, (horizon,))
+        if before > 1:
+            del account.segment_stamps[: before - 1]
+            del account.segment_values[: before - 1]
 
     def _fold_product(self, account: Account) -> None:
         """Forget the account's product events older than every window (SPEC §2: watermark − 90 d − allowed

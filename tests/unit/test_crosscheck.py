@@ -157,8 +157,9 @@ def test_ids_reused_across_topics_keys_and_time_match_reference(batch: int) -> N
 
 
 def test_two_years_with_product_events_forgotten_past_every_window_match_reference() -> None:
-    """Product events older than every window are dropped as the watermark moves on: at every cut of a two-year
-    log the series equal the reference's, and no account keeps more than its last ~97 days of them."""
+    """Product events and segment points older than every window are dropped as the watermark moves on: at every
+    cut of a two-year log the series equal the reference's, and accounts keep only their last ~100 days of
+    them."""
     records = random_log(31, 16_000, days=730, accounts=25, disorder_days=3)
     settings = Settings(clock="event", fx_rates={"EUR": 1.08}, allowed_lateness=3 * 86400, shards=1)
     pipeline = Pipeline(settings)
@@ -174,6 +175,10 @@ def test_two_years_with_product_events_forgotten_past_every_window_match_referen
     kept = [account for account_id in list(engine.accounts) if (account := engine.accounts.get(account_id))]
     # Every account had an event in the last days of the log, when it forgot what was past the horizon then.
     assert all(t >= horizon - 10 * 86_400 * 1_000_000 for account in kept for t, _, _ in account.product)
+    # Of the segment points before the horizon, each account keeps the one in force there.
+    assert all(
+        sum(1 for t, _ in account.segment_stamps if t < horizon - 10 * 86_400 * 1_000_000) <= 1 for account in kept
+    )
     sent = sum(1 for _, value in records if b'"product.' in value)
     # About 100 of the 730 days' worth (the last 93, plus what an account has not forgotten since its last event).
     assert sum(len(account.product) for account in kept) < sent * 110 / 730
