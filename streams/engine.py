@@ -460,13 +460,33 @@ class Engine:
         for key, amount in product_delta(account, stamp, event_type, account.last_active).items():
             self.ledger.add(key, amount)
 
+    def _horizon(self) -> int | None:
+        """Events before this are older than every window (SPEC §2: watermark − 90 d − allowed lateness)."""
+        if self.watermark is None:
+            return None
+        return self.watermark - LONGEST_WINDOW_HOURS * HOUR_US - self.config.allowed_lateness_us
+
+    def _fold_entity(self, entity: Entity, lasting: Callable[[Event], bool]) -> None:
+        """Forget a lead's or an opportunity's events older than every window but those whose state lasts: the
+        first creation, the last event that set what `lasting` names, and the last event. The others' flows sit
+        in slices no window reads; the replay of what is kept leaves the same state."""
+        horizon = self._horizon()
+        events = entity.events
+        if horizon is None or len(events) < 3 or events[1][0] >= horizon:
+            return
+        cut = bisect_left(events, (horizon,))
+        old = events[:cut]
+        keep = {id(item) for item in (_first(old, "created"), _last(old, lasting), old[-1]) if item is not None}
+        if len(keep) < cut:
+            events[:cut] = [item for item in old if id(item) in keep]
+
     def _fold_segments(self, account: Account) -> None:
         """Collapse the account's segment points older than every window into the one in force there: a point
         only decides the segment of events after it, and events that old count only in slices no window reads
         (state is grouped by the latest segment)."""
-        if self.watermark is None:
+        horizon = self._horizon()
+        if horizon is None:
             return
-        horizon = self.watermark - LONGEST_WINDOW_HOURS * HOUR_US - self.config.allowed_lateness_us
         before = bisect_left(account.segment_stamps, (horizon,))
         if before > 1:
             del account.segment_stamps[: before - 1]
@@ -479,10 +499,8 @@ class Engine:
         apart. Done on every event of the account: an account keeps about 97 days of product events before its
         latest event, however long its history."""
         product = account.product
-        if self.watermark is None or not product:
-            return
-        horizon = self.watermark - LONGEST_WINDOW_HOURS * HOUR_US - self.config.allowed_lateness_us
-        if product[0][0] < horizon:
+        horizon = self._horizon()
+        if horizon is not None and product and product[0][0] < horizon:
             del product[: bisect_left(product, (horizon,))]
 
     # -- leads and opportunities -------------------------------------------------------------------------------
@@ -494,6 +512,7 @@ class Engine:
             lead = self.leads[lead_id] = Entity()
         if lead_id not in account.leads:
             account.leads += (lead_id,)
+        self._fold_entity(lead, lambda event: False)
         units = [self._lead(lead_id)]
         if event.type == "lead.created":
             first_created = lead.first("lead.created")
@@ -547,6 +566,7 @@ class Engine:
             account.opportunities += (opportunity_id,)
         if event.lead_id is not None:
             self.lead_opportunities.setdefault(event.lead_id, set()).add(opportunity_id)
+        self._fold_entity(opportunity, _sets_amount)
         key = ("opportunity", opportunity_id)
         if opportunity.tail is not None and self._appends(opportunity, key, stamp, event):
             self._append_opportunity(opportunity, opportunity.tail, stamp, event)
@@ -728,6 +748,20 @@ def lead_contribution(lead: Entity, account: Callable[[str | None], Account]) ->
     last = lead.events[-1][2]
     add(out, LEADS_IN_STAGE[_lead_stage(last)], account(last.account_id).latest_segment, 0, 1)
     return out
+
+
+def _first(events: Timeline, kind: str) -> tuple[int, int, Event] | None:
+    """The first `lead.created` / `opportunity.created` among `events`."""
+    return next((item for item in events if item[2].type.endswith(kind)), None)
+
+
+def _last(events: Timeline, chosen: Callable[[Event], bool]) -> tuple[int, int, Event] | None:
+    return next((item for item in reversed(events) if chosen(item[2])), None)
+
+
+def _sets_amount(event: Event) -> bool:
+    """Whether an opportunity's event sets its last known amount (a creation always does, even to none)."""
+    return event.type == "opportunity.created" or (event.type == "opportunity.won" and event.money is not None)
 
 
 def _lead_event(out: Contribution, event: Event, segment: str, hour: int) -> None:

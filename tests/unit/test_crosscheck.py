@@ -179,6 +179,12 @@ def test_two_years_with_product_events_forgotten_past_every_window_match_referen
     assert all(
         sum(1 for t, _ in account.segment_stamps if t < horizon - 10 * 86_400 * 1_000_000) <= 1 for account in kept
     )
+    # A lead or an opportunity keeps at most three events from before the horizon of its last event's time: its
+    # first creation, the last that set its amount, and its last.
+    day = 86_400 * 1_000_000
+    for entity in (*engine.leads.values(), *engine.opportunities.values()):
+        old = entity.events[-1][0] - (93 + 5) * day
+        assert sum(1 for t, _, _ in entity.events if t < old) <= 3
     sent = sum(1 for _, value in records if b'"product.' in value)
     # About 100 of the 730 days' worth (the last 93, plus what an account has not forgotten since its last event).
     assert sum(len(account.product) for account in kept) < sent * 110 / 730
