@@ -268,6 +268,7 @@ class Engine:
         self.sequence = 0
         # Units changed in this batch, with their contribution before its first change (see `_change`).
         self.pending: dict[tuple[str, object], tuple[Unit, Contribution]] = {}
+        self.folded_at: int | None = None  # the hour the ledger's cells were last folded before
 
     def __getstate__(self) -> dict[str, Any]:
         assert not self.pending, "a snapshot is taken between batches, after `flush`"
@@ -276,6 +277,7 @@ class Engine:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self.__dict__.setdefault("pending", {})
+        self.__dict__.setdefault("folded_at", None)
         for keyed in self.channels.values():
             if not hasattr(keyed, "kept"):  # pickled before ids were kept per topic
                 keyed.kept = {}
@@ -316,9 +318,15 @@ class Engine:
         return self.accounts.get(account_id) or self.accounts.add(account_id)
 
     def end_batch(self) -> None:
-        """Between batches: bring the ledger up to date, then encode the accounts least recently used beyond the
-        hot limit."""
+        """Between batches: bring the ledger up to date, fold its cells older than every window once a day, then
+        encode the accounts least recently used beyond the hot limit."""
         self.flush()
+        horizon = self._horizon()
+        if horizon is not None:
+            hour = horizon // HOUR_US
+            if self.folded_at is None or hour >= self.folded_at + 24:
+                self.ledger.fold(hour)
+                self.folded_at = hour
         self.accounts.evict()
 
     def flush(self) -> None:

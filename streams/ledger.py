@@ -91,6 +91,23 @@ class Cells(Totals):
         """Every non-empty cell."""
         return dict(self.values)
 
+    def fold(self, horizon: int) -> None:
+        """Move every flow and step cell before hour `horizon` into the slice just before it, as the rollup's
+        `Ledger` does: no window reads a flow there and every step's prefix sum still includes it. The moved
+        cells are touched, so the rollup learns their new values (0 for the old ones)."""
+        values, touched = self.values, self.touched
+        old = [key for key in values if key[2] < horizon - 1 and key[0] not in SNAPSHOTS]
+        for key in old:
+            quantity, segment, _ = key
+            into = (quantity, segment, horizon - 1)
+            total = values.get(into, 0) + values.pop(key)
+            if total:
+                values[into] = total
+            else:
+                values.pop(into, None)
+            touched.add(key)
+            touched.add(into)
+
 
 class Ledger(Totals):
     """Σ of all contributions, per (quantity, segment), per hour: the rollup's global totals.

@@ -185,6 +185,10 @@ def test_two_years_with_product_events_forgotten_past_every_window_match_referen
     for entity in (*engine.leads.values(), *engine.opportunities.values()):
         old = entity.events[-1][0] - (93 + 5) * day
         assert sum(1 for t, _, _ in entity.events if t < old) <= 3
+    # The shard's cells before the horizon are folded (daily) into one slice just before it.
+    folded = engine.folded_at
+    assert folded is not None
+    assert all(hour >= folded - 1 for (quantity, _, hour) in engine.ledger.items() if hour)
     sent = sum(1 for _, value in records if b'"product.' in value)
     # About 100 of the 730 days' worth (the last 93, plus what an account has not forgotten since its last event).
     assert sum(len(account.product) for account in kept) < sent * 110 / 730

@@ -80,3 +80,24 @@ def test_reading_an_undeclared_quantity_fails_instead_of_reading_zero() -> None:
     # Adds stay unchecked (the engine's innermost step); test_quantities holds the engine to the declarations.
     cells.add(("signup", "all", 1), 1)
     assert (ledger.snapshot("mrr_now", "all"), cells.get(("signups", "all", 1))) == (0, 0)
+
+
+def test_a_shards_cells_fold_into_the_slice_before_the_horizon_and_publish_the_move() -> None:
+    cells = Cells()
+    cells.apply({}, {("signups", "smb", 5): 2, ("signups", "smb", 9): 1, ("mrr_at_t0", "all", 3): 7})
+    cells.apply({}, {("mrr_now", "all", 0): 40, ("signups", "smb", 10): 4, ("mrr_at_t0", "all", 10): -2})
+    cells.take_touched()
+    cells.fold(10)
+    assert cells.items() == {
+        ("signups", "smb", 9): 3,
+        ("signups", "smb", 10): 4,
+        ("mrr_at_t0", "all", 9): 7,
+        ("mrr_at_t0", "all", 10): -2,
+        ("mrr_now", "all", 0): 40,  # a snapshot has no slices
+    }
+    assert cells.take_touched() == {
+        ("signups", "smb", 5): 0,
+        ("signups", "smb", 9): 3,
+        ("mrr_at_t0", "all", 3): 0,
+        ("mrr_at_t0", "all", 9): 7,
+    }
