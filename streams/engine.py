@@ -56,6 +56,7 @@ from revpulse.streams.windows import HOUR_US, LONGEST_WINDOW_HOURS, US_PER_SECON
 
 HALF_CENT: Final = NANOS // 200
 _NO_IDS: Final[dict[str, int]] = {}
+_NO_HORIZON: Final = -(2**62)
 _FORGET_AT: Final = 64  # ids of one key and topic kept before the first pass that forgets old ones
 Stamp = tuple[int, int]  # (occurred_at µs, arrival sequence): the total order events are applied in
 Timeline = list[tuple[int, int, Event]]
@@ -269,6 +270,8 @@ class Engine:
         # Units changed in this batch, with their contribution before its first change (see `_change`).
         self.pending: dict[tuple[str, object], tuple[Unit, Contribution]] = {}
         self.folded_at: int | None = None  # the hour the ledger's cells were last folded before
+        # Product events before this are forgotten as their account is touched (see `end_batch`).
+        self.fold_before = _NO_HORIZON
 
     def __getstate__(self) -> dict[str, Any]:
         assert not self.pending, "a snapshot is taken between batches, after `flush`"
@@ -278,6 +281,7 @@ class Engine:
         self.__dict__.update(state)
         self.__dict__.setdefault("pending", {})
         self.__dict__.setdefault("folded_at", None)
+        self.__dict__.setdefault("fold_before", _NO_HORIZON)
         for keyed in self.channels.values():
             if not hasattr(keyed, "kept"):  # pickled before ids were kept per topic
                 keyed.kept = {}
@@ -323,6 +327,11 @@ class Engine:
         self.flush()
         horizon = self._horizon()
         if horizon is not None:
+            # An account's product events older than every window (SPEC §2: watermark − 90 d − allowed lateness)
+            # are forgotten when it is next touched: their flows sit in slices no window reads, a segment change
+            # before them moves nothing a window reads, and what they leave (the latest active slices, the first
+            # trial) is kept apart. So an account keeps about 97 days of product events, however long its history.
+            self.fold_before = horizon
             hour = horizon // HOUR_US
             if self.folded_at is None or hour >= self.folded_at + 24:
                 self.ledger.fold(hour)
@@ -347,7 +356,9 @@ class Engine:
             return
         account = keyed
         assert isinstance(account, Account), "every event but spend is keyed by its account"
-        self._fold_product(account)
+        product = account.product
+        if product and product[0][0] < self.fold_before:
+            del product[: bisect_left(product, (self.fold_before,))]
         if event.segment is not None:
             self._learn_segment(account, stamp, event.segment)
         self.segments_seen.add(account.segment_at(stamp))
@@ -499,17 +510,6 @@ class Engine:
         if before > 1:
             del account.segment_stamps[: before - 1]
             del account.segment_values[: before - 1]
-
-    def _fold_product(self, account: Account) -> None:
-        """Forget the account's product events older than every window (SPEC §2: watermark − 90 d − allowed
-        lateness): their flows sit in slices no window reads, and a segment change before them can move
-        nothing a window reads either. What they leave, the latest active slices and the first trial, is kept
-        apart. Done on every event of the account: an account keeps about 97 days of product events before its
-        latest event, however long its history."""
-        product = account.product
-        horizon = self._horizon()
-        if horizon is not None and product and product[0][0] < horizon:
-            del product[: bisect_left(product, (horizon,))]
 
     # -- leads and opportunities -------------------------------------------------------------------------------
 
