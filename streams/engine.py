@@ -55,7 +55,6 @@ from revpulse.streams.quantities import (
 from revpulse.streams.windows import HOUR_US, LONGEST_WINDOW_HOURS, US_PER_SECOND
 
 HALF_CENT: Final = NANOS // 200
-_NO_IDS: Final[dict[str, int]] = {}
 _NO_HORIZON: Final = -(2**62)
 _FORGET_AT: Final = 64  # ids of one key and topic kept before the first pass that forgets old ones
 Stamp = tuple[int, int]  # (occurred_at µs, arrival sequence): the total order events are applied in
@@ -77,17 +76,12 @@ class Keyed:
     latest: dict[str, int] = field(default_factory=dict)
     kept: dict[str, int] = field(default_factory=dict)  # topic -> ids left by its last pass of forgetting
 
-    def remember(self, topic: str, event_id: str, t: int, horizon: int) -> None:
-        """Remember an accepted id. Ids older than `horizon` (the topic's latest minus the allowed lateness) are
-        forgotten in one pass once the ids have doubled since the last one: O(1) an event, amortized."""
-        ids = self.ids.get(topic)
-        if ids is None:
-            ids = self.ids[topic] = {}
-        ids[event_id] = t
-        if len(ids) >= max(_FORGET_AT, 2 * self.kept.get(topic, 0)):
-            for old in [i for i, seen in ids.items() if seen < horizon]:
-                del ids[old]
-            self.kept[topic] = len(ids)
+    def forget(self, topic: str, ids: dict[str, int], horizon: int) -> None:
+        """Forget the ids older than `horizon` (the topic's latest minus the allowed lateness): called once the
+        ids have doubled since the last pass, so forgetting costs O(1) an event, amortized."""
+        for old in [i for i, seen in ids.items() if seen < horizon]:
+            del ids[old]
+        self.kept[topic] = len(ids)
 
     def migrate(self) -> None:
         """Ids kept before they were per topic (a set per key): each topic the key has seen remembers them at its
@@ -299,12 +293,17 @@ class Engine:
         if latest is not None and event.t < latest - lateness:
             return "late"
         # An id is remembered while its event is within the allowed lateness of the key's latest on the topic.
-        seen = keyed.ids.get(topic, _NO_IDS).get(event.event_id)
+        ids = keyed.ids.get(topic)
+        if ids is None:
+            ids = keyed.ids[topic] = {}
+        seen = ids.get(event.event_id)
         if seen is not None and latest is not None and seen >= latest - lateness:
             return "duplicate"
         if latest is None or event.t > latest:
             keyed.latest[topic] = latest = event.t
-        keyed.remember(topic, event.event_id, event.t, latest - lateness)
+        ids[event.event_id] = event.t
+        if len(ids) >= _FORGET_AT and len(ids) >= 2 * keyed.kept.get(topic, 0):
+            keyed.forget(topic, ids, latest - lateness)
         if self.watermark is None or event.t > self.watermark:
             self.watermark = event.t
         self.sequence += 1
