@@ -199,11 +199,10 @@ def test_the_store_encodes_the_least_recently_used_beyond_its_limit() -> None:
     assert (len(store), sorted(store)) == (3, ["a", "b", "c"])
 
 
-def test_a_noisy_entity_is_recomputed_once_per_batch(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Many events of one subscription, one opportunity and one account's segment in one batch: each entity's
-    contribution is computed once for the batch's start (when the entity holds none) and once at its end."""
+def count_calls(monkeypatch: pytest.MonkeyPatch, *names: str) -> Counter[str]:
+    """Calls of the engine's contribution functions `names`, counted as the engine makes them."""
     calls: Counter[str] = Counter()
-    for name in ("billing_contribution", "opportunity_contribution", "product_contribution"):
+    for name in names:
         original = getattr(engine_module, name)
 
         def counted(*args: Any, _original: Any = original, _name: str = name) -> Any:
@@ -211,6 +210,13 @@ def test_a_noisy_entity_is_recomputed_once_per_batch(monkeypatch: pytest.MonkeyP
             return _original(*args)
 
         monkeypatch.setattr(engine_module, name, counted)
+    return calls
+
+
+def test_a_noisy_entity_is_recomputed_once_per_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Many events of one subscription, one opportunity and one account's segment in one batch: each entity's
+    contribution is computed once for the batch's start (when the entity holds none) and once at its end."""
+    calls = count_calls(monkeypatch, "billing_contribution", "opportunity_contribution", "product_contribution")
     at = datetime(2024, 3, 1, tzinfo=UTC)
     docs: list[dict[str, Any]] = [
         {"type": "subscription.started", "subscription_id": "s", "mrr": 100},
@@ -286,15 +292,7 @@ def test_ids_of_a_key_are_forgotten_as_its_latest_moves_on() -> None:
 def test_an_event_later_than_all_of_its_entity_is_applied_without_a_replay(monkeypatch: pytest.MonkeyPatch) -> None:
     """One record a batch, each event later than every other of its subscription, lead or opportunity: after
     the first, none replays its entity's history (the cost of an event does not grow with it)."""
-    calls: Counter[str] = Counter()
-    for name in ("billing_contribution", "opportunity_contribution", "lead_contribution"):
-        original = getattr(engine_module, name)
-
-        def counted(*args: Any, _original: Any = original, _name: str = name) -> Any:
-            calls[_name] += 1
-            return _original(*args)
-
-        monkeypatch.setattr(engine_module, name, counted)
+    calls = count_calls(monkeypatch, "billing_contribution", "opportunity_contribution", "lead_contribution")
     at = datetime(2024, 3, 1, tzinfo=UTC)
     docs: list[dict[str, Any]] = [
         {"type": "subscription.started", "subscription_id": "s", "mrr": 100},
