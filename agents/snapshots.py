@@ -26,6 +26,7 @@ import traceback
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import orjson
 
@@ -83,6 +84,13 @@ class Encoding:
         finally:
             for path in self.paths.values():
                 path.unlink(missing_ok=True)
+
+
+def _private(path: Path) -> BinaryIO:
+    """`path` opened for writing from empty, readable and writable by the worker's user only."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(descriptor, 0o600)  # an existing file keeps its mode through O_CREAT
+    return os.fdopen(descriptor, "wb")
 
 
 class SnapshotUnpickler(pickle.Unpickler):
@@ -167,7 +175,7 @@ class SnapshotStore:
         """Start encoding snapshots of `states` (by shard) in a forked copy of this process; it encodes them as
         they are now, whatever the worker changes after this returns (the caller holds the shard lock only for
         the fork). One copy for all shards: each fork costs the worker copy-on-write faults for a while."""
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self._make_directory()
         paths = {shard: self.directory / f"shard-{shard}.encoding" for shard in states}
         pid = os.fork()
         if pid == 0:
@@ -176,13 +184,19 @@ class SnapshotStore:
                 gc.disable()  # a collection would touch, and so copy, pages of the whole heap
                 os.nice(ENCODING_NICENESS)
                 for shard, state in states.items():
-                    paths[shard].write_bytes(self.encode(state))
+                    with _private(paths[shard]) as handle:
+                        handle.write(self.encode(state))
                 status = 0
             except BaseException:
                 traceback.print_exc()
             finally:
                 os._exit(status)  # none of the worker's exit handlers, buffers or connections are the copy's
         return Encoding(pid, paths)
+
+    def _make_directory(self) -> None:
+        """The data dir holds the revenue state: only the worker's user may read it."""
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.directory.chmod(0o700)
 
     async def write(self, shard: int, next_offset: int, blob: bytes) -> None:
         """Store a snapshot to the data dir and the topic; writes go one at a time, in the order asked, and one
@@ -194,10 +208,10 @@ class SnapshotStore:
             self._written[shard] = next_offset
 
     async def _write(self, shard: int, next_offset: int, blob: bytes) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self._make_directory()
         path = self._path(shard)
         temporary = path.with_suffix(".tmp")
-        with temporary.open("wb") as handle:
+        with _private(temporary) as handle:
             handle.write(blob)
             handle.flush()
             os.fsync(handle.fileno())

@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from revpulse.agents.base import ProducerService
-from revpulse.agents.snapshots import Encoding, SnapshotStore, decode_snapshot, parse_manifest
+from revpulse.agents.snapshots import Encoding, SnapshotStore, _private, decode_snapshot, parse_manifest
 from revpulse.settings import Settings
 from revpulse.streams.engine import EngineConfig
 from revpulse.streams.partition import InputRecord, Router, Shard
@@ -138,3 +138,20 @@ def test_a_snapshot_that_is_not_a_shard_state_is_refused(tmp_path: Path, blob: b
 )
 def test_only_a_manifest_of_ours_is_taken(value: bytes, expected: tuple[str, int, int] | None) -> None:
     assert parse_manifest(value, 3) == expected
+
+
+def test_snapshots_are_private_to_the_workers_user(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path)
+    store = SnapshotStore(settings, EngineConfig(), ProducerService(settings))
+    shard = Shard(0, EngineConfig())
+    encoding = store.encode_aside({0: shard.state})
+    assert [s for s, _ in results(encoding)] == [0]
+    store.directory.chmod(0o755)
+    path = store.directory / "shard-0.pickle"
+    path.write_bytes(b"old")
+    path.chmod(0o644)
+    store._make_directory()
+    with _private(path) as handle:
+        handle.write(b"new")
+    assert (store.directory.stat().st_mode & 0o777, path.stat().st_mode & 0o777) == (0o700, 0o600)
+    assert path.read_bytes() == b"new"
