@@ -102,6 +102,9 @@ class Account(Keyed):
     # Tuples, not sets: most accounts have none or a few, and an empty set costs 216 bytes (× 1M accounts).
     leads: tuple[str, ...] = ()
     opportunities: tuple[str, ...] = ()
+    # Where its billing events older than every window left it, once forgotten (see `Engine._fold_billing`):
+    # (subscriptions' MRR, recorded MRR, paid before, slice of the last churn, last folded slice, its MRR).
+    billing_base: tuple[dict[str, int], int, bool, int | None, int, int] | None = None
     # Its billing's contribution as last applied to the ledger: the "before" of the next change, instead of a
     # second replay. Held only while the account is an object (not encoded, not in snapshots).
     applied: Contribution | None = field(default=None, compare=False)
@@ -131,6 +134,7 @@ class Account(Keyed):
                 self.last_active,
                 self.leads,
                 self.opportunities,
+                self.billing_base,
             )
         )
 
@@ -139,7 +143,9 @@ class Account(Keyed):
         fields = marshal.loads(data)
         if len(fields) == 10:  # encoded before ids were kept per topic
             fields = (fields[0], fields[1], {}, *fields[2:])
-        ids, latest, kept, stamps, values, billing, first_trial, product, last_active, leads, opps = fields
+        if len(fields) == 11:  # encoded before billing was folded
+            fields = (*fields, None)
+        ids, latest, kept, stamps, values, billing, first_trial, product, last_active, leads, opps, base = fields
         account = cls(
             ids,
             latest,
@@ -152,6 +158,7 @@ class Account(Keyed):
             last_active,
             leads,
             opps,
+            base,
         )
         account.migrate()
         return account
@@ -436,6 +443,8 @@ class Engine:
     # -- accounts: billing and product ------------------------------------------------------------------------
 
     def _add_billing(self, account: Account, stamp: Stamp, event: Event) -> None:
+        if len(account.billing) > 2 and account.billing[1][0] < self.fold_before:
+            self._fold_billing(account)
         tail = account.billing_tail
         if ("billing", id(account)) in self.pending:
             self._change([self._billing(account)], lambda: insort(account.billing, (*stamp, event)))
@@ -497,6 +506,26 @@ class Engine:
         keep = {id(item) for item in (_first(old, "created"), _last(old, lasting), old[-1]) if item is not None}
         if len(keep) < cut:
             events[:cut] = [item for item in old if id(item) in keep]
+
+    def _fold_billing(self, account: Account) -> None:
+        """Forget the account's billing events older than every window, keeping where they left it: its
+        subscriptions' MRR, its recorded MRR, whether it paid before, its last churn and the MRR after the last
+        forgotten slice (the one step of t0 they still decide). Their flows sit in slices no window reads, and
+        every step's prefix sum from the horizon on is unchanged."""
+        billing = account.billing
+        # The last event stays: its stamp is what later events are compared with.
+        cut = min(bisect_left(billing, (self.fold_before,)), len(billing) - 1)
+        if cut < 1:
+            return
+        state = _billing_start(account.billing_base)
+        for t, seq, event in billing[:cut]:
+            _billing_event({}, state, (t, seq), event, "", None)
+        hour, mrr = state.end_of_slice[-1]
+        account.billing_base = (state.subscriptions, state.recorded, state.paid_before, state.last_churn, hour, mrr)
+        del billing[:cut]
+        tail = account.billing_tail
+        if tail is not None:
+            tail.end_of_slice = [(hour, mrr)] + [item for item in tail.end_of_slice if item[0] > hour]
 
     def _fold_segments(self, account: Account) -> None:
         """Collapse the account's segment points older than every window into the one in force there: a point
@@ -615,11 +644,19 @@ def billing_contribution(account: Account) -> tuple[Contribution, BillingTail]:
     """Movements (flows, by event segment) and the MRR step functions of t0 (by latest segment); and the state
     the account's billing leaves."""
     out: Contribution = {}
-    tail = BillingTail()
+    tail = _billing_start(account.billing_base)
     for t, seq, event in account.billing:
         _billing_event(out, tail, (t, seq), event, account.segment_at((t, seq)), account.first_trial)
     _billing_state(out, tail, account.latest_segment)
     return out, tail
+
+
+def _billing_start(base: tuple[dict[str, int], int, bool, int | None, int, int] | None) -> BillingTail:
+    """The replay state an account's kept billing events start from: empty, or where the forgotten ones left it."""
+    if base is None:
+        return BillingTail()
+    subscriptions, recorded, paid_before, last_churn, hour, mrr = base
+    return BillingTail(dict(subscriptions), recorded, paid_before, [(hour, mrr)], last_churn)
 
 
 def _billing_event(

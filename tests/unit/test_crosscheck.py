@@ -185,6 +185,13 @@ def test_two_years_with_product_events_forgotten_past_every_window_match_referen
     for entity in (*engine.leads.values(), *engine.opportunities.values()):
         old = entity.events[-1][0] - (93 + 5) * day
         assert sum(1 for t, _, _ in entity.events if t < old) <= 3
+    # An account keeps, from before the horizon when its last billing event came (a 250-record batch is about 11
+    # days of this log), one billing event.
+    for account in kept:
+        if account.billing:
+            old = account.billing[-1][0] - (93 + 5 + 11) * day
+            assert sum(1 for t, _, _ in account.billing if t < old) <= 1
+    assert any(account.billing_base is not None for account in kept)
     # The shard's cells before the horizon are folded (daily) into one slice just before it.
     folded = engine.folded_at
     assert folded is not None

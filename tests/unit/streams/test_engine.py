@@ -171,6 +171,7 @@ def test_an_encoded_account_decodes_to_an_equal_one() -> None:
         last_active={"smb": 0, "all": 0},
         leads=("l1",),
         opportunities=("o1", "o2"),
+        billing_base=({"s0": 10 * NANOS}, 10 * NANOS, True, 1_900, 1_950, 10 * NANOS),
     )
     assert Account.decode(account.encode()) == account
     assert len(account.encode()) < 400
@@ -184,7 +185,7 @@ def test_an_account_encoded_before_ids_were_per_topic_remembers_them_on_every_to
         "billing.events": {"e1": 7_200_000_000, "e2": 7_200_000_000},
         "product.events": {"e1": 3, "e2": 3},
     }
-    assert (account.latest, account.kept) == (latest, {})
+    assert (account.latest, account.kept, account.billing_base) == (latest, {}, None)
 
 
 def test_the_store_encodes_the_least_recently_used_beyond_its_limit() -> None:
