@@ -44,6 +44,17 @@ class Unmappable(ValueError):
         self.detail = detail
 
 
+class PartlyUnmappable(Unmappable):
+    """An element of several independent parts (a Salesforce change event merged over several records) of which some
+    mapped and some did not: `events` are the parts that did map, and `rest` (the element narrowed to the parts that
+    did not) is dead-lettered instead of the whole element, so that a bad part costs only itself."""
+
+    def __init__(self, detail: str, events: list[CanonicalEvent], rest: Any) -> None:
+        super().__init__(detail)
+        self.events = events
+        self.rest = rest
+
+
 class Mapper(Protocol):
     source: str
 
@@ -52,5 +63,6 @@ class Mapper(Protocol):
         ...
 
     def map(self, element: Any) -> list[CanonicalEvent]:
-        """Canonical events for one element; [] for a kind RevPulse does not use; `Unmappable` for a bad one."""
+        """Canonical events for one element; [] for a kind RevPulse does not use; `Unmappable` for a bad one
+        (`PartlyUnmappable` when only some of its parts are bad)."""
         ...

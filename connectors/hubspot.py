@@ -2,8 +2,13 @@
 
 A body is a JSON array of up to 100 event objects: `eventId`, `subscriptionId`, `portalId`, `appId`,
 `occurredAt` (epoch ms), `subscriptionType`, `objectId`, and for property changes `propertyName` /
-`propertyValue` (always a string). A retried delivery repeats the same `eventId` with a higher `attemptNumber`,
-so `hubspot:<eventId>` is the canonical `event_id` and retries deduplicate.
+`propertyValue` (always a string). A retried delivery repeats the same event with a higher `attemptNumber`, so
+the canonical `event_id` is derived from the event's own ids and retries deduplicate. HubSpot documents that
+`eventId` "is not guaranteed to be unique": two portals (or two subscriptions) may send the same one. The
+`event_id` is therefore `hubspot:<portalId>:<subscriptionId>:<eventId>`, so that one portal's event never passes
+for a duplicate of another's. Should that be longer than the SPEC's 256 characters, or an id contain a `:` (which
+would make it ambiguous; HubSpot's ids are integers), it is `hubspot:sha256:<hex digest of the three ids>`
+instead: deterministic, so retries still deduplicate.
 
 Mapping:
 
@@ -31,6 +36,7 @@ later batch reaches only the win.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Final
@@ -38,6 +44,7 @@ from typing import Any, Final
 from revpulse.connectors.base import CanonicalEvent, Unmappable, preview
 from revpulse.connectors.common import (
     LOST,
+    MAX_ID_LENGTH,
     WON,
     Deal,
     amount,
@@ -181,8 +188,9 @@ def _parse(element: Any) -> _Change | None:
     name = element.get("propertyName")
     if changed and not isinstance(name, str):
         raise Unmappable(f"HubSpot property change has no string propertyName: {preview(name)}")
+    subscription_id = text_id(element.get("subscriptionId"), "subscriptionId")
     return _Change(
-        event_id=f"hubspot:{text_id(element.get('eventId'), 'eventId')}",
+        event_id=_event_id(portal, subscription_id, text_id(element.get("eventId"), "eventId")),
         occurred_at=epoch_ms(element.get("occurredAt"), "occurredAt"),
         kind=kind[0],
         action=kind[1],
@@ -190,6 +198,17 @@ def _parse(element: Any) -> _Change | None:
         property=name if changed else None,
         value=element.get("propertyValue"),
     )
+
+
+def _event_id(portal: str, subscription: str, event: str) -> str:
+    """`hubspot:<portalId>:<subscriptionId>:<eventId>`, or its SHA-256 when that would be too long or ambiguous."""
+    parts = (portal, subscription, event)
+    readable = "hubspot:" + ":".join(parts)
+    if len(readable) <= MAX_ID_LENGTH and not any(":" in part for part in parts):
+        return readable
+    # Length-prefixed, so that no two id triples hash the same text; surrogatepass: a JSON string may hold any.
+    text = "".join(f"{len(part)}:{part}" for part in parts)
+    return f"hubspot:sha256:{hashlib.sha256(text.encode('utf-8', 'surrogatepass')).hexdigest()}"
 
 
 def _occurrence(element: Any) -> tuple[int, int]:

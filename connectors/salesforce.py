@@ -4,7 +4,29 @@ A record is one change event, either the bare payload (`{"ChangeEventHeader": {.
 Streaming API envelope (`{"data": {"schema", "payload", "event": {"replayId"}}, "channel"}`), or a Kafka Connect
 `{"schema", "payload"}` pair. The header names the object (`entityName`), the records (`recordIds`: one change
 applied identically to several records is one event), `changeType`, `transactionKey`, `sequenceNumber`,
-`commitTimestamp` (epoch ms: the canonical `occurred_at`) and, for updates, `changedFields` / `nulledFields`.
+`commitTimestamp` (epoch ms: the canonical `occurred_at`) and, for updates, `changedFields` / `nulledFields` /
+`diffFields`.
+
+Merged change events (one change applied identically to several records in one transaction, one `recordIds` list)
+are mapped record by record: each record's events stand on their own, and a record that cannot be mapped (its
+account unknown) does not cost the others. Their events go on; the event narrowed to the records that failed
+(`recordIds` = those only) is dead-lettered once, its detail naming them (`PartlyUnmappable`).
+
+Changed-field lists come in two encodings. The Streaming API (CometD) and connectors built on it give field names.
+The Pub/Sub API gives bitmaps (`["0x400000", "4-0x01"]`): bit i of the first, hexadecimal, element marks the field
+at position i of the event's Avro schema, and `<pos>-0x…` elements mark the sub-fields of the compound field at
+position pos. A Pub/Sub payload carries every field, the unchanged ones null. So:
+
+- with the field order at hand (a Kafka Connect `{"schema", "payload"}` record whose schema lists the fields, or an
+  Avro record schema, as an object or its JSON text, under `schema` / `data.schema`), the bitmaps are decoded.
+  A bit beyond the schema's fields, or a mapped field with a value whose bit is not set, means the schema is not
+  the event's: `Unmappable`, never a guess;
+- without it, every non-null field is a changed one (what the Pub/Sub API documents). A cleared field cannot be
+  told from an unchanged one then, so an UPDATE whose `nulledFields` bitmap is not empty while a mapped field is
+  null is `Unmappable`, naming the fields it could have cleared, rather than an update silently applied in part.
+
+Only scalar fields are mapped, so the compound-field entries never name one; a mapped field sent as a data diff
+(`diffFields`, long text only) would be `Unmappable`.
 
 Mapping, per record id:
 
@@ -28,18 +50,22 @@ that would emit one of its events is `Unmappable` ("account unknown") rather tha
 split the customer. Its values are still remembered, so once an update links an account, later closes map.
 
 Event ids are `salesforce:<transactionKey>:<sequenceNumber>:<recordId>`: the same on every redelivery or replay
-of the change, distinct per change and per record. A CREATE that also closes the deal suffixes the second event
-(`…:won` / `…:lost`). Account and opportunity ids are Salesforce's own ids, unprefixed: they are unique and
-typed (`001…`, `006…`), and they are what billing systems store to link a customer to its CRM account.
+of the change, distinct per change and per record (a merged event's records each have their own). A CREATE that
+also closes the deal suffixes the second event (`…:won` / `…:lost`). Account and opportunity ids are Salesforce's
+own ids, unprefixed: they are unique and typed (`001…`, `006…`), and they are what billing systems store to link a
+customer to its CRM account.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from revpulse.connectors.base import CanonicalEvent, Unmappable, preview
+import orjson
+
+from revpulse.connectors.base import CanonicalEvent, PartlyUnmappable, Unmappable, preview
 from revpulse.connectors.common import (
     LOST,
     WON,
@@ -58,6 +84,11 @@ ENTITY: Final = "Opportunity"
 # The fields the mapping needs; everything else in a change event is ignored.
 _FIELDS: Final = ("AccountId", "Amount", "CurrencyIsoCode", "StageName", "IsClosed", "IsWon")
 _FULL_STATE: Final = {"CREATE", "UNDELETE"}  # change types whose payload holds every non-null field
+HEADER: Final = "ChangeEventHeader"
+# Pub/Sub API bitmaps: "0x…" for the top-level fields, "<position>-0x…" for the sub-fields of a compound field.
+_BITMAP: Final = re.compile(r"0x[0-9A-Fa-f]+")
+_NESTED_BITMAP: Final = re.compile(r"([0-9]{1,9})-0x[0-9A-Fa-f]+")
+_SHOWN_REFUSALS: Final = 3  # distinct details quoted in the detail of a merged event's dead letter
 
 
 @dataclass(slots=True)
@@ -115,9 +146,18 @@ class SalesforceMapper:
         if change is None:
             return []
         events: list[CanonicalEvent] = []
-        for record_id in change.record_ids:
-            events.extend(self._record(change, record_id))
-        return events
+        refused: list[tuple[str, Unmappable]] = []
+        for record_id in change.record_ids:  # each record on its own: one that fails costs only itself
+            try:
+                events.extend(self._record(change, record_id))
+            except Unmappable as exc:
+                refused.append((record_id, exc))
+        if not refused:
+            return events
+        detail = _refusal(refused, len(change.record_ids))
+        if len(refused) == len(change.record_ids):
+            raise Unmappable(detail)  # the element as it came is the dead letter
+        raise PartlyUnmappable(detail, events, _narrowed(element, [record_id for record_id, _ in refused]))
 
     def _record(self, change: _Change, record_id: str) -> list[CanonicalEvent]:
         # The values were checked when the change was parsed, so the kept state is never half-updated; it is kept
@@ -168,14 +208,14 @@ def _payload(element: Any) -> dict[str, Any]:
     if isinstance(element, dict):
         data = element.get("data")
         for candidate in (element, data.get("payload") if isinstance(data, dict) else None, element.get("payload")):
-            if isinstance(candidate, dict) and isinstance(candidate.get("ChangeEventHeader"), dict):
+            if isinstance(candidate, dict) and isinstance(candidate.get(HEADER), dict):
                 return candidate
     raise Unmappable("not a Salesforce change event: no ChangeEventHeader in the record, data.payload or payload")
 
 
 def _parse(element: Any) -> _Change | None:
     payload = _payload(element)
-    header = payload["ChangeEventHeader"]
+    header = payload[HEADER]
     if header.get("entityName") != ENTITY:
         return None
     change_type = header.get("changeType")
@@ -196,14 +236,15 @@ def _parse(element: Any) -> _Change | None:
         record_ids=_record_ids(header.get("recordIds")),
         event_id=f"salesforce:{text_id(header.get('transactionKey'), 'transactionKey')}:{sequence}",
         occurred_at=epoch_ms(header.get("commitTimestamp"), "commitTimestamp"),
-        values=_checked(_changed_values(payload, header, change_type)),
+        values=_checked(_changed_values(element, payload, header, change_type)),
     )
 
 
 def _record_ids(value: Any) -> list[str]:
     if not isinstance(value, list) or not value:
         raise Unmappable(f"recordIds must be a non-empty list, got {preview(value)}")
-    ids = [text_id(record_id, "recordIds item") for record_id in value]
+    # A record listed twice is one change to it, not two.
+    ids = list(dict.fromkeys(text_id(record_id, "recordIds item") for record_id in value))
     wildcards = [record_id for record_id in ids if record_id.endswith("*")]
     if wildcards:
         raise Unmappable(
@@ -212,21 +253,164 @@ def _record_ids(value: Any) -> list[str]:
     return ids
 
 
-def _changed_values(payload: Mapping[str, Any], header: Mapping[str, Any], change_type: str) -> dict[str, Any]:
+def _changed_values(
+    element: Any, payload: Mapping[str, Any], header: Mapping[str, Any], change_type: str
+) -> dict[str, Any]:
     """The fields this change set. A null in the payload means "unchanged" unless the header lists the field.
 
     CREATE/UNDELETE payloads hold every non-null field. An UPDATE lists its fields in `changedFields` (and
-    cleared ones also in `nulledFields`); without that list (API < 47.0) only non-null values count as changes,
-    since a connector may fill every unchanged field with null.
+    cleared ones also in `nulledFields`), as names or as Pub/Sub bitmaps (module docstring); without that list
+    (API < 47.0) only non-null values count as changes, since a connector may fill every unchanged field with null.
     """
-    listed = header.get("changedFields")
-    nulled = _names(header.get("nulledFields"))
-    if change_type in _FULL_STATE or not isinstance(listed, list):
-        changed = {name for name in _FIELDS if payload.get(name) is not None}
+    carried = {name for name in _FIELDS if payload.get(name) is not None}
+    if change_type in _FULL_STATE:  # the lists are empty there; names in nulledFields are still honoured
+        nulled_names = header.get("nulledFields")
+        nulled = {n for n in nulled_names if isinstance(n, str)} if isinstance(nulled_names, list) else set()
+        return {name: payload.get(name) for name in _FIELDS if name in carried or name in nulled}
+    changed_list = _listed(header, "changedFields")
+    nulled_list = _listed(header, "nulledFields")
+    diff_list = _listed(header, "diffFields")
+    nulled = set() if nulled_list is None else nulled_list.names
+    if not any(listed is not None and listed.is_bitmap for listed in (changed_list, nulled_list, diff_list)):
+        changed = carried if changed_list is None else changed_list.names
+        _refuse_diffs(set() if diff_list is None else diff_list.names)
     else:
-        changed = _names(listed)
+        order = _field_order(element)
+        if order is None:
+            changed = carried | (set() if changed_list is None else changed_list.names)
+            _refuse_unknown_nulls(header.get("nulledFields"), nulled_list, carried)
+        else:
+            changed = set() if changed_list is None else changed_list.decoded(order, "changedFields")
+            nulled = set() if nulled_list is None else nulled_list.decoded(order, "nulledFields")
+            _refuse_diffs(set() if diff_list is None else diff_list.decoded(order, "diffFields"))
+            unmarked = [name for name in _FIELDS if name in carried and name not in changed | nulled]
+            if unmarked:
+                raise Unmappable(
+                    f"changedFields {preview(header.get('changedFields'))} does not mark {', '.join(unmarked)}, "
+                    "which the Pub/Sub payload carries values for: the schema's field order is not this event's"
+                )
     return {name: payload.get(name) for name in _FIELDS if name in changed or name in nulled}
 
 
-def _names(value: Any) -> set[str]:
-    return {name for name in value if isinstance(name, str)} if isinstance(value, list) else set()
+@dataclass(frozen=True, slots=True)
+class _Listed:
+    """A header field list (`changedFields`, `nulledFields`, `diffFields`): field names and/or Pub/Sub bitmaps."""
+
+    names: set[str]  # plain field names
+    bitmap: int  # the top-level bitmap (the OR of the "0x…" entries; 0 when there are none)
+    compound: list[int]  # positions of the compound fields that "<position>-0x…" entries mark
+    is_bitmap: bool
+
+    def decoded(self, order: list[str], what: str) -> set[str]:
+        """The names of the marked fields, given the event's fields in schema order."""
+        if self.bitmap.bit_length() > len(order):
+            raise Unmappable(
+                f"{what} marks field position {self.bitmap.bit_length() - 1}, but the event's schema has "
+                f"{len(order)} fields: the schema is not this event's"
+            )
+        beyond = [position for position in self.compound if position >= len(order)]
+        if beyond:
+            raise Unmappable(
+                f"{what} marks compound field position {beyond[0]}, but the event's schema has {len(order)} fields: "
+                "the schema is not this event's"
+            )
+        marked = {order[i] for i in range(self.bitmap.bit_length()) if self.bitmap >> i & 1}
+        return self.names | marked | {order[position] for position in self.compound}
+
+
+def _listed(header: Mapping[str, Any], what: str) -> _Listed | None:
+    value = header.get(what)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise Unmappable(f"{what} must be a list of field names or Pub/Sub bitmaps, got {preview(value)}")
+    names: set[str] = set()
+    bitmap = 0
+    compound: list[int] = []
+    for item in value:
+        nested = _NESTED_BITMAP.fullmatch(item)
+        if _BITMAP.fullmatch(item):
+            bitmap |= int(item[2:], 16)  # base 16: linear in the length, whatever the length
+        elif nested:
+            compound.append(int(nested.group(1)))
+        else:
+            names.add(item)
+    return _Listed(names, bitmap, compound, is_bitmap=len(names) < len(value))
+
+
+def _refuse_diffs(diffs: set[str]) -> None:
+    sent_as_diff = [name for name in _FIELDS if name in diffs]
+    if sent_as_diff:
+        raise Unmappable(f"{', '.join(sent_as_diff)} sent as a data diff (diffFields): the value is not in the event")
+
+
+def _refuse_unknown_nulls(value: Any, nulled: _Listed | None, carried: set[str]) -> None:
+    """Without the schema a Pub/Sub `nulledFields` bitmap cannot be read: refuse the change if it may clear a field
+    the mapping keeps (one that is null in the payload), rather than apply it without the clearing."""
+    if nulled is None or not nulled.bitmap:
+        return  # nothing cleared, or only sub-fields of compound fields, which are never mapped ones
+    maybe = [name for name in _FIELDS if name not in carried]
+    if maybe:
+        raise Unmappable(
+            f"nulledFields {preview(value)} is a Pub/Sub bitmap and the record "
+            f"carries no schema to decode it: cannot tell whether {', '.join(maybe)} were cleared (deliver the "
+            "events with their schema, e.g. Kafka Connect JSON with schemas.enable=true, or with field names)"
+        )
+
+
+def _field_order(element: Any) -> list[str] | None:
+    """The event's fields in schema order, when the record carries its schema: Kafka Connect's (`fields[].field`)
+    or an Avro record schema (`fields[].name`), as an object or JSON text, under `schema` or `data.schema`.
+
+    Kafka Connect's schema of a Pub/Sub event is converted from its Avro schema, field for field, in order.
+    """
+    if not isinstance(element, dict):
+        return None
+    data = element.get("data")
+    for schema in (element.get("schema"), data.get("schema") if isinstance(data, dict) else None):
+        if isinstance(schema, str) and schema.startswith("{"):
+            try:
+                schema = orjson.loads(schema)
+            except orjson.JSONDecodeError:
+                continue
+        fields = schema.get("fields") if isinstance(schema, dict) else None
+        if not isinstance(fields, list):
+            continue
+        names = [_field_name(item) for item in fields]
+        if HEADER in names and all(names):
+            return [name for name in names if name]
+    return None
+
+
+def _field_name(item: Any) -> str | None:
+    if not isinstance(item, dict):
+        return None
+    for key in ("field", "name"):  # Kafka Connect names the field `field` (its `name` is the type's name)
+        if isinstance(item.get(key), str) and item[key]:
+            return item[key]
+    return None
+
+
+def _narrowed(element: dict[str, Any], record_ids: list[str]) -> dict[str, Any]:
+    """The element as it was delivered, its change event naming only `record_ids`."""
+    payload = _payload(element)
+    narrowed = {**payload, HEADER: {**payload[HEADER], "recordIds": record_ids}}
+    if payload is element:
+        return narrowed
+    data = element.get("data")
+    if isinstance(data, dict) and data.get("payload") is payload:
+        return {**element, "data": {**data, "payload": narrowed}}
+    return {**element, "payload": narrowed}
+
+
+def _refusal(refused: list[tuple[str, Unmappable]], total: int) -> str:
+    """The detail of a merged event's dead letter: which of its records failed, and why."""
+    details = list(dict.fromkeys(exc.detail for _, exc in refused))
+    shown = "; ".join(details[:_SHOWN_REFUSALS])
+    if len(details) > _SHOWN_REFUSALS:
+        shown += f"; and {len(details) - _SHOWN_REFUSALS} more"
+    if total == 1:
+        return shown
+    mapped = total - len(refused)
+    others = f" (the other {mapped} mapped)" if mapped else ""
+    return f"{len(refused)} of the {total} records of a merged change event{others}: {shown}"

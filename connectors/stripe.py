@@ -54,11 +54,13 @@ shortest item interval). A customer-wide discount is not listed on the subscript
 
 Both API shapes are read: before 2025-03-31 ("basil") a subscription has the legacy `discount` object (and
 items may carry a legacy `plan`), and periods sit on the subscription; from basil on `discount` is gone,
-`discounts` is a list of Discount ids or expanded Discount objects (coupon under `coupon`, or `source.coupon`),
-and periods sit on the items (they do not affect MRR). Webhooks do not expand `discounts`, so an id is resolved
+`discounts` is a list of Discount ids or expanded Discount objects (coupon under `coupon`; from 2025-09-30
+("clover") under `source.coupon`, which is an id unless expanded, and nullable), and periods sit on the items
+(they do not affect MRR). Webhooks do not expand `discounts`, so an id is resolved
 from the last `customer.discount.created`/`.updated` event seen with that id (and a coupon id from the last
 `coupon.created`/`.updated`); this state is rebuilt by replaying the raw topic, as revpulse.connectors.base requires. An
-id that is still unknown is left out: the subscription's MRR is then its undiscounted price. That overstates MRR
+id that is still unknown, or a discount with no coupon (`source.coupon` null), is left out: the subscription's MRR
+is then its undiscounted price. That overstates MRR
 for a discounted subscription whose discount event was never seen, but dead-lettering would drop the whole
 subscription (its MRR, and later its churn), which is worse. A discount or coupon event whose coupon is malformed
 (a field of the wrong type, a forever coupon with neither `percent_off` nor `amount_off`) is `Unmappable` and not
@@ -338,11 +340,15 @@ class StripeMapper:
         return None if known is None else _At(known, f"{path} (from customer.discount event)")
 
     def _coupon(self, discount: _At) -> _At | None:
-        """A discount's coupon: `coupon` (to basil), or `source.coupon` (later); an id is resolved if seen."""
-        has_source = discount.get("coupon") is None and discount.get("source") is not None
-        holder = discount.obj_("source") if has_source else discount
-        if isinstance(holder.get("coupon"), str):
-            known = self._coupons.get(holder.get("coupon"))
+        """A discount's coupon: `coupon` (to basil), or `source.coupon` (clover on), an expanded Coupon or an id,
+        resolved if seen. None when it cannot be resolved (an unknown id, or none: `source.coupon` is nullable):
+        the discount is then left out, and the price undiscounted (module docstring)."""
+        holder = _coupon_holder(discount)
+        coupon = holder.get("coupon")
+        if coupon is None:
+            return None
+        if isinstance(coupon, str):
+            known = self._coupons.get(coupon)
             return None if known is None else _At(known, f"{holder.where('coupon')} (from coupon event)")
         return holder.obj_("coupon")
 
@@ -490,11 +496,18 @@ def _check_coupon(coupon: _At) -> None:
         raise coupon.bad("percent_off", "or amount_off is required for a coupon")
 
 
-def _check_discount(discount: _At) -> None:
-    """`Unmappable` unless a Discount names its coupon (an id or a Coupon object, under `coupon` or `source`)."""
+def _coupon_holder(discount: _At) -> _At:
+    """Where a Discount keeps its coupon: on itself (`coupon`, to basil) or under `source` (clover on)."""
     has_source = discount.get("coupon") is None and discount.get("source") is not None
-    holder = discount.obj_("source") if has_source else discount
-    if isinstance(holder.get("coupon"), str) and holder.get("coupon"):
+    return discount.obj_("source") if has_source else discount
+
+
+def _check_discount(discount: _At) -> None:
+    """`Unmappable` unless a Discount's coupon, if any, is an id or a well-formed Coupon object (under `coupon` or
+    `source.coupon`). One without a coupon is kept: like an unknown id, it leaves the price undiscounted."""
+    holder = _coupon_holder(discount)
+    coupon = holder.get("coupon")
+    if coupon is None or (isinstance(coupon, str) and coupon):
         return
     _check_coupon(holder.obj_("coupon"))
 

@@ -6,9 +6,10 @@ start through a fresh `Translator` rebuilds the mapper's state exactly.
 Nothing a raw record holds may stop the agent (SPEC §1): the raw topics are mapped again from offset 0 on every
 assignment, so one record that raised would crash the agent on every restart, for good. `translate` therefore
 never raises. A record that is not JSON is `invalid_json`; an element the mapper refuses is `unmappable` (its
-reason); any other failure, a defect the mapper did not foresee, is logged with its exception and dead-lettered
-as `processing_error`, and the other elements and records go on. Mappers check an element's values before they
-change their kept state, so an element that fails leaves that state as it was.
+reason; when only some of its parts are refused, `PartlyUnmappable`, the others' events go on and the dead letter
+holds the refused parts); any other failure, a defect the mapper did not foresee, is logged with its exception and
+dead-lettered as `processing_error`, and the other elements and records go on. Mappers check an element's values
+before they change their kept state, so an element that fails leaves that state as it was.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from revpulse.connectors.base import Mapper, Unmappable
+from revpulse.connectors.base import Mapper, PartlyUnmappable, Unmappable
 from revpulse.connectors.hubspot import HubSpotMapper
 from revpulse.connectors.pipedrive import PipedriveMapper
 from revpulse.connectors.salesforce import SalesforceMapper
@@ -76,20 +77,32 @@ class Translator:
         return out
 
     def _map(self, element: Any, record: bytes, single: bool, out: Translation) -> None:
-        """Map one element of `record` into `out`: all of its records, or one dead letter."""
+        """Map one element of `record` into `out`: all of its records, or one dead letter (after the records of its
+        parts that did map, when only some parts failed: `PartlyUnmappable`)."""
         assert self.mapper is not None
+        refused: Unmappable | None = None
         try:
-            events = self.mapper.map(element)
+            try:
+                events = self.mapper.map(element)
+            except PartlyUnmappable as exc:
+                events, refused = exc.events, exc
+            except Unmappable as exc:
+                events, refused = [], exc
             records = [route_event(event, orjson.dumps(event), self.topics) for event in events]
-        except Unmappable as exc:
-            out.outcomes["unmappable"] += 1
-            out.records.append(self._letter(_raw(element, record, single), exc.reason, exc.detail))
         except Exception as exc:
             out.outcomes[PROCESSING_ERROR] += 1
             out.records.append(self._failed(_raw(element, record, single), exc, "element"))
-        else:
+            return
+        out.records += records
+        if refused is None:
             out.outcomes["mapped" if events else "ignored"] += 1
-            out.records += records
+            return
+        out.outcomes["unmappable"] += 1
+        if isinstance(refused, PartlyUnmappable):
+            raw = _raw(refused.rest, record, False)  # the refused parts only
+        else:
+            raw = _raw(element, record, single)
+        out.records.append(self._letter(raw, refused.reason, refused.detail))
 
     def _route(self, value: bytes) -> Translation:
         """Canonical events, routed as replay routes them (`route_line` dead-letters what it cannot route)."""

@@ -158,8 +158,10 @@ SALESFORCE_CHANGES = [
     "won_4_closed_won",  # won 2024-04-19T16:45:00Z with the last known amount, 65,000
     "lost_1_create",
     "lost_2_create",
-    "lost_3_bulk_closed_lost",  # one change closing both as lost
+    "lost_3_bulk_closed_lost",  # one change closing both as lost (merged with an unknown record below)
 ]
+# An opportunity RevPulse never saw, merged into the bulk close: dead-lettered alone, the other two closes count.
+UNSEEN_OPPORTUNITY = "0065e00000AaQ7zAAF"
 PIPEDRIVE_WEBHOOKS = [
     "deal_won_1_create",  # added 2024-03-18T09:15:00Z
     "deal_won_2_value",  # value EUR 1,500 = USD 1,620 at the test deployment's rate of 1.08
@@ -187,6 +189,9 @@ def test_salesforce_cdc_and_pipedrive_deals(broker: str, tmp_path: Path) -> None
     try:
         worker = workers.start("w1")
         changes = [(FIXTURES / "salesforce" / f"{name}.json").read_bytes() for name in SALESFORCE_CHANGES]
+        merged = orjson.loads(changes[-1])
+        merged["ChangeEventHeader"]["recordIds"].insert(1, UNSEEN_OPPORTUNITY)
+        changes[-1] = orjson.dumps(merged)
         asyncio.run(produce_cdc(worker, changes))
         for name in PIPEDRIVE_WEBHOOKS:
             post(worker, "pipedrive", (FIXTURES / "pipedrive" / f"{name}.json").read_bytes())
@@ -196,5 +201,13 @@ def test_salesforce_cdc_and_pipedrive_deals(broker: str, tmp_path: Path) -> None
         assert value(metrics, "win_rate") == 2 / 5
         # Both won 32 days 7 h 30 min after creation; Pipedrive's 2 s later: mean 2,791,801 s.
         assert value(metrics, "sales_cycle_seconds") == 2_791_801
+        letters = asyncio.run(read_topic(worker.settings, worker.settings.topics.deadletter))
+        [letter] = [
+            r
+            for r in letters
+            if dict(r.headers)["revpulse.source.topic"] == worker.settings.topics.salesforce_cdc.encode()
+        ]
+        assert orjson.loads(letter.value)["ChangeEventHeader"]["recordIds"] == [UNSEEN_OPPORTUNITY]
+        assert b"account unknown" in dict(letter.headers)["revpulse.detail"]
     finally:
         workers.stop_all()

@@ -148,6 +148,10 @@ HOSTILE: list[Any] = [
     "UPDATE",
     "GAP_UPDATE",
     "006*",
+    "0x8360",
+    "0x" + "F" * 2000,
+    "4-0x01",
+    "999999999-0x1",
     "0-3",
     "deal.propertyChange",
     "object.propertyChange",
@@ -212,6 +216,10 @@ KEYS = [
     "propertyValue",
     "changedFields",
     "nulledFields",
+    "diffFields",
+    "schema",
+    "fields",
+    "field",
     "recordIds",
     "previous",
     "data",
@@ -306,6 +314,22 @@ def seeds(source: str) -> list[Any]:
         discount["source"] = {"coupon": "C1", "type": "coupon"}
         del discount["coupon"]
         found += [tiered, coupon, sourced]
+    if source == "salesforce":
+        # A Pub/Sub API update (bitmaps; every field present, unchanged ones null) with its Kafka Connect schema, the
+        # same without it and clearing a field, and a change merged over a known and an unknown record.
+        connect = load(FIXTURES / "salesforce" / "lost_1_create.json")
+        names = [field["field"] for field in connect["schema"]["fields"]]
+        header = {**connect["payload"]["ChangeEventHeader"], "changeType": "UPDATE", "transactionKey": "tx-pubsub"}
+        header.update(changedFields=["0x8360", "4-0x01"], nulledFields=[], diffFields=[])
+        payload = {name: None for name in names[1:]} | {"StageName": "Closed Won", "IsClosed": True, "IsWon": True}
+        pubsub = {"schema": connect["schema"], "payload": {"ChangeEventHeader": header, **payload}}
+        bare = copy.deepcopy(pubsub["payload"])
+        bare["ChangeEventHeader"]["nulledFields"] = ["0x8"]
+        merged = load(FIXTURES / "salesforce" / "lost_3_bulk_closed_lost.json")
+        merged["ChangeEventHeader"]["recordIds"].insert(1, "0065e00000AaQ80AAF")
+        merged["ChangeEventHeader"].update(transactionKey="tx-merged", changedFields=["StageName", "IsClosed", "IsWon"])
+        merged.update(StageName="Closed Won", IsWon=True)
+        found += [pubsub, bare, merged]
     return found
 
 

@@ -33,6 +33,7 @@ def map_all(*bodies: Any, mapper: HubSpotMapper | None = None) -> list[dict[str,
 def change(event_id: int, at: int, stage: str, object_id: int = 16583412021) -> dict[str, Any]:
     return {
         "eventId": event_id,
+        "subscriptionId": 2310470,
         "portalId": 62515,
         "occurredAt": at,
         "subscriptionType": "deal.propertyChange",
@@ -56,7 +57,7 @@ def test_won_deal_lifecycle() -> None:
     created, amount_changed, stages = (map_all(load(name), mapper=mapper) for name in WON_LIFECYCLE)
     assert created == [
         {
-            "event_id": "hubspot:1779932185",
+            "event_id": "hubspot:62515:2310466:1779932185",
             "type": "opportunity.created",
             "occurred_at": 1710669600000,  # 2024-03-17T10:00:00Z
             "account_id": DEAL,
@@ -68,7 +69,7 @@ def test_won_deal_lifecycle() -> None:
     assert amount_changed == []  # remembered for the win, never a second creation
     assert stages == [
         {
-            "event_id": "hubspot:1781977402",
+            "event_id": "hubspot:62515:2310470:1781977402",
             "type": "opportunity.won",
             "occurred_at": 1712311200000,  # 2024-04-05T10:00:00Z
             "account_id": DEAL,
@@ -84,13 +85,13 @@ def test_a_retried_delivery_maps_to_the_same_event_ids() -> None:
     first = map_all(*(load(name) for name in WON_LIFECYCLE), mapper=mapper)
     retry = map_all(load("deal_won_3_stages_retry"), mapper=mapper)
     assert retry == first[-1:]
-    assert retry[0]["event_id"] == "hubspot:1781977402"
+    assert retry[0]["event_id"] == "hubspot:62515:2310470:1781977402"
 
 
 def test_lost_deal() -> None:
     assert map_all(load("deal_lost")) == [
         {
-            "event_id": "hubspot:1782503370",
+            "event_id": "hubspot:62515:2310466:1782503370",
             "type": "opportunity.created",
             "occurred_at": 1712916000000,  # 2024-04-12T10:00:00Z
             "account_id": LOST_DEAL,
@@ -98,7 +99,7 @@ def test_lost_deal() -> None:
             "amount": 4000.0,
         },
         {
-            "event_id": "hubspot:1784011290",
+            "event_id": "hubspot:62515:2310470:1784011290",
             "type": "opportunity.lost",
             "occurred_at": 1714125600000,  # 2024-04-26T10:00:00Z
             "account_id": LOST_DEAL,
@@ -110,17 +111,17 @@ def test_lost_deal() -> None:
 def test_contact_lifecycle_stages() -> None:
     base = {"account_id": CONTACT, "lead_id": CONTACT}
     assert map_all(load("contact_lifecycle")) == [
-        {"event_id": "hubspot:1775001001", "type": "lead.created", "occurred_at": 1709287200000, **base},
+        {"event_id": "hubspot:62515:2310501:1775001001", "type": "lead.created", "occurred_at": 1709287200000, **base},
         # "subscriber" has no SPEC stage: nothing.
         {
-            "event_id": "hubspot:1775220017",
+            "event_id": "hubspot:62515:2310502:1775220017",
             "type": "lead.stage_changed",
             "occurred_at": 1709373600000,
             **base,
             "stage": "mql",
         },
         {
-            "event_id": "hubspot:1775820950",
+            "event_id": "hubspot:62515:2310502:1775820950",
             "type": "lead.stage_changed",
             "occurred_at": 1709632800000,
             **base,
@@ -128,7 +129,7 @@ def test_contact_lifecycle_stages() -> None:
         },
         # A generic `object.propertyChange` subscription, objectTypeId 0-1 = contacts.
         {
-            "event_id": "hubspot:1776410333",
+            "event_id": "hubspot:62515:2310610:1776410333",
             "type": "lead.stage_changed",
             "occurred_at": 1710237600000,
             **base,
@@ -162,15 +163,15 @@ def test_a_win_is_emitted_once_per_close_and_again_after_a_reopen() -> None:
     mapper = HubSpotMapper()
     ids = {"account_id": DEAL, "opportunity_id": DEAL}
     assert mapper.map(change(1, 1000, "closedwon")) == [
-        {"event_id": "hubspot:1", "type": "opportunity.won", "occurred_at": 1000, **ids}
+        {"event_id": "hubspot:62515:2310470:1", "type": "opportunity.won", "occurred_at": 1000, **ids}
     ]
     assert mapper.map(change(2, 2000, "closedwon")) == []  # a workflow setting the same stage again
     assert mapper.map(change(3, 3000, "contractsent")) == []  # re-opened: SPEC §1 has no event for it
     assert mapper.map(change(4, 4000, "closedwon")) == [
-        {"event_id": "hubspot:4", "type": "opportunity.won", "occurred_at": 4000, **ids}
+        {"event_id": "hubspot:62515:2310470:4", "type": "opportunity.won", "occurred_at": 4000, **ids}
     ]
     assert mapper.map(change(5, 5000, "closedlost")) == [  # won → lost: a correction the CRM reports
-        {"event_id": "hubspot:5", "type": "opportunity.lost", "occurred_at": 5000, **ids}
+        {"event_id": "hubspot:62515:2310470:5", "type": "opportunity.lost", "occurred_at": 5000, **ids}
     ]
 
 
@@ -180,7 +181,7 @@ def test_custom_pipeline_stage_ids_extend_the_defaults() -> None:
     # Never seen and no amount known: the win carries none, so RevPulse's default (last known amount) applies.
     assert mapper.map(change(10, 1000, "1046711", object_id=7)) == [
         {
-            "event_id": "hubspot:10",
+            "event_id": "hubspot:62515:2310470:10",
             "type": "opportunity.won",
             "occurred_at": 1000,
             "account_id": deal,
@@ -208,3 +209,66 @@ def test_every_emitted_event_passes_the_revpulse_validator() -> None:
     for event in events:
         ((item, _),) = decoder.decode_record(orjson.dumps(event))
         assert isinstance(item, Event), (event, item)
+
+
+# --- Event ids: HubSpot's eventId is not unique ------------------------------------------------------------------
+
+
+def creation(portal: int | str, subscription: int | str, event_id: int | str, object_id: int, attempt: int = 0) -> dict:
+    """A `deal.creation` webhook event, as HubSpot's Webhooks API documents its payload (fields objectId, eventId,
+    subscriptionId, portalId, appId, occurredAt, subscriptionType, attemptNumber, changeSource, changeFlag:
+    https://developers.hubspot.com/docs/api/webhooks, "Webhook payloads"), where eventId is "The ID of the event that
+    triggered this notification. This value is not guaranteed to be unique."
+    (https://developers.hubspot.com/docs/apps/legacy-apps/public-apps/create-generic-webhook-subscriptions)."""
+    return {
+        "objectId": object_id,
+        "changeFlag": "CREATED",
+        "changeSource": "CRM_UI",
+        "eventId": event_id,
+        "subscriptionId": subscription,
+        "portalId": portal,
+        "appId": 1160452,
+        "occurredAt": 1717232400000,
+        "subscriptionType": "deal.creation",
+        "attemptNumber": attempt,
+    }
+
+
+def test_two_portals_creations_with_the_same_event_id_both_count() -> None:
+    mapper = HubSpotMapper()
+    # One app installed in two portals; each portal's deal creation arrives with eventId 100.
+    first, second = map_all([creation(62515, 2310466, 100, 501), creation(88104, 2310466, 100, 501)], mapper=mapper)
+    assert (first["event_id"], second["event_id"]) == ("hubspot:62515:2310466:100", "hubspot:88104:2310466:100")
+    assert (first["account_id"], second["account_id"]) == ("hubspot:62515:deal:501", "hubspot:88104:deal:501")
+    # Two subscriptions of one portal (e.g. a legacy deal.creation one and a generic object.creation one).
+    generic = {**creation(62515, 2310610, 100, 502), "subscriptionType": "object.creation", "objectTypeId": "0-3"}
+    [third] = map_all([generic], mapper=mapper)
+    assert third["event_id"] == "hubspot:62515:2310610:100"
+    # A retry of the first (higher attemptNumber) is still its duplicate.
+    [retried] = map_all([creation(62515, 2310466, 100, 501, attempt=1)], mapper=mapper)
+    assert retried == first
+
+
+def test_event_ids_stay_within_the_spec_bounds() -> None:
+    """Ids of up to 256 characters each would give a longer event_id, and a `:` inside one an ambiguous one: then it
+    is a SHA-256 of the three, the same on every delivery."""
+    decoder = EventDecoder("USD", {}, ("smb",))
+    long_event = "9" * 256  # a string id may be that long; HubSpot's are integers
+    [event] = map_all([creation(62515, 2310466, long_event, 501)])
+    assert event["event_id"] == map_all([creation(62515, 2310466, long_event, 501, attempt=2)])[0]["event_id"]
+    assert event["event_id"].startswith("hubspot:sha256:") and len(event["event_id"]) == len("hubspot:sha256:") + 64
+    ((item, _),) = decoder.decode_record(orjson.dumps(event))
+    assert isinstance(item, Event)
+    ambiguous = {
+        map_all([creation("1:2", 3, 4, 501)])[0]["event_id"],
+        map_all([creation(1, "2:3", 4, 501)])[0]["event_id"],
+    }
+    assert len(ambiguous) == 2 and all(i.startswith("hubspot:sha256:") for i in ambiguous)
+
+
+def test_an_event_without_a_subscription_id_is_unmappable() -> None:
+    element = creation(62515, 2310466, 100, 501)
+    del element["subscriptionId"]
+    with pytest.raises(Unmappable) as caught:
+        HubSpotMapper().map(element)
+    assert caught.value.detail == "subscriptionId must be a non-empty string or integer id, got None"

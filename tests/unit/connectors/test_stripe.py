@@ -352,6 +352,46 @@ def test_coupon_ids_resolve_from_earlier_coupon_events() -> None:
     assert mrr(body, mapper) == 117.6
 
 
+def clover_discount(coupon: Any) -> dict[str, Any]:
+    """basil_04's subscription discount in the 2025-09-30.clover shape: `coupon` gone, `source` = {type, coupon}.
+
+    Shapes from Stripe's API reference, The Discount object (https://docs.stripe.com/api/discounts/object):
+    "source.coupon (string, nullable, expandable)", e.g. `"source": {"type": "coupon", "coupon": "nVJYDOag"}`, and
+    the changelog "Adds the Discount source property and removes the Discount coupon property"
+    (https://docs.stripe.com/changelog/clover/2025-09-30/add-discount-source-property): the coupon is no longer
+    auto-expanded, "including within event notifications". The SDKs type it `string | Coupon | null`.
+    """
+    body = load("basil_04_updated_coupon")
+    body["api_version"] = "2025-09-30.clover"
+    discount = sub_of(body)["discounts"][0]
+    del discount["coupon"]
+    discount["source"] = {"type": "coupon", "coupon": coupon}
+    return body
+
+
+def test_a_clover_discount_whose_source_coupon_is_null_falls_back_to_the_undiscounted_price() -> None:
+    """It dead-lettered the whole subscription ("source.coupon is required"): its MRR, and later its churn, lost."""
+    assert mrr(clover_discount(None)) == 147.0  # 3 × 49, undiscounted: the discount names no coupon
+    assert mrr(clover_discount("PARTNER20")) == 147.0  # an id never seen in a coupon.* event: the same rule
+    assert mrr(clover_discount(load("basil_04_updated_coupon")["data"]["object"]["discounts"][0]["coupon"])) == 117.6
+    legacy = load("old_04_updated_coupon")
+    sub_of(legacy)["discount"]["coupon"] = None  # the pre-basil shape with its coupon null: the same rule
+    assert mrr(legacy) == 245.0  # 5 × 49 undiscounted (196.00 with its 20 % coupon)
+
+
+def test_a_clover_discount_event_whose_source_coupon_is_null_is_not_dead_lettered() -> None:
+    event = load("basil_customer_discount_created")
+    event["api_version"] = "2025-09-30.clover"
+    discount = event["data"]["object"]
+    del discount["coupon"]
+    discount["source"] = {"type": "coupon", "coupon": None}
+    mapper = StripeMapper()
+    assert map_all(event, mapper=mapper) == []  # remembered: a discount that names no coupon discounts nothing
+    assert mrr(load("basil_08_updated_discount_id_only"), mapper) == 147.0
+    discount["source"]["coupon"] = {"duration": "forever", "percent_off": "20"}  # a malformed coupon still is refused
+    assert unmappable(event) == "data.object.source.coupon.percent_off must be a finite number >= 0; got '20'"
+
+
 def test_invoice_paid_for_a_cycle_is_a_renewal() -> None:
     # occurred_at is the event's `created`; the segment comes from the subscription metadata copied on the invoice.
     assert map_all(load("invoice_paid_cycle_old"), load("invoice_paid_cycle_basil")) == [
