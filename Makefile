@@ -17,8 +17,9 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(BIN)/revpulse demo
 
-# The tests use real tools from Debian: prometheus + promtool, amtool, docker-compose (config checks only).
-DEBIAN_TOOLS := prometheus:promtool prometheus-alertmanager:amtool docker-compose:docker-compose
+# The tests use real tools from Debian: prometheus + promtool, amtool, docker-compose (config checks only),
+# stunnel4 and openssl (Kafka over TLS: a CA and certificates made in the test, TLS terminated in front of the broker).
+DEBIAN_TOOLS := prometheus:promtool prometheus-alertmanager:amtool docker-compose:docker-compose stunnel4:stunnel4 openssl:openssl
 tools:
 	@missing=""; for pair in $(DEBIAN_TOOLS); do \
 		command -v "$${pair#*:}" >/dev/null || missing="$$missing $${pair%%:*}"; done; \

@@ -29,7 +29,10 @@ from revpulse.agents.rollup_agent import RollupAgent
 from revpulse.agents.router_agent import RouterAgent
 from revpulse.agents.shard_agent import ShardAgent
 from revpulse.agents.snapshots import SnapshotStore
+from revpulse.kafka_security import client_options, faust_options
 from revpulse.settings import Settings
+from revpulse.streams.history_query import QueryError, parse_query
+from revpulse.streams.history_query import answer as history_answer
 from revpulse.streams.outputs import Outputs
 from revpulse.streams.partition import Router
 from revpulse.streams.pipeline import decoder, engine_config
@@ -68,9 +71,9 @@ class Worker:
 def create_worker(settings: Settings) -> Worker:
     app = faust.App(
         settings.app_id,
-        broker=settings.broker,
+        **faust_options(settings),
+        topic_replication_factor=settings.replication_factor,
         web_port=settings.web_port,
-        web_host="0.0.0.0",
         datadir=str(settings.data_dir),
         broker_session_timeout=settings.session_timeout,
         broker_heartbeat_interval=min(3.0, settings.session_timeout / 5),
@@ -95,7 +98,7 @@ def create_worker(settings: Settings) -> Worker:
     publisher = Publisher(producer, outputs, settings)
     connectors = ConnectorAgent(settings, producer, outputs, **kwargs)
     worker = Worker(app, outputs, router, shards, rollup_agent, publisher)
-    register_ingest(app, settings, producer)
+    register_ingest(app, settings, producer, registry=outputs.registry)
 
     @app.task
     async def start_agents() -> None:
@@ -141,6 +144,16 @@ def create_worker(settings: Settings) -> Worker:
         body = orjson.dumps([s.record(as_of) for s in series]) if as_of is not None else b"[]"
         return Response(body=body, content_type="application/json")
 
+    @app.page("/api/history")
+    async def api_history(web: faust.web.Web, request: faust.web.Request) -> Response:
+        # SPEC §5: one series' value at each kept UTC midnight; a query naming no series or several is a 400
+        # that says which labels to add.
+        try:
+            body = orjson.dumps(history_answer(outputs.history(), parse_query(dict(request.query))))
+        except QueryError as exc:
+            return Response(body=orjson.dumps({"error": str(exc)}), status=400, content_type="application/json")
+        return Response(body=body, content_type="application/json")
+
     @app.page("/healthz")
     async def healthz(web: faust.web.Web, request: faust.web.Request) -> Response:
         outcomes = shards.outcomes()
@@ -163,28 +176,29 @@ def create_worker(settings: Settings) -> Worker:
 
 async def create_topics(settings: Settings) -> None:
     """Create any missing topic: inputs and dead letters plain, the metric topic compacted, internal ones."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    admin = AIOKafkaAdminClient(**client_options(settings))
     await admin.start()
     compact = {"cleanup.policy": "compact"}
+    rf = settings.replication_factor  # replicas of each topic
     try:
-        topics = [NewTopic(name, INPUT_PARTITIONS, 1) for name in settings.topics.inputs]
+        topics = [NewTopic(name, INPUT_PARTITIONS, rf) for name in settings.topics.inputs]
         topics += [
-            NewTopic(settings.topics.deadletter, 1, 1),
-            NewTopic(settings.topics.metrics, 1, 1, topic_configs=compact),
+            NewTopic(settings.topics.deadletter, 1, rf),
+            NewTopic(settings.topics.metrics, 1, rf, topic_configs=compact),
             # An item carries its input record's bytes, escaped for JSON (up to 6 of them a byte): a record of
             # one large input item can outgrow the broker's default limit, which would hold the router.
             NewTopic(
-                shard_topic(settings), settings.shards, 1, topic_configs={"max.message.bytes": SHARD_RECORD_BYTES}
+                shard_topic(settings), settings.shards, rf, topic_configs={"max.message.bytes": SHARD_RECORD_BYTES}
             ),
-            NewTopic(partials_topic(settings), PARTIALS_PARTITIONS, 1, topic_configs=compact),
-            NewTopic(snapshot_topic(settings), 1, 1, topic_configs=compact),
+            NewTopic(partials_topic(settings), PARTIALS_PARTITIONS, rf, topic_configs=compact),
+            NewTopic(snapshot_topic(settings), 1, rf, topic_configs=compact),
         ]
         # Raw provider bodies and Salesforce CDC: one partition each (webhook volume is low, and one partition keeps
         # a provider's order, which the stateful mappers depend on), kept forever: the mappers rebuild their state
         # by reading them from the start.
         forever = {"retention.ms": "-1"}
         raw = raw_topics(settings.topics)
-        topics += [NewTopic(name, 1, 1, topic_configs=forever) for name in (*raw, settings.topics.salesforce_cdc)]
+        topics += [NewTopic(name, 1, rf, topic_configs=forever) for name in (*raw, settings.topics.salesforce_cdc)]
         existing = set(await admin.list_topics())
         missing = [topic for topic in topics if topic.name not in existing]
         if missing:

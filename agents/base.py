@@ -17,6 +17,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 from mode import Service
 
+from revpulse.kafka_security import client_options
 from revpulse.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,6 @@ Batches = dict[TopicPartition, list[ConsumerRecord]]
 
 def consumer(settings: Settings, group: str | None, **overrides: Any) -> AIOKafkaConsumer:
     options: dict[str, Any] = {
-        "bootstrap_servers": settings.bootstrap_servers,
         "group_id": group,
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
@@ -39,7 +39,7 @@ def consumer(settings: Settings, group: str | None, **overrides: Any) -> AIOKafk
         "heartbeat_interval_ms": int(min(3.0, settings.session_timeout / 5) * 1000),
     }
     options.update(overrides)
-    return AIOKafkaConsumer(**options)
+    return AIOKafkaConsumer(**client_options(settings), **options)
 
 
 OutRecord = tuple[str, int | None, bytes | None, bytes | None, Any]  # (topic, partition, key, value, headers)
@@ -152,9 +152,14 @@ class BatchAgent(Service):
             batches = await self.consumer.getmany(timeout_ms=200, max_records=self.max_batch)
             if batches or self.group is None:
                 await self.handle(batches)
+            else:
+                self.idle()
 
     async def handle(self, batches: Batches) -> None:
         raise NotImplementedError
+
+    def idle(self) -> None:
+        """Called when a fetch of a group consumer brought nothing."""
 
     async def commit(self, offsets: dict[TopicPartition, int]) -> None:
         """Commit the offsets of partitions still owned; a failure only delays the commit to the next batch."""
@@ -267,7 +272,7 @@ class ProducerService(Service):
 
     async def on_start(self) -> None:
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=self.settings.bootstrap_servers, linger_ms=5, max_batch_size=1024 * 1024, acks="all"
+            **client_options(self.settings), linger_ms=5, max_batch_size=1024 * 1024, acks="all"
         )
         await self._producer.start()
 

@@ -26,6 +26,8 @@ cyclic collector, and after a burst of connections the memory it used goes back 
 | 405 `method_not_allowed` | not a POST |
 | 413 `too_large` | Content-Length or the body read over `REVPULSE_INGEST_MAX_BYTES`, or over what the broker takes |
 | 401 `unauthorized` | signature, credentials or token missing or wrong; signed timestamp too old |
+| 409 `replayed` | the same request (source, signed timestamp, body) was accepted while its signature still holds \
+(replay_guard.py): not written again, counted in `revpulse_ingest_replays_refused_total` |
 | 408 `timeout` | the body did not arrive whole within `REVPULSE_HTTP_READ_TIMEOUT` |
 | 400 `invalid_json` | the body is not JSON |
 | 400 `bad_request` | Content-Length is not a number, or the body could not be read (malformed chunks, client gone) |
@@ -42,8 +44,9 @@ import asyncio
 import contextlib
 import ctypes
 import logging
+import ssl
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -57,12 +60,25 @@ from aiohttp.web_server import Server
 from aiokafka.errors import KafkaConnectionError, KafkaError, MessageSizeTooLargeError, RecordListTooLargeError
 from faust.web import Request, View
 from faust.web.drivers.aiohttp import Web as AiohttpWeb
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from revpulse.agents.base import ProducerService
+from revpulse.agents.replay_guard import ReplayCache
+from revpulse.agents.web_access import (
+    ReadAccess,
+    access_middleware,
+    describe,
+    server_ssl_context,
+    warn_if_exposed,
+)
 from revpulse.connectors.signatures import (
+    HUBSPOT_TOLERANCE,
     SignatureError,
     check_hubspot_headers,
     check_stripe_headers,
+    stripe_timestamp,
     verify_basic,
     verify_bearer,
     verify_hubspot_v3,
@@ -143,6 +159,7 @@ class Ingest:
         # Requests past the header checks and not answered yet: each holds (or is reading) a body.
         self.in_flight = 0
         self._busy_logged = float("-inf")
+        self.replays = ReplayCache(settings.replay_cache)
 
     def missing_setting(self, source: str) -> str | None:
         """The setting that enables `source` when it is not set, else None."""
@@ -232,6 +249,21 @@ class Ingest:
         else:
             self._verify_credentials(source, headers)
 
+    def replay_identity(self, source: str, headers: Mapping[str, str], body: bytes) -> tuple[bytes, float]:
+        """The replay-cache key of a verified request, and until when its signature would pass again."""
+        now = self.clock()
+        if source == "stripe":
+            signed_at = stripe_timestamp(headers["Stripe-Signature"])
+            expires = int(signed_at) + self.settings.stripe_tolerance
+        elif source == "hubspot":
+            signed_at = headers["X-HubSpot-Request-Timestamp"]
+            expires = int(signed_at) / 1000 + HUBSPOT_TOLERANCE
+        else:
+            signed_at = ""
+            expires = now + self.settings.replay_window
+        # A second past the last instant the signature passes (comparisons there are inclusive).
+        return ReplayCache.key(source, signed_at, body), max(expires, now) + 1.0
+
     async def accept(self, source: str, *, method: str, url: str, headers: Mapping[str, str], body: bytes) -> Answer:
         """Verify a whole request and write its body; `url` is the full URL the provider called."""
         early = self.refuse_early(source, method, None)
@@ -247,6 +279,20 @@ class Ingest:
             orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             return Answer.error(400, "invalid_json", f"the body is not JSON: {exc}")
+        key, expires = self.replay_identity(source, headers, body)
+        if not self.replays.claim(source, key, expires, self.clock()):
+            return Answer.error(409, "replayed", "this request was already accepted; it is not written again")
+        stored = False
+        try:
+            answer = await self._write(source, headers, body)
+            stored = answer.status == 200
+            return answer
+        finally:
+            if not stored:
+                # Not written (broker down, too large, cancelled): the provider's retry must pass.
+                self.replays.release(key)
+
+    async def _write(self, source: str, headers: Mapping[str, str], body: bytes) -> Answer:
         topic = raw_topic(source, self.raw_prefix)
         record_headers = [
             ("revpulse.source", source.encode()),
@@ -562,24 +608,101 @@ class LimitedRunner(aiohttp_web.AppRunner):
         return server
 
 
-class LimitedWeb(AiohttpWeb):
-    """Faust's aiohttp web driver, serving through a `LimitedRunner`."""
+# Where Faust's own pages (router, tables, stats or its index) are served when REVPULSE_WEB_DEBUG is set: under a
+# prefix of their own, so that they never take `/` or a path of RevPulse's.
+DEBUG_PREFIX = "/faust"
 
-    def __init__(self, app: faust.App, *, limits: ServerLimits, **kwargs: Any) -> None:
+
+class LimitedWeb(AiohttpWeb):
+    """Faust's aiohttp web driver, serving through a `LimitedRunner`, bound to `host` (None: Faust's web_bind),
+    over TLS when `ssl_context` is given, with `middlewares` before every handler. Faust's own pages are served
+    under DEBUG_PREFIX when `debug`, else not at all."""
+
+    def __init__(
+        self,
+        app: faust.App,
+        *,
+        limits: ServerLimits,
+        host: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        debug: bool = False,
+        middlewares: Sequence[Any] = (),
+        **kwargs: Any,
+    ) -> None:
+        self.debug_pages = debug  # read by _enabled_blueprints, which the base class's __init__ calls
         super().__init__(app, **kwargs)
+        self.host = host
+        self.ssl_context = ssl_context
+        self.web_app.middlewares.extend(middlewares)
         self._runner = LimitedRunner(self.web_app, limits, access_log=None)
+
+    def _enabled_blueprints(self) -> list[tuple[str, Any]]:
+        if not self.debug_pages:
+            return []
+        return [(DEBUG_PREFIX + prefix, blueprint) for prefix, blueprint in super()._enabled_blueprints()]
+
+    def _new_transport_tcp(self) -> aiohttp_web.BaseSite:
+        conf = self.app.conf
+        host = conf.web_bind if self.host is None else self.host
+        ssl_context = conf.web_ssl_context if self.ssl_context is None else self.ssl_context
+        return aiohttp_web.TCPSite(self._runner, host, conf.web_port, ssl_context=ssl_context)
 
 
 def configure_web_server(app: faust.App, settings: Settings) -> None:
-    """Have the app serve its web port with the limits of `settings` (before any page is added)."""
+    """Have the app serve its web port as `settings` say (before any page is added): the connection limits, the
+    bind address, TLS, the read credentials (web_access.py) and Faust's own pages."""
     if type(app).web.is_set(app):
         raise RuntimeError("configure_web_server must run before the app's web server is created")
-    app.web = LimitedWeb(app, limits=ServerLimits.of(settings))
+    web = settings.web
+    app.web = LimitedWeb(
+        app,
+        limits=ServerLimits.of(settings),
+        host=web.host,
+        ssl_context=server_ssl_context(web),
+        debug=web.debug,
+        middlewares=[access_middleware(ReadAccess.of(web))],
+    )
+
+    @app.task
+    async def announce_web() -> None:
+        # Logged once the worker runs (logging is configured by then).
+        log.info("%s", describe(web, settings.web_port))
+        warn_if_exposed(web)
 
 
-def register_ingest(app: faust.App, settings: Settings, producer: ProducerService) -> Ingest:
-    """Add `/ingest/<source>` for every source in RAW_SOURCES to the app's web server."""
+class _ReplayCollector(Collector):
+    """`revpulse_ingest_replays_refused_total{source}` and the replay cache's size and evictions."""
+
+    def __init__(self, replays: ReplayCache) -> None:
+        self.replays = replays
+
+    def collect(self) -> Iterator[Metric]:
+        refused = CounterMetricFamily(
+            "revpulse_ingest_replays_refused",
+            "Webhook requests refused (409) because the same request was already accepted",
+            labels=["source"],
+        )
+        for source in RAW_SOURCES:
+            refused.add_metric([source], self.replays.refused[source])
+        yield refused
+        yield CounterMetricFamily(
+            "revpulse_ingest_replay_cache_evictions",
+            "Accepted requests dropped from the full replay cache before their signature expired",
+            value=self.replays.evicted,
+        )
+        yield GaugeMetricFamily(
+            "revpulse_ingest_replay_cache_entries", "Accepted requests held by the replay cache", len(self.replays)
+        )
+
+
+def register_ingest(
+    app: faust.App, settings: Settings, producer: ProducerService, registry: CollectorRegistry | None = None
+) -> Ingest:
+    """Add `/ingest/<source>` for every source in RAW_SOURCES to the app's web server; the replay counters go to
+    `registry` when given."""
     ingest = Ingest(settings.ingest, producer_send(producer), raw_prefix=settings.topics.ingest_raw)
+    if registry is not None:
+        registry.register(_ReplayCollector(ingest.replays))
     for source in RAW_SOURCES:
         attrs = {"ingest": ingest, "source": source, "__module__": __name__}
         view = type(f"Ingest{source.capitalize()}View", (IngestView,), attrs)

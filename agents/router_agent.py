@@ -16,7 +16,9 @@ from revpulse.agents.base import BatchAgent, Batches, ProducerService, send_all
 from revpulse.agents.shard_agent import ShardAgent
 from revpulse.settings import Settings
 from revpulse.streams.outputs import Outputs
+from revpulse.streams.pacing import paused
 from revpulse.streams.partition import InputRecord, Router
+from revpulse.streams.windows import US_PER_SECOND
 from revpulse.streams.wire import encode_items, item_records
 from revpulse.topics import router_group, shard_topic
 
@@ -37,9 +39,13 @@ class RouterAgent(BatchAgent):
         self.outputs = outputs
         self.local = local  # this worker's shards: items for those it owns are applied before they are sent
         self.shard_topic = shard_topic(settings)
+        self.read_up_to: dict[TopicPartition, int] = {}  # the offset after the last record handled
 
     async def on_assigned(self, partitions: set[TopicPartition]) -> None:
         self.local.local_path.router_rebalanced()
+        owned = {(tp.topic, tp.partition) for tp in partitions}
+        self.router.latest = {source: t for source, t in self.router.latest.items() if source in owned}
+        self.read_up_to = {tp: offset for tp, offset in self.read_up_to.items() if tp in partitions}
         await super().on_assigned(partitions)
 
     async def handle(self, batches: Batches) -> None:
@@ -66,3 +72,29 @@ class RouterAgent(BatchAgent):
                 lag = highwater - batch[-1].offset - 1
                 self.outputs.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
         await self.commit({tp: batch[-1].offset + 1 for tp, batch in batches.items()})
+        self.read_up_to.update((tp, batch[-1].offset + 1) for tp, batch in batches.items())
+        self._align()
+
+    def idle(self) -> None:
+        self._align()  # the partition holding others back may have just been read to its end
+
+    def _align(self) -> None:
+        """Pause the partitions too far ahead in event time of one with records left (`pacing`), resume the
+        others."""
+        if not self.settings.input_alignment:
+            return
+        assert self.consumer is not None
+        assigned = self.consumer.assignment()
+        behind = set()
+        for tp in assigned:
+            highwater = self.consumer.highwater(tp)
+            if highwater is not None and highwater > self.read_up_to.get(tp, 0):
+                behind.add((tp.topic, tp.partition))
+        slack = round(self.settings.input_alignment * US_PER_SECOND)
+        ahead = paused(self.router.latest, behind, slack)
+        hold = {tp for tp in assigned if (tp.topic, tp.partition) in ahead}
+        held = self.consumer.paused()
+        if hold - held:
+            self.consumer.pause(*(hold - held))
+        if held - hold:
+            self.consumer.resume(*(held - hold))

@@ -4,12 +4,17 @@ A snapshot is the whole `ShardState` (engine, applied source positions, outcome 
 between batches, so it is exactly the state after its offset: restoring it and resuming there applies every
 later item once. The data-dir copy makes a restart cheap; the topic copy (chunked, under a manifest written
 last) lets a worker on a new machine, or one whose data dir was lost, rebuild without replaying from zero.
-Snapshots are pickles, read back by `SnapshotUnpickler`, which builds only the state's own classes (a snapshot of
-the layout before the `revpulse` package restores too); the snapshot topic and the data dir must still be as
-trusted as the worker itself.
+
+Anybody who can write to the snapshot topic or the data dir can put bytes there, so a snapshot is data only
+(`revpulse.streams.state_codec`: versioned JSON, checksummed, signed with REVPULSE_STATE_KEY when it is set) and
+is checked throughout when read; nothing in it can run code. One that fails (a crafted record on the topic, an
+altered file) is logged, counted in revpulse_internal_records_skipped_total{role="snapshots"} and ignored: the
+shard comes from the other copy, else is rebuilt from the shard topic. Snapshots of versions before format 2
+were pickles: they are never read (a pickle can run code), the shard rebuilds instead, and the data dir's old
+`shard-N.pickle` is deleted.
 
 The periodic snapshots are encoded by a forked copy of the worker (`encode_aside`): the copy sees the state as
-it was at the fork, copy-on-write, while the worker goes on with its batches. Pickling a shard of 100k events'
+it was at the fork, copy-on-write, while the worker goes on with its batches. Encoding a shard of 100k events'
 state takes about a third of a second, and in the worker itself that was a third of a second of every event's
 metrics waiting (the latency p99). The copy shares the worker's memory until either writes to a page.
 """
@@ -18,15 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import io
 import logging
 import os
-import pickle
 import traceback
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 import orjson
 
@@ -34,22 +37,12 @@ from revpulse.agents.base import ProducerService, scan_topic, send_all
 from revpulse.settings import Settings
 from revpulse.streams.engine import EngineConfig
 from revpulse.streams.partition import ShardState
+from revpulse.streams.state_codec import FORMAT, SnapshotError, decode_state, encode_state
 from revpulse.topics import snapshot_topic
 
 log = logging.getLogger(__name__)
 
-# Modules whose classes a snapshot may hold, under their names before and after the `revpulse` package.
-_STATE_MODULES = {
-    "revpulse.streams.partition": "revpulse.streams.partition",
-    "revpulse.streams.engine": "revpulse.streams.engine",
-    "revpulse.streams.ledger": "revpulse.streams.ledger",
-    "revpulse.schemas.models": "revpulse.schemas.models",
-    "streams.shards": "revpulse.streams.partition",
-    "streams.engine": "revpulse.streams.engine",
-    "streams.ledger": "revpulse.streams.ledger",
-    "schemas.models": "revpulse.schemas.models",
-}
-_OTHER_CLASSES = {("collections", "Counter")}
+LEGACY_FORMAT = 1  # the pickles of versions before `state_codec`: a manifest without "format" names one
 
 CHUNK_BYTES = 512 * 1024
 ENCODING_POLL = 0.01  # seconds between checks whether a forked encoding has finished
@@ -93,34 +86,23 @@ def _private(path: Path) -> BinaryIO:
     return os.fdopen(descriptor, "wb")
 
 
-class SnapshotUnpickler(pickle.Unpickler):
-    """Builds classes of the shard state only: any other global in a snapshot fails its load."""
-
-    def find_class(self, module: str, name: str) -> type:
-        if (module, name) in _OTHER_CLASSES:
-            found = super().find_class(module, name)
-        elif module in _STATE_MODULES:
-            found = super().find_class(_STATE_MODULES[module], name)
-        else:
-            raise pickle.UnpicklingError(f"snapshot refers to {module}.{name}, not part of a shard state")
-        if not isinstance(found, type):
-            raise pickle.UnpicklingError(f"snapshot refers to {module}.{name}, which is not a class")
-        return found
-
-
-def decode_snapshot(blob: bytes) -> ShardState:
-    state = SnapshotUnpickler(io.BytesIO(blob)).load()
-    if not isinstance(state, ShardState):
-        raise pickle.UnpicklingError(f"snapshot holds a {type(state).__name__}, not a shard state")
-    return state
-
-
 # More chunks than this in a manifest is not one of ours (at CHUNK_BYTES each, a 50 GB snapshot).
 MAX_CHUNKS = 100_000
 
 
-def parse_manifest(value: bytes, shard: int) -> tuple[str, int, int] | None:
-    """(snapshot name, chunk count, next offset) of a manifest written for `shard`; None for anything else."""
+class Manifest(NamedTuple):
+    snapshot: str  # "<shard>/<next offset>", the prefix of its chunks' keys
+    chunks: int
+    next_offset: int
+    format: int  # state_codec.FORMAT, or another version's (LEGACY_FORMAT: a pickle), which is never read
+
+
+def _count(value: object, low: int, high: int) -> bool:
+    return type(value) is int and low <= value <= high
+
+
+def parse_manifest(value: bytes, shard: int) -> Manifest | None:
+    """The manifest written for `shard` in `value`; None for anything else."""
     try:
         manifest = orjson.loads(value)
     except orjson.JSONDecodeError:
@@ -128,17 +110,15 @@ def parse_manifest(value: bytes, shard: int) -> tuple[str, int, int] | None:
     if not isinstance(manifest, dict):
         return None
     snapshot, chunks, next_offset = manifest.get("snapshot"), manifest.get("chunks"), manifest.get("next_offset")
+    version = manifest.get("format", LEGACY_FORMAT)
     if not (
-        isinstance(chunks, int)
-        and not isinstance(chunks, bool)
-        and 1 <= chunks <= MAX_CHUNKS
-        and isinstance(next_offset, int)
-        and not isinstance(next_offset, bool)
-        and 0 <= next_offset < 2**63
+        _count(chunks, 1, MAX_CHUNKS)
+        and _count(next_offset, 0, 2**63 - 1)
+        and _count(version, 1, 2**16 - 1)
         and snapshot == f"{shard}/{next_offset}"
     ):
         return None
-    return snapshot, chunks, next_offset
+    return Manifest(snapshot, chunks, next_offset, version)
 
 
 class SnapshotStore:
@@ -150,7 +130,9 @@ class SnapshotStore:
         on_skip: Callable[[str, str], None] = lambda role, reason: None,
     ) -> None:
         self.settings = settings
-        self.on_skip = on_skip  # (topic role, reason) of an internal record skipped as invalid
+        # (topic role, reason) of an internal record skipped as invalid; a data-dir file counts as role snapshots
+        self.on_skip = on_skip
+        self.key = settings.state_key.encode() if settings.state_key else None
         self.config = config
         self.io = producer
         self.directory = Path(settings.data_dir) / settings.app_id
@@ -160,16 +142,23 @@ class SnapshotStore:
         self._written: dict[int, int] = {}  # shard -> next_offset of its newest snapshot written
 
     def _path(self, shard: int) -> Path:
+        return self.directory / f"shard-{shard}.state"
+
+    def _legacy_path(self, shard: int) -> Path:
         return self.directory / f"shard-{shard}.pickle"
 
     async def save(self, shard: int, state: ShardState) -> None:
-        await self.write(shard, state.next_offset, self.encode(state))
+        await self.write(shard, state.next_offset, self.encode(shard, state))
 
-    @staticmethod
-    def encode(state: ShardState) -> bytes:
+    def encode(self, shard: int, state: ShardState) -> bytes:
         """The snapshot's bytes: taken while nothing changes the state (under the shard lock, or in the forked
         copy of `encode_aside`)."""
-        return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+        return encode_state(state, shard, self.key)
+
+    def decode(self, shard: int, blob: bytes) -> ShardState:
+        """The state in a snapshot of `shard`, with this worker's engine settings; SnapshotError if it is not one
+        this worker wrote (or, with a key, one signed with it)."""
+        return decode_state(blob, shard, self.config, self.key)
 
     def encode_aside(self, states: dict[int, ShardState]) -> Encoding:
         """Start encoding snapshots of `states` (by shard) in a forked copy of this process; it encodes them as
@@ -185,7 +174,7 @@ class SnapshotStore:
                 os.nice(ENCODING_NICENESS)
                 for shard, state in states.items():
                     with _private(paths[shard]) as handle:
-                        handle.write(self.encode(state))
+                        handle.write(self.encode(shard, state))
                 status = 0
             except BaseException:
                 traceback.print_exc()
@@ -219,7 +208,9 @@ class SnapshotStore:
         snapshot = f"{shard}/{next_offset}"
         chunks = [blob[i : i + CHUNK_BYTES] for i in range(0, len(blob), CHUNK_BYTES)] or [b""]
         keys = [f"{snapshot}/{i}".encode() for i in range(len(chunks))]
-        manifest = orjson.dumps({"snapshot": snapshot, "chunks": len(chunks), "next_offset": next_offset})
+        manifest = orjson.dumps(
+            {"snapshot": snapshot, "chunks": len(chunks), "next_offset": next_offset, "format": FORMAT}
+        )
         producer = self.io.producer
         await send_all(producer, [(self.topic, 0, k, chunk, None) for k, chunk in zip(keys, chunks, strict=True)])
         await send_all(producer, [(self.topic, 0, f"{shard}".encode(), manifest, None)])
@@ -241,21 +232,31 @@ class SnapshotStore:
             )
             chosen = remote if remote is not None else state
             if chosen is not None:
-                chosen.engine.config = self.config  # settings may have changed since the snapshot
                 source = "snapshot topic" if remote is not None else "data dir"
                 log.info("shard %d: restored at offset %d from the %s", shard, chosen.next_offset, source)
+            else:
+                log.info("shard %d: no snapshot to restore, rebuilt from the shard topic", shard)
             restored[shard] = chosen
         return restored
 
     def _load_local(self, shard: int) -> ShardState | None:
+        legacy = self._legacy_path(shard)
+        if legacy.is_file():
+            # Rebuilding is exact and a pickle can run code: it is not read, whoever wrote it.
+            log.warning("shard %d: %s is a snapshot of an earlier version (a pickle): deleted, not read", shard, legacy)
+            legacy.unlink(missing_ok=True)
         path = self._path(shard)
         if not path.is_file():
             return None
         try:
-            return decode_snapshot(path.read_bytes())
+            return self.decode(shard, path.read_bytes())
+        except SnapshotError as exc:
+            self.on_skip("snapshots", "invalid_file")
+            log.warning("shard %d: snapshot %s rejected, ignored: %s", shard, path, exc)
         except Exception:
+            self.on_skip("snapshots", "invalid_file")
             log.exception("shard %d: unreadable snapshot %s, ignored", shard, path)
-            return None
+        return None
 
     async def _topic_values(self) -> dict[bytes, bytes | None]:
         """The latest value of every key on the snapshot topic. Read as a stream: where the broker does not
@@ -285,16 +286,31 @@ class SnapshotStore:
                 "shard %d: the snapshot topic's manifest is not valid, ignored: %r", shard, manifest_value[:200]
             )
             return None
-        snapshot, chunk_count, next_offset = manifest
+        snapshot, chunk_count, next_offset, version = manifest
         if next_offset <= after:
             return None
         keys = [f"{snapshot}/{i}".encode() for i in range(chunk_count)]
+        # Read or not, these chunks are the topic's latest of the shard: the next snapshot written tombstones them.
+        self._topic_chunks[shard] = [key for key in keys if key in values]
+        if version != FORMAT:
+            log.warning(
+                "shard %d: snapshot %s on the topic is of format %d (%s), not read",
+                shard,
+                snapshot,
+                version,
+                "a pickle of an earlier version" if version == LEGACY_FORMAT else f"this version reads {FORMAT}",
+            )
+            return None
         chunks = [values.get(key) for key in keys]
         if any(chunk is None for chunk in chunks):
             log.warning("shard %d: snapshot %s on the topic is incomplete, ignored", shard, snapshot)
             return None
         try:
-            state = decode_snapshot(b"".join(chunk or b"" for chunk in chunks))
+            state = self.decode(shard, b"".join(chunk or b"" for chunk in chunks))
+        except SnapshotError as exc:
+            self.on_skip("snapshots", "invalid_snapshot")
+            log.warning("shard %d: snapshot %s on the topic rejected, ignored: %s", shard, snapshot, exc)
+            return None
         except Exception:
             self.on_skip("snapshots", "invalid_snapshot")
             log.exception("shard %d: unreadable snapshot %s on the topic, ignored", shard, snapshot)
@@ -303,5 +319,4 @@ class SnapshotStore:
             self.on_skip("snapshots", "invalid_snapshot")
             log.warning("shard %d: snapshot %s holds offset %d, not its manifest's", shard, snapshot, state.next_offset)
             return None
-        self._topic_chunks[shard] = keys
         return state

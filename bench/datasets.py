@@ -18,6 +18,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from bench.fixed_book import USAGE_PER_ACCOUNT, generate_fixed
 from bench.recovery import account_events
 from revpulse.agents.base import send_all
 from revpulse.settings import Topics
@@ -35,9 +36,11 @@ Record = tuple[str, bytes | None, bytes]  # (topic, key, value)
 class DataSet:
     """`synth`: `revpulse.synth.delivery.generate(SynthConfig(accounts, days), events=events)`, the realistic mix.
     `accounts`: three events per account (segment, subscription, signup: `bench.recovery.account_events`), the
-    cheap way to build the state of many accounts."""
+    cheap way to build the state of many accounts. `fixed`: `bench.fixed_book.generate_fixed(accounts, days)`, a
+    fixed account base (none added after day 0) with ≥ 2 usage events per account a day (`events` is 0: the
+    span decides)."""
 
-    kind: Literal["synth", "accounts"]
+    kind: Literal["synth", "accounts", "fixed"]
     accounts: int
     events: int
     days: int = 90
@@ -50,15 +53,23 @@ class DataSet:
     def per_account(cls, accounts: int) -> DataSet:
         return cls("accounts", accounts, 3 * accounts, 30)
 
+    @classmethod
+    def fixed(cls, accounts: int, days: int) -> DataSet:
+        return cls("fixed", accounts, 0, days)
+
     @property
     def name(self) -> str:
         if self.kind == "accounts":
             return f"accounts-a{self.accounts}"
+        if self.kind == "fixed":
+            return f"fixed-a{self.accounts}-d{self.days}-u{USAGE_PER_ACCOUNT:g}-s7"
         return f"synth-a{self.accounts}-d{self.days}-s7-e{self.events}"
 
     def generate(self) -> Iterator[tuple[str, dict[str, Any]]]:
         if self.kind == "accounts":
             return account_events(self.accounts)
+        if self.kind == "fixed":
+            return generate_fixed(self.accounts, self.days)
         return generate(SynthConfig(accounts=self.accounts, days=self.days), events=self.events)
 
 

@@ -84,7 +84,7 @@ def main() -> None:
         build = time.monotonic() - started
         print(f"state of {args.accounts:,} accounts ({len(records):,} events) built in {build:.1f}s", flush=True)
         time.sleep(12)  # two snapshot intervals: every shard has a snapshot of its final state
-        snapshot_bytes = sum(path.stat().st_size for path in workers.data_dir("w1").rglob("*.pickle"))
+        snapshot_bytes = sum(path.stat().st_size for path in workers.data_dir("w1").rglob("shard-*.state"))
         results: dict[str, float] = {
             "accounts": args.accounts,
             "events": len(records),

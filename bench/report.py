@@ -95,7 +95,7 @@ def _memory(part: dict[str, Any]) -> str:
         ("RSS at the end (VmRSS)", f"{part['rss_end_mb']:,.0f} MB", f"{part['rss_delta_bytes_per_account']:,.0f} B"),
         ("idle worker (VmRSS before the data)", f"{part['rss_idle_mb']:,.0f} MB", ""),
         (
-            "snapshots (shard-N.pickle)",
+            "snapshots (shard-N.state)",
             f"{part['snapshot_mb']:,.0f} MB",
             f"{part['snapshot_bytes_per_account']:,.0f} B",
         ),
@@ -131,6 +131,12 @@ def _growth(rows: list[dict[str, Any]]) -> str:
     )
 
 
+def history_markdown(part: dict[str, Any]) -> str:
+    from bench.history import markdown  # bench.history imports this module's `table`
+
+    return markdown(part)
+
+
 def _datasets(datasets: dict[str, Any]) -> str:
     parts = []
     for name, meta in datasets.items():
@@ -155,6 +161,7 @@ def markdown(results: dict[str, Any]) -> str:
         "memory": _memory,
         "scale": _scale,
         "growth": _growth,
+        "history": history_markdown,
         "datasets": _datasets,
     }
     out += [render(results[name]) for name, render in sections.items() if results.get(name)]

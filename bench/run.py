@@ -30,11 +30,15 @@ Parts (`--parts`, comma-separated; all by default):
 * memory — a fresh worker (REVPULSE_SNAPSHOT_INTERVAL=`--snapshot-interval`) fed `--memory-accounts` accounts,
   three events each (`bench.recovery.account_events`): peak RSS (VmHWM from /proc/<pid>/status), the RSS
   growth per account over the idle worker's, and the snapshot bytes per account (the
-  `<data dir>/<app id>/shard-N.pickle` files, once every shard's final snapshot is written).
+  `<data dir>/<app id>/shard-N.state` files, once every shard's final snapshot is written).
 * scale — 2 workers vs 1 on the main data set: the same measure as throughput, the events counted summed over
   both workers' `/healthz`; the 2-worker metrics are checked against the reference too.
 * growth — one worker over `--growth` sizes of the synthetic mix (the main data set's accounts per event):
   events/s and peak RSS per size; the main size reuses the throughput run.
+* history — growth with history (`bench.history`): the same `--history-accounts` accounts (none added after
+  day 0, ≥ 2 usage events per account a day, renewals, repricing, churn and comebacks) over `--history-days`
+  spans, each read by a fresh worker: peak PSS of the worker and its forked snapshot copies, snapshot bytes per
+  account, events/s and restart → ready, with the ratios to the shortest span against the issue's targets.
 
 Output: bench/results.json (every figure, the data sets' facts, machine info) and bench/results.md (a table per
 part), also printed; the exit status is 1 when a correctness check failed. Absolute numbers depend on the
@@ -63,14 +67,25 @@ import orjson
 
 from bench.correctness import compare, reference
 from bench.datasets import Cached, DataSet, cached, create_topics, input_topics, load
+from bench.history import run_history
 from bench.latency import difference, histogram_quantile, lag_buckets, offer
 from bench.report import markdown
-from bench.workers import Deployment, Rate, WorkerRun, ceiling, faust_baseline, proc_status, timed_run, wait_until
+from bench.workers import (
+    Deployment,
+    Rate,
+    WorkerRun,
+    ceiling,
+    faust_baseline,
+    proc_status,
+    timed_run,
+    wait_for_snapshots,
+    wait_until,
+)
 from revpulse.local.broker import EmbeddedBroker
 from revpulse.settings import Settings, Topics
 from tests.support.reference import RefResult
 
-PARTS = ("throughput", "latency", "memory", "scale", "growth")
+PARTS = ("throughput", "latency", "memory", "scale", "growth", "history")
 PRESETS: dict[str, dict[str, Any]] = {
     "full": {
         "events": 1_000_000,
@@ -80,6 +95,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "latency_warmup": 5.0,
         "memory_accounts": 1_000_000,
         "growth": "100000,1000000,3000000",
+        "history_accounts": 1_000,
+        "history_days": "90,180,360,720",
         "faust_timeout": 240.0,
     },
     "quick": {
@@ -90,6 +107,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "latency_warmup": 3.0,
         "memory_accounts": 20_000,
         "growth": "20000,50000",
+        "history_accounts": 200,
+        "history_days": "90,180",
         "faust_timeout": 30.0,
     },
 }
@@ -302,6 +321,23 @@ class Bench:
             flush=True,
         )
 
+    def history(self) -> None:
+        args = self.args
+        days = [int(span) for span in args.history_days.split(",")]
+        part, datasets = run_history(
+            args.history_accounts,
+            days,
+            args.cache_dir,
+            self.root,
+            snapshot_interval=args.snapshot_interval,
+            sample_interval=args.sample_interval,
+        )
+        for name, meta in datasets.items():
+            if name not in self.results["datasets"]:
+                self.results["datasets"][name] = meta
+                print(_mix(meta), flush=True)
+        self.results["history"] = part
+
     def run(self, parts: set[str]) -> None:
         if parts & {"throughput", "scale", "growth"}:
             with self.loaded(self.main) as main:
@@ -315,6 +351,8 @@ class Bench:
             self.latency()
         if "memory" in parts:
             self.memory()
+        if "history" in parts:
+            self.history()
         self.results["notes"] += self.notes()
 
     def notes(self) -> list[str]:
@@ -339,22 +377,6 @@ class Bench:
                 "backlog, not a steady state."
             )
         return notes
-
-
-def wait_for_snapshots(directory: Path, shards: int, interval: float, timeout: float = 600) -> int:
-    """Bytes of the shards' snapshot files once each is there, none is being written and none changed over a
-    snapshot interval (at least two intervals after the last event: each shard's final state is in it)."""
-    time.sleep(2 * interval)
-    previous: list[tuple[str, int, int]] = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        files = sorted(directory.glob("shard-*.pickle"))
-        current = [(path.name, path.stat().st_size, path.stat().st_mtime_ns) for path in files]
-        if len(files) == shards and not any(directory.glob("*.tmp")) and current == previous:
-            return sum(size for _, size, _ in current)
-        previous = current
-        time.sleep(interval)
-    raise TimeoutError(f"snapshots in {directory} not settled within {timeout:.0f}s")
 
 
 def in_process(data: Path) -> dict[str, Any]:
@@ -401,8 +423,15 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--latency-seconds", type=float, help="how long the load is offered (45; quick 12)")
     parser.add_argument("--latency-warmup", type=float, help="seconds left out of the quantiles (5; quick 3)")
     parser.add_argument("--memory-accounts", type=int, help="accounts of the memory part (1M; quick 20k)")
-    parser.add_argument("--snapshot-interval", type=float, default=5.0, help="of the memory part's worker (5 s)")
+    parser.add_argument(
+        "--snapshot-interval", type=float, default=5.0, help="of the memory and history parts' workers (5 s)"
+    )
     parser.add_argument("--growth", help="event counts of the growth part (100000,1000000,3000000)")
+    parser.add_argument("--history-accounts", type=int, help="fixed accounts of the history part (1000; quick 200)")
+    parser.add_argument("--history-days", help="spans of the history part (90,180,360,720; quick 90,180)")
+    parser.add_argument(
+        "--sample-interval", type=float, default=0.2, help="PSS sampling of the history part, seconds (0.2)"
+    )
     parser.add_argument("--faust-timeout", type=float, help="longest Faust baseline run, seconds (240; quick 30)")
     parser.add_argument(
         "--cache-dir",

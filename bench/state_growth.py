@@ -1,14 +1,13 @@
 """How a shard's state grows with history, in process: the same business simulated for more and more days.
 
 `python -m bench.state_growth [--accounts N] [--days 90,180,360]` prints JSON per span: events, snapshot bytes
-(every shard's state pickled, as a snapshot holds it), per account, and events/s. Accounts keep arriving in
+(every shard's state encoded, as a snapshot holds it), per account, and events/s. Accounts keep arriving in
 the simulation, so the base grows a little with the span; the figure to watch is bytes per account.
 """
 
 from __future__ import annotations
 
 import argparse
-import pickle
 import time
 
 import orjson
@@ -16,6 +15,7 @@ import orjson
 from revpulse.settings import Settings
 from revpulse.streams.partition import InputRecord
 from revpulse.streams.pipeline import Pipeline
+from revpulse.streams.state_codec import encode_state
 from revpulse.synth.config import SynthConfig
 from revpulse.synth.delivery import generate
 
@@ -34,7 +34,7 @@ def grow(accounts: int, days: int) -> dict[str, float]:
         pipeline.process(records[i : i + BATCH])
     seconds = time.perf_counter() - started
     states = [shard.state for shard in pipeline.shards]
-    snapshot = sum(len(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)) for state in states)
+    snapshot = sum(len(encode_state(shard.state, shard.id)) for shard in pipeline.shards)
     known = sum(len(state.engine.accounts) for state in states)
     return {
         "days": days,

@@ -50,6 +50,30 @@ def proc_status(pid: int) -> dict[str, int]:
     return values
 
 
+SNAPSHOT_SUFFIXES = (".state", ".pickle")  # the data dir's `shard-N.state` (`shard-N.pickle` before format 2)
+
+
+def snapshot_files(directory: Path) -> list[Path]:
+    """The shards' snapshot files in a worker's data dir (not those being written or encoded)."""
+    return sorted(path for path in directory.glob("shard-*") if path.suffix in SNAPSHOT_SUFFIXES)
+
+
+def wait_for_snapshots(directory: Path, shards: int, interval: float, timeout: float = 600) -> int:
+    """Bytes of the shards' snapshot files once each is there, none is being written and none changed over a
+    snapshot interval (at least two intervals after the last event: each shard's final state is in it)."""
+    time.sleep(2 * interval)
+    previous: list[tuple[str, int, int]] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        files = snapshot_files(directory)
+        current = [(path.name, path.stat().st_size, path.stat().st_mtime_ns) for path in files]
+        if len(files) == shards and not any(directory.glob("*.tmp")) and current == previous:
+            return sum(size for _, size, _ in current)
+        previous = current
+        time.sleep(interval)
+    raise TimeoutError(f"snapshots in {directory} not settled within {timeout:.0f}s: {[p.name for p in files]}")
+
+
 def wait_until(done: Callable[[], bool], what: str, timeout: float, poll: float = POLL_SECONDS) -> None:
     deadline = time.monotonic() + timeout
     while not done():

@@ -129,6 +129,12 @@ def verify_stripe(
         raise SignatureError("Stripe-Signature does not match the body")
 
 
+def stripe_timestamp(header: str) -> str:
+    """The `t` value of a `Stripe-Signature` header, as `verify_stripe` reads it (the timestamp it checked)."""
+    timestamp, _ = _stripe_header(header, float("inf"), 0.0)
+    return timestamp
+
+
 def hubspot_uri_forms(uri: str) -> list[str]:
     """The URI as called, then with the characters HubSpot's docs list percent-decoded (when that differs)."""
     decoded = _HUBSPOT_ESCAPE.sub(lambda match: _HUBSPOT_DECODED[match.group(0).upper()], uri)

@@ -10,15 +10,18 @@ incremental path because each one's contribution stands alone.
 
 from __future__ import annotations
 
-import marshal
 from bisect import bisect_left, bisect_right, insort
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from itertools import islice
-from typing import Any, Final
+from itertools import chain, islice
+from typing import Final
+
+import orjson
 
 from revpulse.schemas.models import NANOS, Event, event_fields
-from revpulse.streams.ledger import Cells, Contribution, Ledger, add
+from revpulse.streams import history
+from revpulse.streams.ledger import Cells, Contribution, LiveCells, add
+from revpulse.streams.plain import widen
 from revpulse.streams.quantities import (
     ACTIVATED,
     ACTIVE_ACCOUNTS,
@@ -105,6 +108,9 @@ class Account(Keyed):
     # Where its billing events older than every window left it, once forgotten (see `Engine._fold_billing`):
     # (subscriptions' MRR, recorded MRR, paid before, slice of the last churn, last folded slice, its MRR).
     billing_base: tuple[dict[str, int], int, bool, int | None, int, int] | None = None
+    # While a history is kept: per segment (and "all"), the latest slice of its forgotten product events, so a
+    # point not yet final still counts the account active in a window reaching back before them.
+    active_before: dict[str, int] | None = None
     # Its billing's contribution as last applied to the ledger: the "before" of the next change, instead of a
     # second replay. Held only while the account is an object (not encoded, not in snapshots).
     applied: Contribution | None = field(default=None, compare=False)
@@ -119,49 +125,70 @@ class Account(Keyed):
         return self.segment_values[-1] if self.segment_values else "unknown"
 
     def encode(self) -> bytes:
-        """A compact copy (plain tuples, marshalled): a few hundred bytes where the objects take a few KB."""
-        billing = [(t, seq, event_fields(event)) for t, seq, event in self.billing]
-        return marshal.dumps(
-            (
-                self.ids,
-                self.latest,
-                self.kept,
-                self.segment_stamps,
-                self.segment_values,
-                billing,
-                self.first_trial,
-                self.product,
-                self.last_active,
-                self.leads,
-                self.opportunities,
-                self.billing_base,
-            )
+        """A compact copy: a few hundred bytes where the objects take a few KB. JSON (see `ACCOUNT_RECORD`), so
+        that a snapshot can hold these bytes as they are and a restore can check them as data
+        (`state_codec.check_account`); orjson writes no line break, which the snapshot's layout relies on."""
+        record = (
+            self.ids,
+            self.latest,
+            self.kept,
+            list(chain.from_iterable(self.segment_stamps)),
+            self.segment_values,
+            [(t, seq, *event_fields(event)) for t, seq, event in self.billing],
+            self.first_trial,
+            list(chain.from_iterable(self.product)),
+            self.last_active,
+            self.leads,
+            self.opportunities,
+            self.billing_base,
         )
+        try:
+            return orjson.dumps(record)
+        except TypeError:  # money beyond 64 bits (rare): as decimal strings, which `decode` reads back
+            return orjson.dumps(widen(record))
 
     @classmethod
     def decode(cls, data: bytes) -> Account:
-        fields = marshal.loads(data)
-        if len(fields) == 10:  # encoded before ids were kept per topic
-            fields = (fields[0], fields[1], {}, *fields[2:])
-        if len(fields) == 11:  # encoded before billing was folded
-            fields = (*fields, None)
-        ids, latest, kept, stamps, values, billing, first_trial, product, last_active, leads, opps, base = fields
-        account = cls(
+        """The account `encode` wrote, or a record `state_codec.check_account` accepted: only rebuilt here, not
+        checked again (this is the hot path of an account held encoded)."""
+        record = orjson.loads(data)
+        ids, latest, kept, stamps, values, billing, first_trial, product, last_active, leads, opps, base = record
+        events: Timeline = []
+        for entry in billing:
+            event = Event(*entry[2:])
+            if type(event.money) is str:
+                event.money = int(event.money)
+            events.append((entry[0], entry[1], event))
+        if base is not None:
+            subscriptions, recorded, paid_before, last_churn, hour, mrr = base
+            subscriptions = {sub_id: int(amount) for sub_id, amount in subscriptions.items()}
+            base = (subscriptions, int(recorded), paid_before, last_churn, hour, int(mrr))
+        # Pairs and triples are flattened in the record: zip rebuilds the tuples the bisects compare, in C.
+        flat = iter(stamps)
+        segment_stamps = list(zip(flat, flat, strict=True))
+        flat = iter(product)
+        return cls(
             ids,
             latest,
             kept,
-            stamps,
+            segment_stamps,
             values,
-            [(t, seq, Event(*event)) for t, seq, event in billing],
-            first_trial,
-            product,
+            events,
+            None if first_trial is None else (first_trial[0], first_trial[1]),
+            list(zip(flat, flat, flat, strict=True)),
             last_active,
-            leads,
-            opps,
+            tuple(leads),
+            tuple(opps),
             base,
         )
-        account.migrate()
-        return account
+
+
+# An encoded account (`Account.encode`), a JSON list: [ids {topic: {event id: µs}}, latest {topic: µs},
+# kept {topic: n}, segment stamps [µs, seq, µs, seq, ...], segment values [str], billing [[µs, seq, *event
+# fields]], first trial [µs, seq] | null, product [µs, seq, type, µs, seq, type, ...], last active {segment: hour},
+# leads [id], opportunities [id], billing base [{subscription: mrr}, mrr, paid before, last churn | null, hour,
+# mrr] | null]. Money (an event's, the billing base's) may be a decimal string (`plain.widen`).
+ACCOUNT_RECORD: Final = 12
 
 
 class AccountStore:
@@ -172,14 +199,6 @@ class AccountStore:
         self.hot_limit = hot_limit
         self.hot: dict[str, Account] = {}  # least recently used first
         self.cold: dict[str, bytes] = {}
-
-    def __getstate__(self) -> tuple[int, dict[str, bytes]]:
-        # A snapshot holds every account encoded: compact, and without the applied contributions.
-        return self.hot_limit, self.cold | {account_id: account.encode() for account_id, account in self.hot.items()}
-
-    def __setstate__(self, state: tuple[int, dict[str, bytes]]) -> None:
-        self.hot_limit, self.cold = state
-        self.hot = {}
 
     def get(self, account_id: str) -> Account | None:
         account = self.hot.pop(account_id, None)
@@ -217,15 +236,6 @@ class Entity:
     # others adds is computed from it alone (`Engine._append_opportunity`).
     tail: OpportunityTail | None = field(default=None, compare=False)
 
-    def __getstate__(self) -> list[tuple[int, int, tuple[Any, ...]]]:
-        # Plain tuples pickle several times faster than event objects; the cached contribution is left out.
-        return [(t, seq, event_fields(event)) for t, seq, event in self.events]
-
-    def __setstate__(self, events: list[tuple[int, int, tuple[Any, ...]]]) -> None:
-        self.events = [(t, seq, Event(*fields)) for t, seq, fields in events]
-        self.applied = None
-        self.tail = None
-
     def first(self, event_type: str) -> tuple[int, int, Event] | None:
         return next((item for item in self.events if item[2].type == event_type), None)
 
@@ -254,12 +264,13 @@ class Unit:
 class EngineConfig:
     allowed_lateness_us: int = 7 * 86_400 * US_PER_SECOND
     hot_accounts: int = 10_000  # accounts kept as objects between batches (per engine, i.e. per shard)
+    history_days: int = 400  # midnights kept in the history (SPEC §5); 0 keeps none
 
 
 class Engine:
     def __init__(self, config: EngineConfig | None = None) -> None:
         self.config = config or EngineConfig()
-        self.ledger = Cells()
+        self.ledger = LiveCells()
         self.accounts = AccountStore(self.config.hot_accounts)
         self.channels: dict[str, Keyed] = {}  # marketing's routing keys
         self.leads: dict[str, Entity] = {}
@@ -273,22 +284,14 @@ class Engine:
         self.folded_at: int | None = None  # the hour the ledger's cells were last folded before
         # Product events before this are forgotten as their account is touched (see `end_batch`).
         self.fold_before = _NO_HORIZON
+        # History points (`history`): cells of their own, so that capturing one scans only the live cells.
+        self.history = Cells()
+        # The midnights (µs) this shard has points for: from its first event's (or an earlier event's) to the
+        # latest its watermark has passed.
+        self.history_from: int | None = None
+        self.history_until: int | None = None
 
-    def __getstate__(self) -> dict[str, Any]:
-        assert not self.pending, "a snapshot is taken between batches, after `flush`"
-        return self.__dict__
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self.__dict__.setdefault("pending", {})
-        self.__dict__.setdefault("folded_at", None)
-        self.__dict__.setdefault("fold_before", _NO_HORIZON)
-        for keyed in self.channels.values():
-            if not hasattr(keyed, "kept"):  # pickled before ids were kept per topic
-                keyed.kept = {}
-            keyed.migrate()
-        if isinstance(self.ledger, Ledger):  # a snapshot from before shards kept flat cells
-            self.ledger = Cells(self.ledger.items())
+    # Snapshots hold the attributes `state_codec.ENGINE_FIELDS` lists, as data: a new attribute is added there.
 
     # -- intake ------------------------------------------------------------------------------------------------
 
@@ -312,9 +315,16 @@ class Engine:
         if len(ids) >= _FORGET_AT and len(ids) >= 2 * keyed.kept.get(topic, 0):
             keyed.forget(topic, ids, latest - lateness)
         if self.watermark is None or event.t > self.watermark:
+            self._pass_midnights(event.t)
             self.watermark = event.t
         self.sequence += 1
-        self._apply(event, (event.t, self.sequence), keyed)
+        stamp = (event.t, self.sequence)
+        if self.history_until is not None and event.t <= self.history_until:
+            self._revise_history(event, stamp, keyed)
+            if self.history_from is not None and event.t < self.history_from:
+                self._extend_history(event.t)
+        else:
+            self._apply(event, stamp, keyed)
         return "accepted"
 
     def _keyed(self, event: Event) -> Keyed:
@@ -362,9 +372,7 @@ class Engine:
             return
         account = keyed
         assert isinstance(account, Account), "every event but spend is keyed by its account"
-        product = account.product
-        if product and product[0][0] < self.fold_before:
-            del product[: bisect_left(product, (self.fold_before,))]
+        self._forget_product(account)
         if event.segment is not None:
             self._learn_segment(account, stamp, event.segment)
         self.segments_seen.add(account.segment_at(stamp))
@@ -443,7 +451,7 @@ class Engine:
     # -- accounts: billing and product ------------------------------------------------------------------------
 
     def _add_billing(self, account: Account, stamp: Stamp, event: Event) -> None:
-        if len(account.billing) > 2 and account.billing[1][0] < self.fold_before:
+        if len(account.billing) > 2 and account.billing[1][0] < self._state_horizon():
             self._fold_billing(account)
         tail = account.billing_tail
         if ("billing", id(account)) in self.pending:
@@ -493,13 +501,22 @@ class Engine:
             return None
         return self.watermark - LONGEST_WINDOW_HOURS * HOUR_US - self.config.allowed_lateness_us
 
+    def _state_horizon(self) -> int:
+        """Billing events, segment points, leads' and opportunities' events are forgotten before this: every
+        window's horizon, or while a history is kept one longest window earlier, because a point not yet final
+        reads the state at the start of its own windows."""
+        horizon = self._horizon()
+        if horizon is None:
+            return _NO_HORIZON
+        return horizon - (LONGEST_WINDOW_HOURS * HOUR_US if self.config.history_days > 0 else 0)
+
     def _fold_entity(self, entity: Entity, lasting: Callable[[Event], bool]) -> None:
         """Forget a lead's or an opportunity's events older than every window but those whose state lasts: the
         first creation, the last event that set what `lasting` names, and the last event. The others' flows sit
         in slices no window reads; the replay of what is kept leaves the same state."""
-        horizon = self._horizon()
+        horizon = self._state_horizon()
         events = entity.events
-        if horizon is None or len(events) < 3 or events[1][0] >= horizon:
+        if len(events) < 3 or events[1][0] >= horizon:
             return
         cut = bisect_left(events, (horizon,))
         old = events[:cut]
@@ -514,7 +531,7 @@ class Engine:
         every step's prefix sum from the horizon on is unchanged."""
         billing = account.billing
         # The last event stays: its stamp is what later events are compared with.
-        cut = min(bisect_left(billing, (self.fold_before,)), len(billing) - 1)
+        cut = min(bisect_left(billing, (self._state_horizon(),)), len(billing) - 1)
         if cut < 1:
             return
         state = _billing_start(account.billing_base)
@@ -531,10 +548,7 @@ class Engine:
         """Collapse the account's segment points older than every window into the one in force there: a point
         only decides the segment of events after it, and events that old count only in slices no window reads
         (state is grouped by the latest segment)."""
-        horizon = self._horizon()
-        if horizon is None:
-            return
-        before = bisect_left(account.segment_stamps, (horizon,))
+        before = bisect_left(account.segment_stamps, (self._state_horizon(),))
         if before > 1:
             del account.segment_stamps[: before - 1]
             del account.segment_values[: before - 1]
@@ -625,8 +639,234 @@ class Engine:
         assert account is not None, "accept creates the account of every event it applies"
         return account
 
+    # -- history (SPEC §5): a point per UTC midnight, see `history` -------------------------------------------
+
+    def _pass_midnights(self, t: int) -> None:
+        """The watermark moves to `t`: capture every midnight before it. Every event accepted so far is at or
+        before those midnights, so the live cells are the state at each of them."""
+        days = self.config.history_days
+        if days <= 0:
+            return
+        if self.history_until is None:
+            self.history_until = (t - 1) // history.DAY_US * history.DAY_US  # no point before the first event
+            self.history_from = self.history_until + history.DAY_US
+            return
+        captured = history.midnights(max(self.history_until, t - 1 - days * history.DAY_US), t - 1)
+        if not captured:
+            return
+        self.flush()
+        points = self.history
+        seen = [segment for segment in ("other", "unknown") if segment in self.segments_seen]
+        for day in captured:
+            hour = history.midnight_hour(day)
+            for key, value in history.capture(self.ledger, day).items():
+                points.add(key, value)
+            points.add((history.CAPTURED, "", hour), 1)
+            for segment in seen:
+                points.add((history.SEEN, segment, hour), 1)
+        self.history_until = captured[-1]
+        # Points past the kept days go in one pass every 30th day (since the epoch): a pass reads every point.
+        if any(day // history.DAY_US % 30 == 0 for day in captured):
+            cutoff = history.midnight_hour(self.history_until) - days * 24
+            for key in [key for key in points.values if key[2] <= cutoff]:
+                points.add(key, -points.values[key])
+
+    def _revise_history(self, event: Event, stamp: Stamp, keyed: Keyed) -> None:
+        """Apply an event at or before a captured midnight, and revise the points it falls before.
+
+        At a midnight after every event of the entities the event touches, the state they leave is their live
+        state, so the point moves by the change the event makes to the live cells. At a midnight before one of
+        them, each entity's state at that midnight is computed before and after the event."""
+        assert self.history_until is not None
+        # Every kept point, even one older than SPEC §5's final horizon: an event that old is accepted only as
+        # the first of its key, or when its topic is read far behind the others, and the point is then as known.
+        kept = self.history_until - self.config.history_days * history.DAY_US
+        days = history.midnights(max(event.t - 1, kept, (self.history_from or 0) - 1), self.history_until)
+        if not days:
+            self._apply(event, stamp, keyed)
+            return
+        slow: list[int] = []
+        if isinstance(keyed, Account):
+            account = keyed
+            self._fold_account(account)
+            units = self._units_of(account, stamp, event)
+            latest = self._latest_of(account, *units)
+            slow = [day for day in days if day < latest]
+            before = [self._state_at([account], *units, day) for day in slow]
+        self.flush()
+        ledger = self.ledger
+        ledger.recording = {}
+        self._apply(event, stamp, keyed)
+        self.flush()
+        delta, ledger.recording = ledger.recording, None
+        changes = [history.state_at(delta.items(), day) for day in days[len(slow) :]]
+        if slow:
+            after = [self._state_at([account], *units, day) for day in slow]
+            changes[:0] = [history.difference(now, was) for now, was in zip(after, before, strict=True)]
+        segment = account.segment_at(stamp) if isinstance(keyed, Account) else (event.segment or "all")
+        points = self.history
+        for day, change in zip(days, changes, strict=True):
+            for key, amount in change.items():
+                points.add(key, amount)
+            if segment in ("other", "unknown"):
+                key = (history.SEEN, segment, history.midnight_hour(day))
+                if not points.values.get(key):
+                    points.add(key, 1)
+
+    def _units_of(self, account: Account, stamp: Stamp, event: Event) -> tuple[bool, bool, set[str], set[str]]:
+        """What an event of the account can change (see `_apply`): its billing, its product, which leads and which
+        opportunities; a segment point that moves events to another segment changes all of the account's."""
+        family = event.type.partition(".")[0]
+        entity = event.entity_id or ""
+        leads: set[str] = set()
+        opportunities: set[str] = set()
+        if family == "lead":
+            leads.add(entity)
+            opportunities |= self.lead_opportunities.get(entity, set())
+        elif family == "opportunity":
+            opportunities.add(entity)
+        billing = family == "subscription" or event.type == "product.trial_started"
+        product = family == "product"
+        if event.segment is not None and account.segment_at(stamp) != event.segment:
+            billing = product = True
+            leads.update(account.leads)
+            opportunities.update(account.opportunities)
+        return billing, product, leads, opportunities
+
+    def _latest_of(
+        self, account: Account, billing: bool, product: bool, leads: set[str], opportunities: set[str]
+    ) -> int:
+        """The latest occurred_at among the events of those entities and the account's segment points (state is
+        grouped by the latest segment at each midnight)."""
+        times = [account.segment_stamps[-1][0]] if account.segment_stamps else []
+        if billing and account.billing:
+            times.append(account.billing[-1][0])
+        if product and account.product:
+            times.append(account.product[-1][0])
+        for entities, ids in ((self.leads, leads), (self.opportunities, opportunities)):
+            for entity_id in ids:
+                entity = entities.get(entity_id)
+                if entity is not None and entity.events:
+                    times.append(entity.events[-1][0])
+        return max(times, default=_NO_HORIZON)
+
+    def _forget_product(self, account: Account) -> None:
+        """Forget the account's product events older than every window (see `end_batch`)."""
+        product = account.product
+        if not product or product[0][0] >= self.fold_before:
+            return
+        cut = bisect_left(product, (self.fold_before,))
+        if self.config.history_days > 0:
+            latest = dict(account.active_before or {})
+            for t, seq, _ in product[:cut]:
+                hour = t // HOUR_US
+                for segment in (account.segment_at((t, seq)), "all"):
+                    if latest.get(segment, hour) <= hour:
+                        latest[segment] = hour
+            account.active_before = latest
+        del product[:cut]
+
+    def _fold_account(self, account: Account) -> None:
+        """Forget now what the account's next events would forget (see `_apply` and the `_add_*`), so that
+        forgetting does not show in a difference of states taken around one event."""
+        self._forget_product(account)
+        if len(account.billing) > 2 and account.billing[1][0] < self._state_horizon():
+            self._fold_billing(account)
+        self._fold_segments(account)
+        for lead_id in account.leads:
+            self._fold_entity(self.leads[lead_id], lambda event: False)
+        for opportunity_id in account.opportunities:
+            self._fold_entity(self.opportunities[opportunity_id], _sets_amount)
+
+    def _extend_history(self, t: int) -> None:
+        """An event before this shard's first point: the midnights from it on get points too, each the state of
+        every entity of the shard at that midnight (an event that early is rare once the shard has started)."""
+        assert self.history_from is not None
+        kept = (self.history_until or 0) - self.config.history_days * history.DAY_US
+        days = history.midnights(max(t - 1, kept), self.history_from - 1)
+        if not days:
+            return
+        self.flush()
+        accounts = [account for account_id in list(self.accounts) if (account := self.accounts.get(account_id))]
+        # Flows from the live cells, which keep those of forgotten events; the rest from each entity's state.
+        flows = [(key, value) for key, value in self.ledger.values.items() if key[0] in history.EVENT_FLOWS]
+        points = self.history
+        for day in days:
+            state = self._state_at(accounts, True, True, set(self.leads), set(self.opportunities), day)
+            point = {key: value for key, value in state.items() if key[0] not in history.EVENT_FLOW_KEYS}
+            point.update(history.state_at(flows, day))
+            hour = history.midnight_hour(day)
+            for key, value in point.items():
+                points.add(key, value)
+            points.add((history.CAPTURED, "", hour), 1)
+            for segment in {key[1] for key in point} & {"other", "unknown"}:
+                points.add((history.SEEN, segment, hour), 1)
+        self.history_from = days[0]
+
+    def _state_at(
+        self,
+        accounts: list[Account],
+        billing: bool,
+        product: bool,
+        leads: set[str],
+        opportunities: set[str],
+        day: int,
+    ) -> Contribution:
+        """What the accounts' billing and product (if asked), and the given leads and opportunities, contribute
+        to the point at midnight `day`: their contributions over their events at or before it, as `history`
+        cells."""
+        views: dict[int, Account] = {}  # by the account object's id: the store hands out one object per account
+
+        def account_at(account_id: str | None) -> Account:
+            holder = self._account(account_id)
+            view = views.get(id(holder))
+            if view is None:
+                view = views[id(holder)] = _account_at(holder, day)
+            return view
+
+        def lead_at(lead_id: str) -> Entity | None:
+            lead = self.leads.get(lead_id)
+            return None if lead is None else _entity_at(lead, day)
+
+        parts: list[Contribution] = []
+        for account in accounts:
+            own = views[id(account)] = _account_at(account, day)
+            if billing and (own.billing or own.billing_base is not None):
+                parts.append(billing_contribution(own)[0])
+            if product:
+                parts.append(product_contribution(own)[0])
+        for lead_id in leads:
+            lead = lead_at(lead_id)
+            if lead is not None:
+                parts.append(lead_contribution(lead, account_at))
+        for opportunity_id in opportunities:
+            opportunity = self.opportunities.get(opportunity_id)
+            if opportunity is not None:
+                parts.append(opportunity_contribution(_entity_at(opportunity, day), account_at, lead_at)[0])
+        return history.state_at((item for part in parts for item in part.items()), day)
+
 
 # -- contributions: pure functions of one entity's events ------------------------------------------------------
+
+
+def _account_at(account: Account, day: int) -> Account:
+    """The account as its events at or before `day` leave it (its billing base is older than any point kept)."""
+    end = (day + 1,)
+    cut = bisect_left(account.segment_stamps, end)
+    first_trial = account.first_trial
+    return Account(
+        segment_stamps=account.segment_stamps[:cut],
+        segment_values=account.segment_values[:cut],
+        billing=account.billing[: bisect_left(account.billing, end)],
+        first_trial=first_trial if first_trial is not None and first_trial[0] <= day else None,
+        product=account.product[: bisect_left(account.product, end)],
+        billing_base=account.billing_base,
+        active_before=account.active_before,
+    )
+
+
+def _entity_at(entity: Entity, day: int) -> Entity:
+    return Entity(events=entity.events[: bisect_left(entity.events, (day + 1,))])
 
 
 @dataclass(slots=True)
@@ -777,6 +1017,8 @@ def product_contribution(account: Account) -> tuple[Contribution, dict[str, int]
             end = min(end, start)
             if end == 0:
                 break
+    for segment, hour in (account.active_before or {}).items():
+        last_active.setdefault(segment, hour)
     for segment, hour in last_active.items():
         out[(ACTIVE_ACCOUNTS, segment, hour)] = 1
     return out, last_active

@@ -92,11 +92,11 @@ class Cells(Totals):
         return dict(self.values)
 
     def fold(self, horizon: int) -> None:
-        """Move every flow and step cell before hour `horizon` into the slice just before it, as the rollup's
-        `Ledger` does: no window reads a flow there and every step's prefix sum still includes it. The moved
-        cells are touched, so the rollup learns their new values (0 for the old ones)."""
+        """Move every flow and step cell (not the history's) before hour `horizon` into the slice just before it,
+        as the rollup's `Ledger` does: no window reads a flow there and every step's prefix sum still includes it.
+        The moved cells are touched, so the rollup learns their new values (0 for the old ones)."""
         values, touched = self.values, self.touched
-        old = [key for key in values if key[2] < horizon - 1 and key[0] not in SNAPSHOTS]
+        old = [key for key in values if key[2] < horizon - 1 and key[0] in _WINDOWED]
         for key in old:
             quantity, segment, _ = key
             into = (quantity, segment, horizon - 1)
@@ -107,6 +107,60 @@ class Cells(Totals):
                 values.pop(into, None)
             touched.add(key)
             touched.add(into)
+
+
+class LiveCells(Cells):
+    """A shard's live cells, also summed per (quantity, segment, day): a history point then reads about 90 day
+    sums per quantity and segment, not every cell (`history.capture`). Days before `folded_until` are summed
+    into `before`, one per quantity and segment; the sums are derived from the cells, so they need no saving."""
+
+    def __init__(self, values: Mapping[Key, int] | None = None) -> None:
+        super().__init__(values)
+        self.days: dict[Key, int] = {}
+        self.before: dict[tuple[str, str], int] = {}
+        self.groups: set[tuple[str, str]] = set()
+        self.folded_until = -(2**62)  # the first day kept apart
+        self.recording: Contribution | None = None  # while set, every add is also summed here
+        for key, amount in self.values.items():
+            self._day(key, amount)
+
+    def add(self, key: Key, amount: int) -> None:
+        Cells.add(self, key, amount)
+        self._day(key, amount)
+        recording = self.recording
+        if recording is not None:
+            recording[key] = recording.get(key, 0) + amount
+
+    def _day(self, key: Key, amount: int) -> None:
+        quantity, segment, hour = key
+        day = hour // 24
+        if day < self.folded_until:
+            total = self.before.get((quantity, segment))
+            if total is None:
+                self.groups.add((quantity, segment))
+                total = 0
+            self.before[(quantity, segment)] = total + amount
+            return
+        days = self.days
+        total = days.get((quantity, segment, day))
+        if total is None:
+            self.groups.add((quantity, segment))
+            days[(quantity, segment, day)] = amount
+        else:
+            days[(quantity, segment, day)] = total + amount
+
+    def fold_days(self, until: int) -> None:
+        """Sum every day before `until` into `before`."""
+        if self.folded_until < until:
+            days, before = self.days, self.before
+            if until - self.folded_until > 10_000:
+                self.folded_until = min((key[2] for key in days), default=until)
+            for day in range(self.folded_until, until):
+                for quantity, segment in self.groups:
+                    amount = days.pop((quantity, segment, day), None)
+                    if amount:
+                        before[(quantity, segment)] = before.get((quantity, segment), 0) + amount
+            self.folded_until = until
 
 
 class Ledger(Totals):

@@ -16,8 +16,8 @@ from revpulse.settings import Settings
 from revpulse.streams.lag import LagHistogram
 from revpulse.streams.prometheus import SeriesCollector
 from revpulse.streams.rollup import Rollup
-from revpulse.streams.series import Series, SeriesParams, compute_series
-from revpulse.streams.windows import US_PER_SECOND, hour_of, isoformat
+from revpulse.streams.series import Series, SeriesParams, compute_series, point_series
+from revpulse.streams.windows import HOUR_US, US_PER_SECOND, hour_of, isoformat
 
 VERSION = version("revpulse")
 
@@ -82,6 +82,7 @@ class Outputs:
         self._series: list[Series] = []
         self._as_of: int | None = None
         self._version = -1
+        self._points: dict[int, tuple[int, list[Series]]] = {}  # hour of a midnight -> (its version, series)
 
     def as_of(self) -> int | None:
         """SPEC §2: the watermark, or with the wall clock max(watermark, now). None before any event."""
@@ -106,6 +107,21 @@ class Outputs:
             self.pending_arrivals.clear()
         self._as_of = as_of
         return self._series
+
+    def history(self) -> list[tuple[int, list[Series]]]:
+        """Every kept history point, oldest first: (midnight in µs, every series at it). A point is recomputed
+        only when what it is computed from changed."""
+        rollup = self.rollup
+        hours = rollup.history_hours(self.settings.history_days)
+        points: dict[int, tuple[int, list[Series]]] = {}
+        for hour in hours:
+            version = rollup.point_versions.get(hour, 0)
+            cached = self._points.get(hour)
+            if cached is None or cached[0] != version:
+                cached = (version, point_series(rollup.point(hour), hour * HOUR_US, self.params))
+            points[hour] = cached
+        self._points = points
+        return [(hour * HOUR_US, points[hour][1]) for hour in hours]
 
     @property
     def as_of_text(self) -> str | None:

@@ -70,6 +70,7 @@ class Router:
     def __init__(self, decoder: EventDecoder, shards: int) -> None:
         self.decoder = decoder
         self.shards = shards
+        self.latest: dict[tuple[str, int], int] = {}  # (topic, partition) -> latest occurred_at routed from it
 
     def route(self, records: Iterable[InputRecord], now: datetime | float | None = None) -> dict[int, list[Item]]:
         """Items per shard. `now` is the worker's wall clock (an aware datetime or epoch seconds; default the system
@@ -88,6 +89,8 @@ class Router:
                 if isinstance(item, Event):
                     # account_id, or channel for marketing.spend; never None for a valid event
                     key = item.routing_key
+                    if item.t > self.latest.get((record.topic, record.partition), item.t - 1):
+                        self.latest[(record.topic, record.partition)] = item.t
                     wire = [*head, "e", *event_fields(item)]
                 else:
                     # Rejections have no trustworthy key: spread them by their source partition.
@@ -99,7 +102,7 @@ class Router:
 
 @dataclass
 class ShardState:
-    """Everything a shard must keep across restarts; a snapshot pickles exactly this."""
+    """Everything a shard must keep across restarts; a snapshot holds exactly this, as data (`state_codec`)."""
 
     engine: Engine
     applied: dict[tuple[str, int], tuple[int, int]] = field(default_factory=dict)  # source -> last (offset, index)
@@ -177,6 +180,7 @@ class Shard:
         """Cells changed since the last call, plus this shard's watermark and newly seen segments."""
         engine = self.state.engine
         partials = engine.ledger.take_touched()
+        partials.update(engine.history.take_touched())
         if engine.watermark is not None and engine.watermark != self._reported_watermark:
             partials[(WATERMARK, "", 0)] = engine.watermark
             self._reported_watermark = engine.watermark
@@ -191,8 +195,10 @@ class Shard:
         self._reported_watermark = None
         self._reported_segments = set()
         self.state.engine.ledger.touched = set()
+        self.state.engine.history.touched = set()
         partials: dict[Key, int] = {(RESET, "", 0): 1}
         partials.update(self.state.engine.ledger.items())
+        partials.update(self.state.engine.history.items())
         partials.update(self.take_partials())
         return partials
 

@@ -23,7 +23,9 @@ from revpulse.streams.windows import US_PER_SECOND
 
 def engine_config(settings: Settings) -> EngineConfig:
     return EngineConfig(
-        allowed_lateness_us=round(settings.allowed_lateness * US_PER_SECOND), hot_accounts=settings.hot_accounts
+        allowed_lateness_us=round(settings.allowed_lateness * US_PER_SECOND),
+        hot_accounts=settings.hot_accounts,
+        history_days=settings.history_days,
     )
 
 

@@ -42,7 +42,7 @@ _declared: dict[str, Quantity] = {}
 
 
 def _declare(name: str, kind: Kind, unit: Unit) -> str:
-    # The constants stay plain `str`: ledger keys are built on the engine's hot path, hashed, pickled in
+    # The constants stay plain `str`: ledger keys are built on the engine's hot path, hashed, held in
     # snapshots and written to the partials topic, all as before.
     if name in _declared:
         raise ValueError(f"ledger quantity {name!r} declared twice")

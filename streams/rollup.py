@@ -6,6 +6,9 @@ same global values: ratios from global numerators and denominators, one `as_of` 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+from revpulse.streams import history
 from revpulse.streams.ledger import Key, Ledger
 from revpulse.streams.wire import RESET, SEGMENT_SEEN, WATERMARK
 
@@ -17,11 +20,16 @@ class Rollup:
         self.watermarks: dict[int, int] = {}
         self.segments_seen: set[str] = set()
         self.version = 0  # bumps on every change (and only then), so readers know when to recompute
+        # History points as the shards captured them: hour of D -> (quantity, segment) -> Σ over shards, and per
+        # shard the midnights it captured; a point's version bumps whenever what it is computed from changes.
+        self.points: dict[int, dict[tuple[str, str], int]] = {}
+        self.captured: dict[int, set[int]] = {}
+        self.point_versions: dict[int, int] = {}
 
     def update(self, shard: int, partials: dict[Key, int]) -> None:
         """Take a shard's absolute cell values, in order; applying the same values twice changes nothing."""
         values = self.partials.setdefault(shard, {})
-        changed = False
+        changed = live = False
         for key, value in partials.items():
             quantity = key[0]
             if quantity == RESET:
@@ -37,11 +45,17 @@ class Rollup:
                 before = values.get(key, 0)
                 if value != before:
                     changed = True
-                    self.ledger.add(key, value - before)
+                    if history.is_history(quantity):
+                        self._add_point(shard, key, value - before)
+                    else:
+                        self.ledger.add(key, value - before)
+                        live = True
                     if value:
                         values[key] = value
                     else:
                         del values[key]
+        if live:
+            self._touch_derived(shard)
         if changed:
             # Readers recompute on a new version: an update that moves nothing (the echo of partials already
             # taken, an empty batch) must not cost a recomputation.
@@ -52,10 +66,75 @@ class Rollup:
         there was any."""
         values = self.partials.get(shard, {})
         for key, value in values.items():
-            self.ledger.add(key, -value)
+            if history.is_history(key[0]):
+                self._add_point(shard, key, -value)
+            else:
+                self.ledger.add(key, -value)
         had = bool(values)
         values.clear()
+        if had:
+            self._touch_derived(shard)
         return had
+
+    def _add_point(self, shard: int, key: Key, amount: int) -> None:
+        quantity, segment, hour = key
+        if quantity == history.CAPTURED:
+            captured = self.captured.setdefault(shard, set())
+            if amount > 0:
+                captured.add(hour)
+            else:
+                captured.discard(hour)
+        point = self.points.setdefault(hour, {})
+        total = point.get((quantity, segment), 0) + amount
+        if total:
+            point[(quantity, segment)] = total
+        else:
+            point.pop((quantity, segment), None)
+            if not point:
+                del self.points[hour]
+        self.point_versions[hour] = self.point_versions.get(hour, 0) + 1
+
+    def _touch_derived(self, shard: int) -> None:
+        """The shard's live cells changed: so did every point it has not captured and is derived from them."""
+        watermark = self.watermarks.get(shard)
+        if watermark is None:
+            return
+        captured = self.captured.get(shard, set())
+        for hour in self._point_hours():
+            if hour * history.HOUR_US >= watermark and hour not in captured:
+                self.point_versions[hour] = self.point_versions.get(hour, 0) + 1
+
+    def _point_hours(self) -> Iterator[int]:
+        """The hours of the midnights with a point: those some shard captured, and the watermark's if it is
+        one (no shard can have passed it yet)."""
+        yield from self.points
+        watermark = self.watermark
+        if watermark is not None and watermark % history.DAY_US == 0:
+            hour = watermark // history.HOUR_US
+            if hour not in self.points:
+                yield hour
+
+    def history_hours(self, days: int) -> list[int]:
+        """The midnights (as hours) with a point, oldest first: at most `days` before the watermark's day."""
+        watermark = self.watermark
+        if watermark is None or days <= 0:
+            return []
+        last = watermark // history.DAY_US * 24
+        return sorted(hour for hour in self._point_hours() if last - days * 24 < hour <= last)
+
+    def point(self, hour: int) -> dict[tuple[str, str], int]:
+        """The cells of the point at the midnight of `hour`, summed over shards: as captured, or for a shard
+        whose watermark has not passed it, from the shard's live cells (all its events are before it then)."""
+        cells = dict(self.points.get(hour, {}))
+        day = hour * history.HOUR_US
+        for shard, values in self.partials.items():
+            watermark = self.watermarks.get(shard)
+            if watermark is None or watermark > day or hour in self.captured.get(shard, ()):
+                continue  # captured, or the midnight is before its first event
+            live = ((key, value) for key, value in values.items() if not history.is_history(key[0]))
+            for (quantity, segment, _), value in history.state_at(live, day).items():
+                cells[(quantity, segment)] = cells.get((quantity, segment), 0) + value
+        return cells
 
     @property
     def watermark(self) -> int | None:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
-from typing import Any, Final, NamedTuple
+from typing import Any, Final, NamedTuple, Protocol
 
+from revpulse.streams import history
 from revpulse.streams import quantities as q
-from revpulse.streams.ledger import Ledger
 from revpulse.streams.metrics import Snapshot, Value, WindowTotals, snapshot_metrics, window_metrics
 from revpulse.streams.windows import WINDOWS, window_days, window_start_hour
 
@@ -44,7 +44,21 @@ def published_segments(segments_seen: Collection[str], configured: Sequence[str]
     return ["all", *configured, *(seg for seg in ("other", "unknown") if seg in segments_seen)]
 
 
-def compute_series(ledger: Ledger, segments_seen: Collection[str], as_of_us: int, params: SeriesParams) -> list[Series]:
+class Totals(Protocol):
+    """What the series read: the rollup's live `Ledger`, or one history point (`history.PointView`)."""
+
+    def advance_horizon(self, horizon: int) -> None: ...
+    def snapshot(self, quantity: str, segment: str) -> int: ...
+    def window_sums(self, quantity: str, segment: str, starts: Sequence[int]) -> list[int]: ...
+
+
+def point_series(point: Mapping[tuple[str, str], int], day_us: int, params: SeriesParams) -> list[Series]:
+    """Every series at a past midnight, from the point's cells (SPEC §5)."""
+    seen = {segment for quantity, segment in point if quantity == history.SEEN}
+    return compute_series(history.PointView(point), seen, day_us, params)
+
+
+def compute_series(ledger: Totals, segments_seen: Collection[str], as_of_us: int, params: SeriesParams) -> list[Series]:
     """Every series at `as_of_us`; the ledger's old slices are folded first (as_of never goes back)."""
     starts = [window_start_hour(as_of_us, hours) for hours in WINDOWS.values()]
     ledger.advance_horizon(min(starts))

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from revpulse.schemas.models import EVENT_TYPES, LEAD_STAGES, MAX_ARRAY, MAX_ID_LENGTH, Event
+from revpulse.streams.history import QUANTITIES_OF_HISTORY
 from revpulse.streams.ledger import Key
 from revpulse.streams.quantities import QUANTITIES
 
@@ -189,7 +190,7 @@ def parse_partial(key: bytes | None, value: bytes | None, shards: int) -> tuple[
         raise WireError(f"a partials key or value is malformed: {(key or b'')[:100]!r}") from None
     if not 0 <= shard < shards:
         raise WireError(f"a partial names shard {shard}, of {shards}")
-    if quantity in QUANTITIES:
+    if quantity in QUANTITIES or quantity in QUANTITIES_OF_HISTORY:
         if not (len(segment) <= MAX_ID_LENGTH and -_MAX_HOUR <= hour <= _MAX_HOUR and abs(number) <= _MAX_CELL):
             raise WireError(f"a partial of {quantity} is out of range")
     elif quantity not in _PSEUDO or (quantity != SEGMENT_SEEN and (segment or hour)) or number < 0:

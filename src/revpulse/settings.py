@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
+import ssl
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,6 +77,70 @@ class Ingest:
     read_timeout: float = 5.0
     # Requests reading or writing a body at once; beyond it 503 with Retry-After (memory: this × max_bytes).
     max_in_flight: int = 64
+    # Replay cache: an accepted request seen again is refused (409) for as long as its signature stays valid
+    # (Stripe: its tolerance; HubSpot: 300 s) or, for the sources without a signed timestamp (pipedrive, events),
+    # for `replay_window` seconds. At most `replay_cache` requests are remembered (the oldest go first).
+    replay_window: float = 300.0
+    replay_cache: int = 50_000
+
+
+@dataclass(frozen=True)
+class Web:
+    """The web port beyond its number: the address it binds, TLS, Faust's own pages, and the read credentials.
+
+    With a read token and/or a read user set, every path but `/healthz`, `/readyz` and `/ingest/*` needs them
+    (agents/web_access.py). Secrets stay out of reprs."""
+
+    # Loopback unless set: a worker started by hand serves its figures to this machine only. Containers set
+    # 0.0.0.0 (the image does), and publish the port as they choose.
+    host: str = "127.0.0.1"
+    # Faust's own pages (router, tables, stats) under /faust/; off unless set.
+    debug: bool = False
+    certfile: Path | None = None
+    keyfile: Path | None = None
+    read_token: str | None = field(default=None, repr=False)
+    read_user: str | None = None
+    read_password: str | None = field(default=None, repr=False)
+
+    @property
+    def read_protected(self) -> bool:
+        return self.read_token is not None or self.read_user is not None
+
+    @property
+    def tls(self) -> bool:
+        return self.certfile is not None
+
+
+KafkaProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+KAFKA_PROTOCOLS: tuple[KafkaProtocol, ...] = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS: tuple[SaslMechanism, ...] = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+@dataclass(frozen=True)
+class KafkaSecurity:
+    """How every Kafka client RevPulse creates connects (REVPULSE_KAFKA_*): TLS and SASL. Built into client options
+    by revpulse.kafka_security, the one place that does. Secrets stay out of reprs."""
+
+    protocol: KafkaProtocol = "PLAINTEXT"
+    sasl_mechanism: SaslMechanism | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = field(default=None, repr=False)
+    # None: the system's trusted CAs (public CAs, as Confluent Cloud, MSK and Redpanda Cloud use).
+    ssl_cafile: str | None = None
+    # A client certificate (mutual TLS, as Aiven's default); the key may sit in the certificate file.
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_key_password: str | None = field(default=None, repr=False)
+    ssl_check_hostname: bool = True
+
+    @property
+    def tls(self) -> bool:
+        return self.protocol in ("SSL", "SASL_SSL")
+
+    @property
+    def sasl(self) -> bool:
+        return self.protocol in ("SASL_PLAINTEXT", "SASL_SSL")
 
 
 @dataclass(frozen=True)
@@ -98,17 +165,32 @@ class Settings:
     shards: int = 8
     # How often a worker snapshots the state of the shards it owns (data dir and snapshot topic).
     snapshot_interval: float = 30.0
+    # Not in SPEC §6: the deployment key snapshots are signed with (HMAC-SHA256), the same on every worker. With
+    # one set, a snapshot not signed with it is never read; without, snapshots are checksummed only.
+    state_key: str | None = field(default=None, repr=False)
     # 0: a worker holds only its own shards. 1 (or more): it also keeps a warm replica of every other shard,
     # applied from the shard topic, so that a takeover needs no restore.
     standby_replicas: int = 0
     # Accounts per shard kept as objects between batches; the rest are held encoded (memory vs. decode time).
     hot_accounts: int = 10_000
+    # SPEC §5: UTC midnights kept in the history of every series (0: none).
+    history_days: int = 400
+    # A router pauses an input partition that runs more than this ahead, in event time, of another with records
+    # left to read (a backfill of a dense topic then stays in step with the others); 0 reads each at full speed.
+    input_alignment: float = 3600.0
     # The web port: seconds a connection may take to send a whole request line and headers, counted from its
     # opening or from the previous answer (so also how long an idle keep-alive connection stays open), and the
     # most connections open at once (beyond it a new one is answered 503 and closed).
     http_header_timeout: float = 5.0
     http_max_connections: int = 512
     ingest: Ingest = field(default_factory=Ingest)
+    # Not in SPEC §6: REVPULSE_WEB_HOST, REVPULSE_WEB_DEBUG, REVPULSE_WEB_CERTFILE/KEYFILE, REVPULSE_READ_*.
+    web: Web = field(default_factory=Web)
+    # Not in SPEC §6: TLS and SASL of every Kafka client (REVPULSE_KAFKA_*).
+    kafka: KafkaSecurity = field(default_factory=KafkaSecurity)
+    # Replicas of every topic RevPulse creates (and Faust's own): 1 for a one-broker cluster; 3 where the cluster
+    # requires it (Confluent Cloud) or should have it (any production cluster).
+    replication_factor: int = 1
     # HubSpot mapper overrides (None: the mapper's defaults): deal stage id → won/lost, lifecycle stage → a
     # SPEC §1 funnel stage.
     hubspot_deal_stages: Mapping[str, str] | None = None
@@ -165,6 +247,8 @@ class Settings:
             public_url=parse("REVPULSE_PUBLIC_URL", ingest_defaults.public_url, _public_url),
             read_timeout=parse("REVPULSE_HTTP_READ_TIMEOUT", ingest_defaults.read_timeout, _http_timeout),
             max_in_flight=parse("REVPULSE_INGEST_MAX_IN_FLIGHT", ingest_defaults.max_in_flight, _max_in_flight),
+            replay_window=parse("REVPULSE_INGEST_REPLAY_WINDOW", ingest_defaults.replay_window, _replay_window),
+            replay_cache=parse("REVPULSE_INGEST_REPLAY_CACHE", ingest_defaults.replay_cache, _replay_cache),
         )
         return cls(
             broker=parse("REVPULSE_BROKER", defaults.broker, _broker),
@@ -183,13 +267,19 @@ class Settings:
             session_timeout=parse("REVPULSE_SESSION_TIMEOUT", defaults.session_timeout, _session_timeout),
             shards=parse("REVPULSE_SHARDS", defaults.shards, _shards),
             snapshot_interval=parse("REVPULSE_SNAPSHOT_INTERVAL", defaults.snapshot_interval, _positive_duration),
+            state_key=parse("REVPULSE_STATE_KEY", defaults.state_key, _state_key),
             standby_replicas=parse("REVPULSE_STANDBY_REPLICAS", defaults.standby_replicas, _non_negative_int),
             hot_accounts=parse("REVPULSE_HOT_ACCOUNTS", defaults.hot_accounts, _non_negative_int),
+            history_days=parse("REVPULSE_HISTORY_DAYS", defaults.history_days, _non_negative_int),
+            input_alignment=parse("REVPULSE_INPUT_ALIGNMENT", defaults.input_alignment, _non_negative_duration),
             http_header_timeout=parse("REVPULSE_HTTP_HEADER_TIMEOUT", defaults.http_header_timeout, _http_timeout),
             http_max_connections=parse(
                 "REVPULSE_HTTP_MAX_CONNECTIONS", defaults.http_max_connections, _max_connections
             ),
             ingest=ingest,
+            web=_web(get, parse),
+            kafka=_kafka_security(get),
+            replication_factor=parse("REVPULSE_REPLICATION_FACTOR", defaults.replication_factor, _replication_factor),
             hubspot_deal_stages=parse("REVPULSE_HUBSPOT_DEAL_STAGES", defaults.hubspot_deal_stages, _deal_stages),
             hubspot_lifecycle_stages=parse(
                 "REVPULSE_HUBSPOT_LIFECYCLE_STAGES", defaults.hubspot_lifecycle_stages, _lifecycle_stages
@@ -198,9 +288,15 @@ class Settings:
 
 
 def _with_dotenv(env: Mapping[str, str]) -> Mapping[str, str]:
-    """The environment over a `.env` file in the working directory, if there is one."""
+    """The environment over a `.env` file in the working directory, if there is one, unless the working directory
+    is (or is inside) the data dir: a file there is data, which anyone who can write the data volume controls."""
     path = Path(".env")
     if not path.is_file():
+        return env
+    data_dir = env.get("REVPULSE_DATA_DIR") or str(Settings.data_dir)
+    cwd = Path.cwd().resolve()
+    if cwd.is_relative_to(Path(data_dir).resolve()):
+        print(f"revpulse: ignoring {cwd / '.env'}: it is in the data dir (REVPULSE_DATA_DIR)", file=sys.stderr)
         return env
     merged: dict[str, str] = {}
     for line in path.read_text().splitlines():
@@ -335,6 +431,13 @@ _max_connections = _int_between(1, 100_000)
 _max_in_flight = _int_between(1, 10_000)
 
 
+def _state_key(raw: str) -> str:
+    # An HMAC key is only as strong as it is unguessable: 32 characters at least (`openssl rand -hex 32` gives 64).
+    if len(raw) < 32:
+        raise ValueError(f"must be at least 32 characters (e.g. `openssl rand -hex 32`), got {len(raw)}")
+    return raw
+
+
 def _margin(raw: str) -> float:
     value = float(raw)
     if not 0 < value <= 1:
@@ -367,3 +470,250 @@ def _deal_stages(raw: str) -> dict[str, str]:
 
 def _lifecycle_stages(raw: str) -> dict[str, str]:
     return _string_map(raw, _FUNNEL_STAGES)
+
+
+# Kafka security: TLS and SASL of every Kafka client (REVPULSE_KAFKA_*).
+
+_KAFKA_PROTOCOL = "REVPULSE_KAFKA_SECURITY_PROTOCOL"
+_KAFKA_SASL = ("REVPULSE_KAFKA_SASL_MECHANISM", "REVPULSE_KAFKA_SASL_USERNAME", "REVPULSE_KAFKA_SASL_PASSWORD")
+_KAFKA_SSL = (
+    "REVPULSE_KAFKA_SSL_CAFILE",
+    "REVPULSE_KAFKA_SSL_CERTFILE",
+    "REVPULSE_KAFKA_SSL_KEYFILE",
+    "REVPULSE_KAFKA_SSL_KEY_PASSWORD",
+    "REVPULSE_KAFKA_SSL_CHECK_HOSTNAME",
+)
+# Every Kafka security variable, with the _FILE variants of the secrets.
+KAFKA_ENV = (
+    _KAFKA_PROTOCOL,
+    *_KAFKA_SASL,
+    *_KAFKA_SSL,
+    "REVPULSE_KAFKA_SASL_PASSWORD_FILE",
+    "REVPULSE_KAFKA_SSL_KEY_PASSWORD_FILE",
+)
+
+
+def _kafka_security(get: Callable[[str], str | None]) -> KafkaSecurity:
+    raw_protocol = get(_KAFKA_PROTOCOL)
+    protocol = "PLAINTEXT" if raw_protocol is None else raw_protocol.strip().upper()
+    if protocol not in KAFKA_PROTOCOLS:
+        raise SettingsError(f"{_KAFKA_PROTOCOL}: expected one of {', '.join(KAFKA_PROTOCOLS)}; got {raw_protocol!r}")
+    security = KafkaSecurity(protocol=protocol)  # type: ignore[arg-type]
+    # A setting the protocol would ignore is refused: a deployment that thinks it authenticates, or checks a CA,
+    # must not silently connect without.
+    for names, needed, what in ((_KAFKA_SASL, security.sasl, "SASL"), (_KAFKA_SSL, security.tls, "TLS")):
+        if not needed:
+            for name in names:
+                if get(name) is not None or get(f"{name}_FILE") is not None:
+                    needs = "SASL_SSL or SASL_PLAINTEXT" if what == "SASL" else "SSL or SASL_SSL"
+                    raise SettingsError(f"{name}: set, but {_KAFKA_PROTOCOL} is {protocol} ({what} needs {needs})")
+    mechanism = username = password = None
+    if security.sasl:
+        raw_mechanism = get("REVPULSE_KAFKA_SASL_MECHANISM")
+        choices = ", ".join(SASL_MECHANISMS)
+        if raw_mechanism is None:
+            raise SettingsError(
+                f"REVPULSE_KAFKA_SASL_MECHANISM: required with {_KAFKA_PROTOCOL}={protocol} ({choices})"
+            )
+        mechanism = raw_mechanism.strip().upper().replace("_", "-")
+        if mechanism not in SASL_MECHANISMS:
+            raise SettingsError(f"REVPULSE_KAFKA_SASL_MECHANISM: expected one of {choices}; got {raw_mechanism!r}")
+        username = get("REVPULSE_KAFKA_SASL_USERNAME")
+        if username is None:
+            raise SettingsError(f"REVPULSE_KAFKA_SASL_USERNAME: required with {_KAFKA_PROTOCOL}={protocol}")
+        password = _secret(get, "REVPULSE_KAFKA_SASL_PASSWORD")
+        if password is None:
+            raise SettingsError(
+                f"REVPULSE_KAFKA_SASL_PASSWORD: required with {_KAFKA_PROTOCOL}={protocol} "
+                "(or REVPULSE_KAFKA_SASL_PASSWORD_FILE)"
+            )
+    cafile = certfile = keyfile = key_password = None
+    check_hostname = True
+    if security.tls:
+        cafile, certfile, keyfile = (_kafka_file(get, f"REVPULSE_KAFKA_SSL_{name}") for name in _SSL_FILES)
+        if keyfile is not None and certfile is None:
+            raise SettingsError("REVPULSE_KAFKA_SSL_CERTFILE: must be set with REVPULSE_KAFKA_SSL_KEYFILE")
+        key_password = _secret(get, "REVPULSE_KAFKA_SSL_KEY_PASSWORD")
+        if key_password is not None and certfile is None:
+            raise SettingsError("REVPULSE_KAFKA_SSL_CERTFILE: must be set with REVPULSE_KAFKA_SSL_KEY_PASSWORD")
+        raw_check = get("REVPULSE_KAFKA_SSL_CHECK_HOSTNAME")
+        try:
+            check_hostname = True if raw_check is None else _boolean(raw_check)
+        except ValueError as exc:
+            raise SettingsError(f"REVPULSE_KAFKA_SSL_CHECK_HOSTNAME: {exc}") from None
+    security = KafkaSecurity(
+        protocol=security.protocol,
+        sasl_mechanism=mechanism,  # type: ignore[arg-type]
+        sasl_username=username,
+        sasl_password=password,
+        ssl_cafile=cafile,
+        ssl_certfile=certfile,
+        ssl_keyfile=keyfile,
+        ssl_key_password=key_password,
+        ssl_check_hostname=check_hostname,
+    )
+    if security.tls:
+        kafka_ssl_context(security)  # a CA, certificate or key that cannot be loaded stops the start here, named
+    return security
+
+
+_SSL_FILES = ("CAFILE", "CERTFILE", "KEYFILE")
+_replication_factor = _int_between(1, 16)
+
+
+def _kafka_file(get: Callable[[str], str | None], name: str) -> str | None:
+    raw = get(name)
+    if raw is not None and not Path(raw).is_file():
+        raise SettingsError(f"{name}: no such file: {raw}")
+    return raw
+
+
+def kafka_ssl_context(security: KafkaSecurity) -> ssl.SSLContext:
+    """The TLS context of the Kafka clients: the CA file (else the system's CAs), the client certificate if any,
+    hostname verification unless switched off. SettingsError naming the variable when a file cannot be loaded."""
+    try:
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=security.ssl_cafile)
+    except (ssl.SSLError, OSError) as exc:
+        raise SettingsError(
+            f"REVPULSE_KAFKA_SSL_CAFILE: cannot load {security.ssl_cafile} as PEM CA certificates: {exc}"
+        ) from None
+    context.check_hostname = security.ssl_check_hostname
+    if security.ssl_certfile is not None:
+        key_password = security.ssl_key_password
+
+        # Always a callback: without one, OpenSSL would ask for an encrypted key's pass phrase on the terminal.
+        def password() -> str:
+            return key_password or ""
+
+        try:
+            context.load_cert_chain(security.ssl_certfile, security.ssl_keyfile, password=password)
+        except (ssl.SSLError, OSError) as exc:
+            names = "REVPULSE_KAFKA_SSL_CERTFILE" + ("/REVPULSE_KAFKA_SSL_KEYFILE" if security.ssl_keyfile else "")
+            hint = ""
+            if _encrypted_key(security.ssl_keyfile or security.ssl_certfile):
+                verb = "set" if key_password is None else "check"
+                hint = f" (the key is encrypted: {verb} REVPULSE_KAFKA_SSL_KEY_PASSWORD)"
+            raise SettingsError(f"{names}: cannot load the client certificate and key: {exc}{hint}") from None
+    return context
+
+
+def _encrypted_key(path: str) -> bool:
+    try:
+        return b"ENCRYPTED" in Path(path).read_bytes()
+    except OSError:
+        return False
+
+
+# The web port: bind address, TLS, Faust's pages, read credentials.
+
+# A value shipped as an example (`.env.example`: `change-me-…`) is refused: a deployment started with it would be
+# protected by a secret printed in the repository.
+_EXAMPLE_SECRET = re.compile(r"change[-_ ]?me", re.IGNORECASE)
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
+# RFC 6750's b64token: what a bearer token may hold, so that it travels in a header unchanged.
+_TOKEN = re.compile(r"^[A-Za-z0-9._~+/-]+=*$")
+MIN_READ_TOKEN = 16
+MIN_READ_PASSWORD = 12
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _web(get: Callable[[str], str | None], parse: Callable[[str, Any, Callable[[str], Any]], Any]) -> Web:
+    defaults = Web()
+    certfile = parse("REVPULSE_WEB_CERTFILE", defaults.certfile, _readable_file)
+    keyfile = parse("REVPULSE_WEB_KEYFILE", defaults.keyfile, _readable_file)
+    if keyfile is not None and certfile is None:
+        raise SettingsError("REVPULSE_WEB_CERTFILE: must be set with REVPULSE_WEB_KEYFILE")
+    if certfile is not None:
+        _check_certificate(certfile, keyfile)
+    token = _secret(get, "REVPULSE_READ_TOKEN")
+    if token is not None:
+        if not _TOKEN.match(token):
+            raise SettingsError("REVPULSE_READ_TOKEN: letters, digits and -._~+/ only (e.g. `openssl rand -hex 32`)")
+        if len(token) < MIN_READ_TOKEN:
+            raise SettingsError(f"REVPULSE_READ_TOKEN: at least {MIN_READ_TOKEN} characters (openssl rand -hex 32)")
+    user = get("REVPULSE_READ_USER")
+    password = _secret(get, "REVPULSE_READ_PASSWORD")
+    if user is None and password is not None:
+        raise SettingsError("REVPULSE_READ_USER: must be set with REVPULSE_READ_PASSWORD")
+    if password is None and user is not None:
+        raise SettingsError("REVPULSE_READ_PASSWORD: must be set with REVPULSE_READ_USER")
+    if user is not None and ":" in user:
+        raise SettingsError("REVPULSE_READ_USER: HTTP basic auth user names cannot contain ':'")
+    if password is not None and len(password) < MIN_READ_PASSWORD:
+        raise SettingsError(f"REVPULSE_READ_PASSWORD: at least {MIN_READ_PASSWORD} characters")
+    return Web(
+        host=parse("REVPULSE_WEB_HOST", defaults.host, _web_host),
+        debug=parse("REVPULSE_WEB_DEBUG", defaults.debug, _boolean),
+        certfile=certfile,
+        keyfile=keyfile,
+        read_token=token,
+        read_user=user,
+        read_password=password,
+    )
+
+
+def _secret(get: Callable[[str], str | None], name: str) -> str | None:
+    """`name`, or the contents of the file `name`_FILE names (trailing whitespace dropped), not both; never an
+    example value."""
+    value = get(name)
+    path = get(f"{name}_FILE")
+    if value is not None and path is not None:
+        raise SettingsError(f"{name}: set either {name} or {name}_FILE, not both")
+    if path is not None:
+        try:
+            value = Path(path).read_text(encoding="utf-8").rstrip("\r\n\t ")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SettingsError(f"{name}_FILE: cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+        if not value:
+            raise SettingsError(f"{name}_FILE: {path} is empty")
+        name = f"{name}_FILE"
+    if value is not None and _EXAMPLE_SECRET.search(value):
+        raise SettingsError(f"{name}: still the example value; set a secret of your own")
+    return value
+
+
+def _web_host(raw: str) -> str:
+    try:
+        ipaddress.ip_address(raw)
+    except ValueError:
+        if not _HOSTNAME.match(raw):
+            raise ValueError(f"expected an IP address or a host name, e.g. 127.0.0.1 or 0.0.0.0; got {raw!r}") from None
+    return raw
+
+
+def _boolean(raw: str) -> bool:
+    if raw.lower() in _TRUE:
+        return True
+    if raw.lower() in _FALSE:
+        return False
+    raise ValueError(f"expected true or false, got {raw!r}")
+
+
+def _readable_file(raw: str) -> Path:
+    path = Path(raw)
+    if not path.is_file():
+        raise ValueError(f"no such file: {raw}")
+    return path
+
+
+def _check_certificate(certfile: Path, keyfile: Path | None) -> None:
+    """Load the pair as the web server will, so a bad one stops the start here, named."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(certfile, keyfile)
+    except (ssl.SSLError, OSError) as exc:
+        names = "REVPULSE_WEB_CERTFILE" + ("/REVPULSE_WEB_KEYFILE" if keyfile is not None else "")
+        raise SettingsError(f"{names}: cannot load the certificate and key: {exc}") from None
+
+
+def _replay_window(raw: str) -> float:
+    seconds = parse_duration(raw)
+    if not 1 <= seconds <= 86400:
+        raise ValueError(f"must be between 1s and 1d, got {raw!r}")
+    return seconds
+
+
+_replay_cache = _int_between(100, 10_000_000)

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import tomllib
 import zipfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from tests.support.paths import ROOT
 
@@ -51,3 +51,27 @@ def test_the_image_copies_every_source_folder() -> None:
     lines = (ROOT / "Dockerfile").read_text().splitlines()
     copied = {line.split()[1] for line in lines if line.startswith("COPY ") and len(line.split()) == 3}
     assert {folder.split("/")[0] for folder in config["package-dir"].values()} <= copied
+
+
+def _final_stage(lines: list[str]) -> tuple[str, dict[str, str]]:
+    """The image's last WORKDIR and its ENV values (continuation lines joined)."""
+    text = "\n".join(lines).replace("\\\n", " ")
+    workdir, env = "/", {}
+    for line in text.splitlines():
+        words = line.split()
+        if not words:
+            continue
+        if words[0] == "WORKDIR":
+            workdir = words[1]
+        elif words[0] == "ENV":
+            env |= dict(word.split("=", 1) for word in words[1:])
+    return workdir, env
+
+
+def test_the_image_does_not_run_in_its_data_volume() -> None:
+    """Issue 14 item 5: settings read a `.env` from the working directory, so it must not be the data volume (where
+    anything that can write the volume could leave one); the web port is reachable from outside the container."""
+    workdir, env = _final_stage((ROOT / "Dockerfile").read_text().splitlines())
+    data_dir = PurePosixPath(env["REVPULSE_DATA_DIR"])
+    assert not PurePosixPath(workdir).is_relative_to(data_dir), (workdir, data_dir)
+    assert env["REVPULSE_WEB_HOST"] == "0.0.0.0"

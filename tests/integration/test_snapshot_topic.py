@@ -28,8 +28,8 @@ def test_an_encoding_that_finishes_late_does_not_replace_a_newer_snapshot(broker
         return {record.key: record.value for record in await read_topic(settings, store.topic)}
 
     values = asyncio.run(write_both())
-    assert (tmp_path / settings.app_id / "shard-3.pickle").read_bytes() == b"newer"
-    assert (tmp_path / settings.app_id / "shard-3.pickle").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / settings.app_id / "shard-3.state").read_bytes() == b"newer"
+    assert (tmp_path / settings.app_id / "shard-3.state").stat().st_mode & 0o777 == 0o600
     assert (tmp_path / settings.app_id).stat().st_mode & 0o777 == 0o700
     assert orjson.loads(values[b"3"] or b"")["next_offset"] == 20
     assert values[b"3/20/0"] == b"newer" and b"3/10/0" not in values

@@ -580,14 +580,20 @@ def _mrr_at(history: list[tuple[int, float]], t0: int) -> float:
     return history[idx - 1][1] if idx else 0.0
 
 
-def compute(records: Sequence[tuple[str, bytes]], settings: RefSettings = RefSettings()) -> RefResult:
+def compute(
+    records: Sequence[tuple[str, bytes]], settings: RefSettings = RefSettings(), as_of_us: int | None = None
+) -> RefResult:
+    """Every series at the watermark, or (SPEC §5 history) at `as_of_us` over the accepted events at or before
+    it: acceptance (lateness, duplicates) is still judged on the whole log, as known now."""
     accepted, outcome_list = ingest(records, settings)
     outcomes: Counter[str] = Counter(o.outcome for o in outcome_list)
+    if as_of_us is not None:
+        accepted = [e for e in accepted if e.ts <= as_of_us]
     if not accepted:
         return RefResult(series={}, as_of=None, outcomes=outcomes)
 
     events = sorted(accepted, key=lambda e: (e.ts, e.seq))
-    as_of = max(e.ts for e in events)
+    as_of = max(e.ts for e in events) if as_of_us is None else as_of_us
     engine = _Engine(settings)
     for ev in events:
         engine.apply(ev)

@@ -20,6 +20,7 @@ from revpulse.settings import Settings, Topics
 from revpulse.streams.engine import EngineConfig
 from revpulse.streams.partition import InputRecord
 from revpulse.streams.pipeline import Pipeline
+from revpulse.streams.state_codec import FORMAT, seal
 from revpulse.streams.wire import WireError, decode_items, encode_items, parse_partial, partial_key, partial_value
 from revpulse.topics import topic_of
 from tests.support.deployment import settings_for
@@ -277,7 +278,9 @@ def _store(tmp_path: Path) -> tuple[SnapshotStore, _Skips]:
 
 
 def _manifest(shard: int, next_offset: int, chunks: int = 1) -> bytes:
-    return orjson.dumps({"snapshot": f"{shard}/{next_offset}", "chunks": chunks, "next_offset": next_offset})
+    return orjson.dumps(
+        {"snapshot": f"{shard}/{next_offset}", "chunks": chunks, "next_offset": next_offset, "format": FORMAT}
+    )
 
 
 @pytest.mark.parametrize(
@@ -289,8 +292,9 @@ def _manifest(shard: int, next_offset: int, chunks: int = 1) -> bytes:
         ({b"0": _manifest(0, 5, chunks=0)}, "invalid_manifest"),
         ({b"0": _manifest(0, 5), b"0/5/0": b"\x80\x05garbage"}, "invalid_snapshot"),
         ({b"0": _manifest(0, 5), b"0/5/0": pickle.dumps({"not": "a state"})}, "invalid_snapshot"),
+        ({b"0": _manifest(0, 5), b"0/5/0": seal(b'{"shard": 0}')}, "invalid_snapshot"),
     ],
-    ids=["garbage", "object", "other-shard", "no-chunks", "garbage-chunk", "other-pickle"],
+    ids=["garbage", "object", "other-shard", "no-chunks", "garbage-chunk", "other-pickle", "sealed-not-a-state"],
 )
 def test_an_invalid_snapshot_on_the_topic_is_skipped_and_counted(
     tmp_path: Path, values: dict[bytes, bytes], reason: str
@@ -306,8 +310,8 @@ def test_an_invalid_manifest_leaves_the_restored_metrics_as_they_were(tmp_path: 
     settings = Settings(clock="event", fx_rates={"EUR": 1.08}, shards=1)
     original = fed(*VALID, settings=settings)
     state = original.pipeline.shards[0].state
-    blob = SnapshotStore.encode(state)
     store, skips = _store(tmp_path)
+    blob = store.encode(0, state)
     good = {b"0": _manifest(0, state.next_offset), f"0/{state.next_offset}/0".encode(): blob}
     restored = store._from_topic(good, 0, after=-1)
     assert restored is not None and skips == []

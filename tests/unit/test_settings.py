@@ -157,7 +157,7 @@ def test_secrets_stay_out_of_reprs() -> None:
     assert "SECRET" not in text
     assert (
         "Ingest(stripe_tolerance=300.0, pipedrive_user='pd-user', max_bytes=1048576, public_url=None, "
-        "read_timeout=5.0, max_in_flight=64)"
+        "read_timeout=5.0, max_in_flight=64, replay_window=300.0, replay_cache=50000)"
     ) in text
 
 

@@ -63,8 +63,9 @@ def resolve_binary() -> str:
         raise BrokerError(str(exc)) from exc
 
 
-def broker_argv(host: str, port: int, *, quiet: bool = True) -> list[str]:
-    """Command line that runs a memory-only broker listening on (and advertising) ``host:port``."""
+def broker_argv(host: str, port: int, *, quiet: bool = True, advertised: str | None = None) -> list[str]:
+    """Command line that runs a memory-only broker listening on ``host:port`` and advertising it, or
+    ``advertised`` (``host:port`` of something in front of it, e.g. a TLS terminator)."""
     url = f"tcp://{host}:{port}"
     argv = [
         resolve_binary(),
@@ -72,7 +73,7 @@ def broker_argv(host: str, port: int, *, quiet: bool = True) -> list[str]:
         "--listener-url",
         url,
         "--advertised-listener-url",
-        url,
+        f"tcp://{advertised}" if advertised is not None else url,
         "--storage-engine",
         "memory://tansu/",
     ]
@@ -140,7 +141,9 @@ class EmbeddedBroker:
     free port. ``output``: ``"capture"`` (default) keeps the broker's log in a temp file, quoted in errors;
     ``"inherit"`` lets it write to this process's stdout/stderr (foreground ``revpulse broker``);
     ``"discard"`` drops it. ``log_level`` sets ``RUST_LOG`` (e.g. ``"warn"``, ``"debug"``); by default the
-    broker logs errors only. On Linux the broker gets SIGTERM if the thread that started it exits.
+    broker logs errors only. ``advertised`` (``host:port``): the address given to clients in metadata, when they
+    reach the broker through something else (a TLS terminator). On Linux the broker gets SIGTERM if the thread
+    that started it exits.
     """
 
     def __init__(
@@ -152,6 +155,7 @@ class EmbeddedBroker:
         log_level: str | None = None,
         startup_timeout: float = 15.0,
         quiet: bool = True,
+        advertised: str | None = None,
     ) -> None:
         self.host = host
         self.port = port if port is not None else free_port(host)
@@ -159,6 +163,7 @@ class EmbeddedBroker:
         self.log_level = log_level
         self.startup_timeout = startup_timeout
         self.quiet = quiet
+        self.advertised = advertised
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
@@ -197,7 +202,7 @@ class EmbeddedBroker:
             return self
         if _port_in_use(self.host, self.port):
             raise BrokerError(f"cannot start the embedded broker: {self.bootstrap} is already in use")
-        argv = broker_argv(self.host, self.port, quiet=self.quiet)
+        argv = broker_argv(self.host, self.port, quiet=self.quiet, advertised=self.advertised)
         env = {k: v for k, v in os.environ.items() if k not in _TANSU_ENV}
         env["NO_COLOR"] = "1"
         if self.log_level is not None:

@@ -17,8 +17,9 @@ import aiohttp
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from revpulse.kafka_security import client_options
 from revpulse.local.broker import EmbeddedBroker, free_port
-from revpulse.settings import Settings
+from revpulse.settings import KAFKA_ENV, KafkaSecurity, Settings
 from revpulse.synth.bad_records import bad_records
 from revpulse.synth.config import SynthConfig, seconds_until_due
 from revpulse.synth.delivery import live
@@ -47,14 +48,20 @@ def run_demo(settings: Settings, *, rate: float, duration: float | None) -> int:
     fx = dict(config.currencies) | dict(settings.fx_rates)
     broker_port = free_port()
     workdir = tempfile.mkdtemp(prefix="revpulse-demo-")
-    settings = replace(settings, broker=f"kafka://127.0.0.1:{broker_port}", fx_rates=fx)
-    env = os.environ | {
-        "REVPULSE_BROKER": settings.broker,
-        "REVPULSE_WEB_PORT": str(settings.web_port),
-        "REVPULSE_CLOCK": "wall",
-        "REVPULSE_FX_RATES": orjson.dumps(fx).decode(),
-        "REVPULSE_DATA_DIR": os.path.join(workdir, "data"),
-    }
+    # The embedded broker speaks plaintext on loopback: Kafka security settings of the environment stay out.
+    settings = replace(settings, broker=f"kafka://127.0.0.1:{broker_port}", fx_rates=fx, kafka=KafkaSecurity())
+    unset_kafka = dict.fromkeys(KAFKA_ENV, "")  # empty is unset, over a .env too
+    env = (
+        os.environ
+        | unset_kafka
+        | {
+            "REVPULSE_BROKER": settings.broker,
+            "REVPULSE_WEB_PORT": str(settings.web_port),
+            "REVPULSE_CLOCK": "wall",
+            "REVPULSE_FX_RATES": orjson.dumps(fx).decode(),
+            "REVPULSE_DATA_DIR": os.path.join(workdir, "data"),
+        }
+    )
     log_path = os.path.join(workdir, "worker.log")
     with EmbeddedBroker("127.0.0.1", broker_port) as broker, open(log_path, "wb") as log:
         print(f"revpulse demo: embedded broker on {broker.bootstrap}; worker log {log_path}", flush=True)
@@ -85,7 +92,7 @@ async def _drive(settings: Settings, config: SynthConfig, *, rate: float, durati
             f"Backfilling {BACKFILL_DAYS} days of history, then streaming live. Ctrl-C stops.\n",
             flush=True,
         )
-        producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=10)
+        producer = AIOKafkaProducer(**client_options(settings), linger_ms=10)
         await producer.start()
         try:
             for topic, value in bad_records():

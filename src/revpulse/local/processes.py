@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -23,15 +24,19 @@ class WorkerProcess:
     settings: Settings
     env: dict[str, str]
     log: Path
+    # What a client trusts when the web port serves TLS (REVPULSE_WEB_CERTFILE); None: the system's CAs.
+    client_ssl: ssl.SSLContext | None = None
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.settings.web_port}"
+        scheme = "https" if self.settings.web.tls else "http"
+        return f"{scheme}://127.0.0.1:{self.settings.web_port}"
 
-    def get(self, path: str) -> tuple[int, bytes]:
+    def get(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
         """Status and body of a GET on the worker's web port."""
+        request = urllib.request.Request(self.base_url + path, headers=headers or {})
         try:
-            with urllib.request.urlopen(self.base_url + path, timeout=10) as response:
+            with urllib.request.urlopen(request, timeout=10, context=self.client_ssl) as response:
                 return response.status, response.read()
         except urllib.error.HTTPError as error:
             return error.code, error.read()
@@ -65,7 +70,7 @@ class LocalWorkers:
     def data_dir(self, name: str) -> Path:
         return self.root / f"data-{name}"
 
-    def start(self, name: str, *, wait: bool = True) -> WorkerProcess:
+    def start(self, name: str, *, wait: bool = True, client_ssl: ssl.SSLContext | None = None) -> WorkerProcess:
         env = self.env | {"REVPULSE_WEB_PORT": str(free_port()), "REVPULSE_DATA_DIR": str(self.data_dir(name))}
         log = self.root / f"{name}.log"
         with log.open("ab") as handle:
@@ -75,7 +80,7 @@ class LocalWorkers:
                 stdout=handle,
                 stderr=subprocess.STDOUT,
             )
-        worker = self.running[name] = WorkerProcess(name, process, Settings.from_env(env), env, log)
+        worker = self.running[name] = WorkerProcess(name, process, Settings.from_env(env), env, log, client_ssl)
         if wait:
             worker.wait_ready()
         return worker

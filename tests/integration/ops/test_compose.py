@@ -2,15 +2,20 @@
 
 `docker-compose config` validates the file and resolves anchors and relative paths; the tests read its output, so
 they check what Compose would actually run. The topic-creation script of `kafka-init` is run for real, against a
-stub `kafka-topics.sh` that records its arguments.
+stub `kafka-topics.sh` that records its arguments, and so is the secrets check of `secrets-init`.
+
+The stack's secrets come from an `.env` the user fills in: the tests give Compose their own values (an env file of
+the test's, never a `.env` that may lie in the checkout) and check that it refuses to start without them.
 """
 
 from __future__ import annotations
 
 import itertools
+import os
 import shutil
 import stat
 import subprocess
+import tempfile
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
@@ -18,31 +23,53 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from revpulse.settings import Topics
+from revpulse.settings import Settings, SettingsError, Topics
 from tests.support.paths import ROOT
 
 COMPOSE = ROOT / "docker-compose.yml"
+ENV_EXAMPLE = ROOT / ".env.example"
 PROMETHEUS_CONFIG = ROOT / "ops" / "prometheus" / "prometheus.yml"
 WORKERS = ("worker-1", "worker-2")
 NINETY_SEVEN_DAYS_MS = 97 * 86_400_000  # longest window (90 d) + default allowed lateness (7 d)
+# What a user puts in .env (test values: not the example ones).
+SECRETS = {
+    "REVPULSE_READ_TOKEN": "3f1c9a0d2b7e4c6f8a1d3e5b7c9f0a2d",
+    "GRAFANA_ADMIN_PASSWORD": "a-grafana-password-of-the-test",
+}
+REQUIRED = ("REVPULSE_READ_TOKEN", "GRAFANA_ADMIN_PASSWORD")
+# Compose variables that may carry a value of the user's own into the files (and so must come from .env).
+COMPOSE_VARIABLES = {*REQUIRED, "GRAFANA_ADMIN_USER", "GRAFANA_ANONYMOUS_VIEWERS"}
 
 
-def _compose(*args: str) -> subprocess.CompletedProcess[str]:
+def _env_file(directory: Path, values: dict[str, str]) -> Path:
+    path = directory / "compose.env"
+    path.write_text("".join(f"{name}={value}\n" for name, value in values.items()))
+    return path
+
+
+def _compose(*args: str, env_file: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """`docker-compose` on the repo's file, with `env_file` in place of a `.env` (none: an empty one)."""
     assert shutil.which("docker-compose"), "docker-compose is not installed: `make tools`"
-    return subprocess.run(
-        ["docker-compose", "-f", str(COMPOSE), *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
+    environment = {k: v for k, v in os.environ.items() if k not in COMPOSE_VARIABLES}
+    with tempfile.TemporaryDirectory() as scratch:
+        if env_file is None:
+            env_file = Path(scratch) / "empty.env"
+            env_file.write_text("")
+        return subprocess.run(
+            ["docker-compose", "-f", str(COMPOSE), "--env-file", str(env_file), *args],
+            cwd=ROOT,
+            env=environment,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
 
 
 @pytest.fixture(scope="module")
-def services() -> dict[str, dict[str, Any]]:
+def services(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
     """The services of `docker-compose config`: anchors merged, paths absolute, ports and depends_on long form."""
-    done = _compose("config")
+    done = _compose("config", env_file=_env_file(tmp_path_factory.mktemp("compose"), SECRETS))
     assert done.returncode == 0, done.stderr
     return yaml.safe_load(done.stdout)["services"]  # type: ignore[no-any-return]
 
@@ -72,14 +99,179 @@ def _named_volumes(service: dict[str, Any]) -> dict[str, str]:
     return named
 
 
+def _ports(service: dict[str, Any]) -> list[tuple[str | None, int, int]]:
+    """(host address or None, host port, container port) of each published port, from the short form
+    (`[ip:]published:target[/proto]`, what docker-compose 1.x prints when an address is given) or the long one."""
+    ports: list[tuple[str | None, int, int]] = []
+    for port in service.get("ports", []):
+        if isinstance(port, dict):
+            ports.append((port.get("host_ip"), int(port["published"]), int(port["target"])))
+            continue
+        *address, published, target = str(port).split("/")[0].split(":")
+        ports.append((":".join(address) or None, int(published), int(target)))
+    return ports
+
+
 def _host_ports(service: dict[str, Any]) -> dict[int, int]:
     """Host port → container port."""
-    return {int(port["published"]): int(port["target"]) for port in service.get("ports", [])}
+    return {published: target for _, published, target in _ports(service)}
 
 
-def test_compose_file_is_valid() -> None:
-    done = _compose("config", "-q")
+def _read_only_mounts(service: dict[str, Any]) -> set[str]:
+    """Container paths mounted read-only."""
+    targets = set()
+    for volume in service.get("volumes", []):
+        if isinstance(volume, str):
+            _, target, *mode = volume.split(":")
+            if mode and "ro" in mode[0].split(","):
+                targets.add(target)
+        elif volume.get("read_only"):
+            targets.add(volume["target"])
+    return targets
+
+
+def test_compose_file_is_valid(tmp_path: Path) -> None:
+    done = _compose("config", "-q", env_file=_env_file(tmp_path, SECRETS))
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("missing", REQUIRED)
+def test_compose_refuses_to_start_without_the_secrets(tmp_path: Path, missing: str) -> None:
+    values = {name: value for name, value in SECRETS.items() if name != missing}
+    for env_file in (_env_file(tmp_path, values), _env_file(tmp_path, {**values, missing: ""})):
+        done = _compose("config", "-q", env_file=env_file)
+        assert done.returncode != 0
+        assert f"set {missing} in .env (cp .env.example .env)" in done.stderr, done.stderr
+
+
+def test_env_example_names_every_secret_with_an_example_value() -> None:
+    example = _parse_env(ENV_EXAMPLE)
+    assert set(REQUIRED) <= set(example)
+    for name in REQUIRED:
+        assert "change-me" in example[name], f"{name}: the example value must be recognisable as one"
+    assert example["GRAFANA_ANONYMOUS_VIEWERS"] == "false"
+    assert ".env" in (ROOT / ".gitignore").read_text().splitlines(), ".env must stay out of git"
+
+
+def _parse_env(path: Path) -> dict[str, str]:
+    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if line.strip() and line[0] != "#")
+    return {name.strip(): value.strip() for name, value in pairs}
+
+
+def _run_secrets_init(services: dict[str, dict[str, Any]], tmp_path: Path, env: dict[str, str]) -> tuple[int, str]:
+    """Run secrets-init's script as the container would, writing to `tmp_path/secrets`, with a `chown` stub that
+    logs its arguments (the test does not run as root)."""
+    init = services["secrets-init"]
+    (tmp_path / "secrets").mkdir(exist_ok=True)
+    stubs = tmp_path / "bin"
+    stubs.mkdir(exist_ok=True)
+    chown = stubs / "chown"
+    chown.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> {tmp_path / "chown.log"}\n')
+    chown.chmod(0o755)
+    script = init["command"][0].replace("$$", "$").replace("/secrets/", f"{tmp_path}/secrets/")
+    shell = shutil.which("sh") or "/bin/sh"
+    done = subprocess.run(
+        [shell, *init["entrypoint"][1:], script],
+        env={"PATH": f"{stubs}:{os.environ['PATH']}", **env},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return done.returncode, done.stderr
+
+
+def test_secrets_init_checks_the_secrets_and_writes_the_token_for_prometheus(
+    services: dict[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    init = services["secrets-init"]
+    assert init["image"] == services["prometheus"]["image"], "no other image to pull"
+    assert init["entrypoint"][:1] == ["/bin/sh"]
+    assert init.get("restart") == "no"
+    # Compose itself hands it the .env values.
+    assert {name: init["environment"][name] for name in REQUIRED} == SECRETS
+    status, stderr = _run_secrets_init(services, tmp_path, SECRETS)
+    assert status == 0, stderr
+    token = tmp_path / "secrets" / "read_token"
+    assert token.read_text() == SECRETS["REVPULSE_READ_TOKEN"]  # no newline: sent as is
+    assert stat.S_IMODE(token.stat().st_mode) == 0o400
+    assert (tmp_path / "chown.log").read_text() == f"65534:65534 {tmp_path}/secrets/read_token\n"
+
+
+@pytest.mark.parametrize(
+    ("override", "reason"),
+    [
+        ("example", "is still the example value"),
+        ({"REVPULSE_READ_TOKEN": "CHANGEME-0123456789abcdef"}, "REVPULSE_READ_TOKEN is still the example value"),
+        ({"REVPULSE_READ_TOKEN": "short-token"}, "REVPULSE_READ_TOKEN must be at least 16 characters"),
+        ({"GRAFANA_ADMIN_PASSWORD": "admin"}, "GRAFANA_ADMIN_PASSWORD must be at least 12 characters"),
+        ({"GRAFANA_ADMIN_PASSWORD": "please change me now"}, "GRAFANA_ADMIN_PASSWORD is still the example value"),
+    ],
+)
+def test_secrets_init_refuses_the_example_or_weak_secrets(
+    services: dict[str, dict[str, Any]], tmp_path: Path, override: str | dict[str, str], reason: str
+) -> None:
+    env = _parse_env(ENV_EXAMPLE) if override == "example" else {**SECRETS, **override}  # type: ignore[dict-item]
+    status, stderr = _run_secrets_init(services, tmp_path, env)
+    assert status == 1
+    assert reason in stderr and "refusing to start" in stderr, stderr
+    assert not (tmp_path / "secrets" / "read_token").exists()
+
+
+def test_the_workers_refuse_the_example_token_too() -> None:
+    """Started without secrets-init (another orchestrator, `docker run`), a worker still refuses it."""
+    example = _parse_env(ENV_EXAMPLE)["REVPULSE_READ_TOKEN"]
+    with pytest.raises(SettingsError, match=r"^REVPULSE_READ_TOKEN: still the example value"):
+        Settings.from_env({"REVPULSE_READ_TOKEN": example})
+
+
+def test_every_service_waits_for_secrets_init(services: dict[str, dict[str, Any]]) -> None:
+    for name in (*WORKERS, "prometheus", "grafana"):
+        condition = services[name]["depends_on"]["secrets-init"]["condition"]
+        assert condition == "service_completed_successfully", name
+
+
+def test_every_port_is_published_on_loopback_only(services: dict[str, dict[str, Any]]) -> None:
+    published = 0
+    for name, service in services.items():
+        for address, port, _ in _ports(service):
+            assert address == "127.0.0.1", f"{name}: port {port} is published on every interface"
+            published += 1
+        assert service.get("network_mode") != "host", name
+    assert published >= 6
+    assert "ports" not in services["kafka"], "the broker stays inside the compose network"
+
+
+def test_the_read_token_is_wired_between_the_workers_and_prometheus(
+    services: dict[str, dict[str, Any]], prometheus_config: dict[str, Any]
+) -> None:
+    for name in WORKERS:
+        env = services[name]["environment"]
+        assert env["REVPULSE_READ_TOKEN"] == SECRETS["REVPULSE_READ_TOKEN"], name
+        assert env["REVPULSE_WEB_HOST"] == "0.0.0.0", f"{name}: Prometheus reaches it over the compose network"
+        Settings.from_env({k: str(v) for k, v in env.items()})  # the worker accepts its settings
+    job = next(job for job in prometheus_config["scrape_configs"] if job["job_name"] == "revpulse")
+    authorization = job["authorization"]
+    assert authorization.get("type", "Bearer") == "Bearer"
+    token_in_container = PurePosixPath("/etc/prometheus") / authorization["credentials_file"]
+    # Prometheus mounts the volume secrets-init writes, read-only, where the config points.
+    prometheus = services["prometheus"]
+    volume = _named_volumes(prometheus)[str(token_in_container.parent)]
+    assert str(token_in_container.parent) in _read_only_mounts(prometheus)
+    init = services["secrets-init"]
+    (init_target,) = [target for target, name in _named_volumes(init).items() if name == volume]
+    assert f"> {init_target}/{token_in_container.name}" in init["command"][0]
+
+
+def test_grafana_has_no_anonymous_viewers_and_no_default_password(services: dict[str, dict[str, Any]]) -> None:
+    env = services["grafana"]["environment"]
+    assert env["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+    assert env["GF_SECURITY_ADMIN_PASSWORD"] == SECRETS["GRAFANA_ADMIN_PASSWORD"]
+    assert env["GF_USERS_ALLOW_SIGN_UP"] == "false"
+
+
+def test_prometheus_lifecycle_api_is_off(services: dict[str, dict[str, Any]]) -> None:
+    assert not [arg for arg in services["prometheus"]["command"] if "enable-lifecycle" in arg]
+    assert not [arg for arg in services["prometheus"]["command"] if "enable-admin-api" in arg]
 
 
 def test_every_image_is_pinned(services: dict[str, dict[str, Any]]) -> None:
@@ -174,6 +366,8 @@ def test_two_workers_of_one_deployment(services: dict[str, dict[str, Any]]) -> N
     web = [int(w["environment"]["REVPULSE_WEB_PORT"]) for w in (one, two)]
     assert _host_ports(one) == {6066: web[0]}
     assert _host_ports(two) == {6067: web[1]}
+    for worker in (one, two):
+        assert worker["depends_on"]["secrets-init"]["condition"] == "service_completed_successfully"
 
 
 def test_bind_mounts_exist_in_the_repo(services: dict[str, dict[str, Any]]) -> None:
@@ -194,14 +388,18 @@ def test_bind_mounts_exist_in_the_repo(services: dict[str, dict[str, Any]]) -> N
             assert source.exists(), f"{name}: bind mount {source} -> {target} does not exist"
 
 
-def test_prometheus_config_passes_promtool() -> None:
+def test_prometheus_config_passes_promtool(tmp_path: Path) -> None:
     assert shutil.which("promtool"), "promtool is not installed: `make tools` (apt-get install prometheus)"
-    # rule_files are relative to the config's directory, so the repo layout is checked as it is mounted
-    done = subprocess.run(
-        ["promtool", "check", "config", str(PROMETHEUS_CONFIG)], capture_output=True, text=True, check=False
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "SUCCESS" in done.stdout
+    # rule_files and the token file are relative to the config's directory: the full check runs on the layout
+    # of the container (config, rules, and the token secrets-init writes), built from the repo's files.
+    shutil.copy(PROMETHEUS_CONFIG, tmp_path / "prometheus.yml")
+    shutil.copytree(PROMETHEUS_CONFIG.parent / "rules", tmp_path / "rules")
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "read_token").write_text(SECRETS["REVPULSE_READ_TOKEN"])
+    for args in (["--syntax-only", str(PROMETHEUS_CONFIG)], [str(tmp_path / "prometheus.yml")]):
+        done = subprocess.run(["promtool", "check", "config", *args], capture_output=True, text=True, check=False)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "SUCCESS" in done.stdout
 
 
 def test_prometheus_scrapes_every_worker_and_loads_the_rules(
@@ -254,7 +452,7 @@ def test_alertmanager_webhooks_reach_a_compose_service(services: dict[str, dict[
         assert parts.hostname in services, f"{url}: no such compose service"
         service = services[parts.hostname]
         port = parts.port or 80
-        listening = {int(p["target"]) for p in service.get("ports", [])} | {
+        listening = {target for _, _, target in _ports(service)} | {
             int(value) for key, value in service.get("environment", {}).items() if key.endswith("PORT")
         }
         assert port in listening, f"{url}: {parts.hostname} does not listen on {port}"

@@ -422,7 +422,8 @@ async def test_over_the_in_flight_cap_is_503_with_retry_after() -> None:
     gate = asyncio.Event()
     async with serve(gate=gate) as served, ClientSession() as session:
         url = f"http://127.0.0.1:{served.port}/ingest/events"
-        held = [asyncio.create_task(session.post(url, data=b"[]", headers=bearer_headers())) for _ in range(2)]
+        # Distinct bodies: the same body twice would be a replay (409), whatever the cap.
+        held = [asyncio.create_task(session.post(url, data=f"[{i}]", headers=bearer_headers())) for i in range(2)]
         async with asyncio.timeout(2):
             while served.ingest.in_flight < 2:
                 await asyncio.sleep(0.01)

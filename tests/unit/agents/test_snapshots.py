@@ -1,23 +1,31 @@
-"""Snapshots: encoded by a forked copy as the state was at the fork, and never replaced by an older one."""
+"""Snapshots: encoded by a forked copy as the state was at the fork, never replaced by an older one, data only; a
+snapshot this worker cannot trust (crafted, altered, another key's, an earlier version's pickle) is not read: the
+shard comes from the other copy or is rebuilt."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import pickle
+from dataclasses import replace
 from pathlib import Path
 
 import orjson
 import pytest
 
 from revpulse.agents.base import ProducerService
-from revpulse.agents.snapshots import Encoding, SnapshotStore, _private, decode_snapshot, parse_manifest
-from revpulse.settings import Settings
+from revpulse.agents.snapshots import Encoding, Manifest, SnapshotStore, _private, parse_manifest
+from revpulse.settings import Settings, SettingsError
 from revpulse.streams.engine import EngineConfig
-from revpulse.streams.partition import InputRecord, Router, Shard
+from revpulse.streams.partition import InputRecord, Router, Shard, ShardState
 from revpulse.streams.pipeline import decoder
+from revpulse.streams.state_codec import FORMAT, SnapshotError
 from tests.support.deployment import settings_for
 from tests.support.harness import Harness
 from tests.support.paths import FIXTURES
+
+KEY = "0123456789abcdef" * 4
 
 
 def signups(shard: Shard, router: Router, first: int, count: int) -> None:
@@ -50,10 +58,45 @@ def results(encoding: Encoding) -> list[tuple[int, bytes]]:
     return asyncio.run(collect())
 
 
-def test_a_forked_encoding_holds_the_state_as_it_was_at_the_fork(tmp_path: Path) -> None:
+class _Skips(list[tuple[str, str]]):
+    def __call__(self, role: str, reason: str) -> None:
+        self.append((role, reason))
+
+
+def _store(tmp_path: Path, key: str | None = None) -> tuple[SnapshotStore, _Skips]:
     settings = settings_for(tmp_path)
-    store = SnapshotStore(settings, EngineConfig(), ProducerService(settings))
-    router = Router(decoder(settings), shards=1)
+    if key is not None:
+        settings = replace(settings, state_key=key)
+    skips = _Skips()
+    return SnapshotStore(settings, EngineConfig(), ProducerService(settings), skips), skips
+
+
+def _shard_with_signups() -> Shard:
+    shard = Shard(0, EngineConfig())
+    signups(shard, Router(decoder(Settings()), shards=1), 0, 3)
+    return shard
+
+
+def _restore(store: SnapshotStore, topic: dict[bytes, bytes | None], committed: int = 1) -> ShardState | None:
+    """What `load` restores for shard 0 with the snapshot topic holding `topic`."""
+
+    async def values() -> dict[bytes, bytes | None]:
+        return topic
+
+    store._topic_values = values  # type: ignore[method-assign]
+    return asyncio.run(store.load({0: committed}))[0]
+
+
+def _on_topic(state: ShardState, store: SnapshotStore, blob: bytes | None = None) -> dict[bytes, bytes | None]:
+    """The snapshot topic's records of one snapshot of shard 0 (its manifest, one chunk)."""
+    manifest = {"snapshot": f"0/{state.next_offset}", "chunks": 1, "next_offset": state.next_offset, "format": FORMAT}
+    chunk = blob if blob is not None else store.encode(0, state)
+    return {b"0": orjson.dumps(manifest), f"0/{state.next_offset}/0".encode(): chunk}
+
+
+def test_a_forked_encoding_holds_the_state_as_it_was_at_the_fork(tmp_path: Path) -> None:
+    store, _ = _store(tmp_path)
+    router = Router(decoder(Settings()), shards=1)
     shard = Shard(0, EngineConfig())
     signups(shard, router, 0, 3)
     before = (shard.state.next_offset, shard.state.engine.ledger.items())
@@ -63,7 +106,7 @@ def test_a_forked_encoding_holds_the_state_as_it_was_at_the_fork(tmp_path: Path)
     blobs = dict(results(encoding))
 
     assert blobs.keys() == {0} and not encoding.paths[0].exists()
-    restored = pickle.loads(blobs[0])
+    restored = store.decode(0, blobs[0])
     assert (restored.next_offset, restored.engine.ledger.items()) == before
     assert restored.next_offset == 1
     assert restored.engine.ledger.get(("signups", "all", 1_700_000_000 // 3600)) == 1
@@ -71,83 +114,148 @@ def test_a_forked_encoding_holds_the_state_as_it_was_at_the_fork(tmp_path: Path)
 
 
 def test_a_failed_encoding_yields_nothing_and_leaves_no_file(tmp_path: Path) -> None:
-    settings = settings_for(tmp_path)
-    store = SnapshotStore(settings, EngineConfig(), ProducerService(settings))
+    store, _ = _store(tmp_path)
     shard = Shard(0, EngineConfig())
-    shard.state.outcomes["unpicklable"] = lambda: None  # type: ignore[assignment,index]
+    shard.state.outcomes[("topic", "type", lambda: None)] = 1  # type: ignore[index]
     encoding = store.encode_aside({0: shard.state})
 
     assert results(encoding) == []
     assert not encoding.paths[0].exists()
 
 
-def test_a_snapshot_written_before_the_revpulse_package_restores_to_the_same_metrics(tmp_path: Path) -> None:
-    """tests/fixtures/snapshots/shard-0.v1.pickle was written by the layout with top-level `streams` and
-    `schemas` packages; the .json beside it holds its events and the series they gave then."""
-    settings = settings_for(tmp_path)
-    store = SnapshotStore(settings, EngineConfig(hot_accounts=2), ProducerService(settings))
-    store.directory.mkdir(parents=True)
-    (store.directory / "shard-0.pickle").write_bytes((FIXTURES / "snapshots" / "shard-0.v1.pickle").read_bytes())
+def test_a_snapshot_written_and_read_back_restores_the_same_state(tmp_path: Path) -> None:
+    store, skips = _store(tmp_path, KEY)
+    shard = _shard_with_signups()
+    store._make_directory()
+    (store.directory / "shard-0.state").write_bytes(store.encode(0, shard.state))
+    restored = _restore(store, {})
+    assert restored is not None and restored.engine.ledger.items() == shard.state.engine.ledger.items()
+    assert skips == []
+
+
+def test_a_snapshot_of_the_previous_version_is_not_read_and_the_shard_rebuilds(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """tests/fixtures/snapshots/shard-0.v1.pickle was written by an earlier version (a pickle); the .json beside
+    it holds its events and the series they gave then. It is deleted unread, not counted (RevPulse wrote it), and
+    the shard rebuilt from its events serves the series the snapshot did."""
+    store, skips = _store(tmp_path)
+    store._make_directory()
+    legacy = store.directory / "shard-0.pickle"
+    legacy.write_bytes((FIXTURES / "snapshots" / "shard-0.v1.pickle").read_bytes())
     expected = orjson.loads((FIXTURES / "snapshots" / "shard-0.v1.json").read_bytes())
 
-    restored = store._load_local(0)
+    with caplog.at_level(logging.WARNING):
+        restored = _restore(store, {}, committed=len(expected["events"]))
 
-    assert restored is not None and restored.next_offset == len(expected["events"])
+    assert restored is None and not legacy.exists() and skips == []
+    assert "earlier version (a pickle): deleted, not read" in caplog.text
     harness = Harness(Settings(clock="event", shards=1, hot_accounts=2))
-    shard = Shard(0, EngineConfig(hot_accounts=2), restored)
-    harness.pipeline.shards[0] = shard
-    harness.pipeline.rollup.update(0, shard.all_partials())
+    harness.send(*expected["events"])  # what the shard topic replays to a shard restored from nothing
     assert harness.values() == expected["values"]
 
 
+def test_a_pickle_of_the_previous_version_on_the_topic_is_not_read(tmp_path: Path) -> None:
+    store, skips = _store(tmp_path)
+    legacy_manifest = b'{"snapshot": "0/8", "chunks": 1, "next_offset": 8}'  # no format: an earlier version's
+    pickled = (FIXTURES / "snapshots" / "shard-0.v1.pickle").read_bytes()
+    assert _restore(store, {b"0": legacy_manifest, b"0/8/0": pickled}) is None
+    assert skips == [] and store._topic_chunks[0] == [b"0/8/0"]  # tombstoned by the next snapshot written
+
+
 class _Shell:
+    """Unpickled, this would run a shell command creating the file `marker`."""
+
+    marker: Path
+
     def __reduce__(self) -> tuple[object, tuple[str]]:
-        import os
-
-        return (os.system, ("true",))
+        return (os.system, (f"touch {self.marker}",))
 
 
-@pytest.mark.parametrize(
-    "blob",
-    [pickle.dumps(_Shell()), pickle.dumps({"not": "a state"}), b"\x80\x05garbage"],
-    ids=["a-function-call", "another-type", "garbage"],
-)
-def test_a_snapshot_that_is_not_a_shard_state_is_refused(tmp_path: Path, blob: bytes) -> None:
-    with pytest.raises(pickle.UnpicklingError if blob[:3] != b"\x80\x05g" else Exception):
-        decode_snapshot(blob)
-    settings = settings_for(tmp_path)
-    store = SnapshotStore(settings, EngineConfig(), ProducerService(settings))
-    store.directory.mkdir(parents=True)
-    (store.directory / "shard-0.pickle").write_bytes(blob)
-    assert store._load_local(0) is None
+def test_a_forged_snapshot_cannot_run_code(tmp_path: Path) -> None:
+    """The attack of issue 14: a pickle that runs a command, as the data dir's snapshot and on the topic under a
+    manifest of the current format. Neither runs; both are counted; the shard rebuilds."""
+    _Shell.marker = tmp_path / "marker"
+    forged = pickle.dumps(_Shell())
+    store, skips = _store(tmp_path)
+    store._make_directory()
+    (store.directory / "shard-0.state").write_bytes(forged)
+    (store.directory / "shard-0.pickle").write_bytes(forged)
+    state = _shard_with_signups().state
+    assert _restore(store, _on_topic(state, store, forged)) is None
+    assert not _Shell.marker.exists()
+    assert skips == [("snapshots", "invalid_file"), ("snapshots", "invalid_snapshot")]
+
+
+def test_a_tampered_file_is_rejected_and_the_topic_copy_restores(tmp_path: Path) -> None:
+    store, skips = _store(tmp_path)
+    state = _shard_with_signups().state
+    blob = bytearray(store.encode(0, state))
+    blob[40] ^= 1
+    store._make_directory()
+    (store.directory / "shard-0.state").write_bytes(bytes(blob))
+
+    restored = _restore(store, _on_topic(state, store))
+
+    assert restored is not None and restored.engine.ledger.items() == state.engine.ledger.items()
+    assert skips == [("snapshots", "invalid_file")]
+
+
+def test_with_a_key_only_snapshots_signed_with_it_are_read(tmp_path: Path) -> None:
+    state = _shard_with_signups().state
+    signer, _ = _store(tmp_path / "a", KEY)
+    other, _ = _store(tmp_path / "b", "f" * 32)
+    unsigned, _ = _store(tmp_path / "c")
+    assert signer.decode(0, signer.encode(0, state)).engine.ledger.items() == state.engine.ledger.items()
+    for writer, reader in [(other, signer), (unsigned, signer), (signer, unsigned)]:
+        with pytest.raises(SnapshotError):
+            reader.decode(0, writer.encode(0, state))
+
+    store, skips = _store(tmp_path / "d", KEY)
+    assert _restore(store, _on_topic(state, unsigned)) is None  # a forged, well-formed, unsigned snapshot
+    assert skips == [("snapshots", "invalid_snapshot")]
+
+
+def test_a_topic_snapshot_of_another_shard_or_offset_is_refused(tmp_path: Path) -> None:
+    store, skips = _store(tmp_path)
+    state = _shard_with_signups().state
+    topic = _on_topic(state, store)
+    other_shard = {**topic, f"0/{state.next_offset}/0".encode(): store.encode(1, state)}
+    assert _restore(store, other_shard) is None
+    state.next_offset = 7
+    other_offset = {**topic, f"0/{1}/0".encode(): store.encode(0, state)}
+    assert _restore(store, other_offset) is None
+    assert skips == [("snapshots", "invalid_snapshot")] * 2
 
 
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
-        (b'{"snapshot": "3/20", "chunks": 2, "next_offset": 20}', ("3/20", 2, 20)),
+        (b'{"snapshot": "3/20", "chunks": 2, "next_offset": 20, "format": 2}', Manifest("3/20", 2, 20, 2)),
+        (b'{"snapshot": "3/20", "chunks": 2, "next_offset": 20}', Manifest("3/20", 2, 20, 1)),  # a pickle's
         (b'{"snapshot": "4/20", "chunks": 2, "next_offset": 20}', None),  # another shard's name
         (b'{"snapshot": "3/20", "chunks": 0, "next_offset": 20}', None),
         (b'{"snapshot": "3/20", "chunks": 100001, "next_offset": 20}', None),
         (b'{"snapshot": "3/20", "chunks": true, "next_offset": 20}', None),
         (b'{"snapshot": "3/-1", "chunks": 1, "next_offset": -1}', None),
         (b'{"snapshot": "3/20", "chunks": "2", "next_offset": 20}', None),
+        (b'{"snapshot": "3/20", "chunks": 2, "next_offset": 20, "format": "2"}', None),
+        (b'{"snapshot": "3/20", "chunks": 2, "next_offset": 20, "format": 0}', None),
         (b"[1, 2]", None),
         (b"\xff", None),
     ],
 )
-def test_only_a_manifest_of_ours_is_taken(value: bytes, expected: tuple[str, int, int] | None) -> None:
+def test_only_a_manifest_of_ours_is_taken(value: bytes, expected: Manifest | None) -> None:
     assert parse_manifest(value, 3) == expected
 
 
 def test_snapshots_are_private_to_the_workers_user(tmp_path: Path) -> None:
-    settings = settings_for(tmp_path)
-    store = SnapshotStore(settings, EngineConfig(), ProducerService(settings))
+    store, _ = _store(tmp_path)
     shard = Shard(0, EngineConfig())
     encoding = store.encode_aside({0: shard.state})
     assert [s for s, _ in results(encoding)] == [0]
     store.directory.chmod(0o755)
-    path = store.directory / "shard-0.pickle"
+    path = store.directory / "shard-0.state"
     path.write_bytes(b"old")
     path.chmod(0o644)
     store._make_directory()
@@ -155,3 +263,12 @@ def test_snapshots_are_private_to_the_workers_user(tmp_path: Path) -> None:
         handle.write(b"new")
     assert (store.directory.stat().st_mode & 0o777, path.stat().st_mode & 0o777) == (0o700, 0o600)
     assert path.read_bytes() == b"new"
+
+
+def test_the_state_key_is_a_setting_kept_out_of_reprs() -> None:
+    settings = Settings.from_env({"REVPULSE_STATE_KEY": KEY})
+    assert settings.state_key == KEY and KEY not in repr(settings)
+    assert Settings.from_env({}).state_key is None
+    with pytest.raises(SettingsError, match="REVPULSE_STATE_KEY: must be at least 32 characters") as raised:
+        Settings.from_env({"REVPULSE_STATE_KEY": "short-secret"})
+    assert "short-secret" not in str(raised.value)

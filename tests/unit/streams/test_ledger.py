@@ -3,11 +3,8 @@ shard's cells."""
 
 from __future__ import annotations
 
-import pickle
-
 import pytest
 
-from revpulse.streams.engine import Engine
 from revpulse.streams.ledger import Cells, Ledger
 
 STARTS = (100, 110)
@@ -48,21 +45,13 @@ def test_a_slice_before_the_horizon_counts_at_the_horizon() -> None:
     assert ledger.window_sums("signups", "all", STARTS) == [0, 0]
 
 
-def test_cells_publish_what_changed_and_an_old_snapshot_ledger_becomes_cells() -> None:
+def test_cells_publish_what_changed() -> None:
     cells = Cells()
     cells.apply({}, {("signups", "smb", 5): 2, ("signups", "all", 5): 2})
     cells.apply({("signups", "smb", 5): 2}, {("signups", "smb", 6): 1})
     assert cells.take_touched() == {("signups", "smb", 5): 0, ("signups", "all", 5): 2, ("signups", "smb", 6): 1}
     assert cells.take_touched() == {}
     assert cells.items() == {("signups", "all", 5): 2, ("signups", "smb", 6): 1}
-
-    # Engines pickled before shards kept flat cells hold a `Ledger`: unpickling turns it into the same cells.
-    engine = Engine()
-    engine.ledger = Ledger()  # type: ignore[assignment]
-    for key, value in cells.items().items():
-        engine.ledger.add(key, value)
-    restored = pickle.loads(pickle.dumps(engine))
-    assert isinstance(restored.ledger, Cells) and restored.ledger.items() == cells.items()
 
 
 def test_reading_an_undeclared_quantity_fails_instead_of_reading_zero() -> None:

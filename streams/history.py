@@ -1,0 +1,141 @@
+"""History (SPEC §5): the state every series is computed from, at each UTC midnight, as ledger cells of its own.
+
+A point at midnight D holds, per segment, what `series` reads at as_of = D over the events with occurred_at ≤ D:
+each snapshot quantity's value, each step's value at every window's t0 and each flow's sum over every window.
+They are cells `(h:<quantity>[@<window>], segment, hour of D)`, so a shard keeps, snapshots and publishes them
+like any other cell, and the rollup sums them over shards. Shards capture a point when their watermark passes D
+(then every event they accepted is ≤ D, so their live cells are the state at D) and revise it when an event
+≤ D arrives later (see `Engine`); a point older than watermark − 90 d − allowed lateness is final.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Final
+
+from revpulse.streams.ledger import Key, LiveCells
+from revpulse.streams.quantities import ACTIVE_ACCOUNTS, FLOWS, QUANTITIES, SNAPSHOTS, STEPS
+from revpulse.streams.windows import HOUR_US, WINDOWS
+
+DAY_US: Final = 24 * HOUR_US
+PREFIX: Final = "h:"
+# (CAPTURED, "", hour of D) = 1: the shard captured D; without it the rollup derives the shard's point from its
+# live cells (a shard whose watermark has not passed D) or counts nothing (D before the shard's first event).
+CAPTURED: Final = "h:captured"
+# (SEEN, segment, hour of D) = 1: `other` or `unknown` had been resolved to by D, so its series exist at D.
+SEEN: Final = "h:seen"
+
+SNAPSHOT_KEY: Final = {q: f"{PREFIX}{q}" for q in SNAPSHOTS}
+WINDOW_KEY: Final = {(q, w): f"{PREFIX}{q}@{w}" for q in FLOWS | STEPS for w in WINDOWS}
+# The flows whose every slice a shard's live cells keep, even of forgotten events (not `active_accounts`, whose
+# one cell per account and segment moves to its latest slice).
+EVENT_FLOWS: Final = FLOWS - {ACTIVE_ACCOUNTS}
+EVENT_FLOW_KEYS: Final = frozenset(WINDOW_KEY[(q, w)] for q in EVENT_FLOWS for w in WINDOWS)
+QUANTITIES_OF_HISTORY: Final = frozenset({CAPTURED, SEEN, *SNAPSHOT_KEY.values(), *WINDOW_KEY.values()})
+_WINDOW_KEYS: Final = {q: tuple(WINDOW_KEY[(q, w)] for w in WINDOWS) for q in FLOWS | STEPS}
+_LENGTHS: Final = tuple(WINDOWS.values())
+_DAYS: Final = tuple(hours // 24 for hours in _LENGTHS)
+_SPAN: Final = max(_DAYS) + 1  # the days `capture` reads one by one; those before are summed
+
+assert not any(q.startswith(PREFIX) for q in QUANTITIES), "history cells are told apart by their prefix"
+
+
+def is_history(quantity: str) -> bool:
+    return quantity.startswith(PREFIX)
+
+
+def midnight_hour(day_us: int) -> int:
+    return day_us // HOUR_US
+
+
+def midnights(after_us: int, until_us: int) -> range:
+    """The UTC midnights D with after_us < D ≤ until_us, in µs."""
+    first = (after_us // DAY_US + 1) * DAY_US
+    return range(first, until_us + 1, DAY_US)
+
+
+def state_at(cells: Iterable[tuple[Key, int]], day_us: int) -> dict[Key, int]:
+    """The point at midnight `day_us` from cells (a shard's, or one entity's contribution) of events all ≤ it.
+
+    A flow sums its slices from each window's t0 up to the slice of D (which then holds only events at D
+    exactly); a step is its prefix sum at each t0; a snapshot is its value. History cells are skipped."""
+    dh = day_us // HOUR_US
+    starts = [dh - hours + 1 for hours in _LENGTHS]
+    first = min(starts)
+    out: dict[Key, int] = {}
+    get = out.get
+    for (quantity, segment, hour), value in cells:
+        if quantity in SNAPSHOTS:
+            key = (SNAPSHOT_KEY[quantity], segment, dh)
+            out[key] = get(key, 0) + value
+        elif quantity in STEPS:
+            for name, t0 in zip(_WINDOW_KEYS[quantity], starts, strict=True):
+                if hour <= t0:
+                    key = (name, segment, dh)
+                    out[key] = get(key, 0) + value
+        elif quantity in FLOWS and first <= hour <= dh:
+            for name, t0 in zip(_WINDOW_KEYS[quantity], starts, strict=True):
+                if hour >= t0:
+                    key = (name, segment, dh)
+                    out[key] = get(key, 0) + value
+    return {key: value for key, value in out.items() if value}
+
+
+def capture(live: LiveCells, day_us: int) -> dict[Key, int]:
+    """`state_at(live.values.items(), day_us)`, from the day sums: what a shard's point costs does not grow with
+    its cells. Window W of n days at midnight D spans the hours of day D − n but its first, the n − 1 days after
+    it, and the hour of D; a step at its t0 (the second hour of day D − n) is everything up to that hour."""
+    first = day_us // DAY_US - _SPAN  # day D − 91: every day before it is in `live.before`
+    dh = day_us // HOUR_US
+    live.fold_days(first)
+    values, days, before = live.values, live.days, live.before
+    out: dict[Key, int] = {}
+    for quantity, segment in live.groups:
+        if quantity in SNAPSHOTS:
+            value = values.get((quantity, segment, 0))
+            if value:
+                out[(SNAPSHOT_KEY[quantity], segment, dh)] = value
+            continue
+        step = quantity in STEPS
+        if not step and quantity not in FLOWS:
+            continue
+        # running[i]: Σ of the days before day first + i (and, for a step, everything before those)
+        running = [before.get((quantity, segment), 0) if step else 0]
+        for i in range(_SPAN):
+            running.append(running[-1] + days.get((quantity, segment, first + i), 0))
+        for name, n in zip(_WINDOW_KEYS[quantity], _DAYS, strict=True):
+            start = dh - n * 24  # the first hour of day D − n
+            if step:
+                value = running[_SPAN - n] + values.get((quantity, segment, start), 0)
+                value += values.get((quantity, segment, start + 1), 0)
+            else:
+                value = running[_SPAN] - running[_SPAN - n] - values.get((quantity, segment, start), 0)
+                value += values.get((quantity, segment, dh), 0)
+            if value:
+                out[(name, segment, dh)] = value
+    return out
+
+
+def difference(after: Mapping[Key, int], before: Mapping[Key, int]) -> dict[Key, int]:
+    out = {key: value - before.get(key, 0) for key, value in after.items()}
+    for key, value in before.items():
+        if key not in after:
+            out[key] = -value
+    return {key: value for key, value in out.items() if value}
+
+
+class PointView:
+    """One point's summed cells, read the way `series.compute_series` reads the live ledger."""
+
+    def __init__(self, cells: Mapping[tuple[str, str], int]) -> None:
+        self.cells = cells  # (history quantity, segment) -> value
+
+    def advance_horizon(self, horizon: int) -> None:
+        """A point is final or revised by its cells: nothing to fold."""
+
+    def snapshot(self, quantity: str, segment: str) -> int:
+        return self.cells.get((SNAPSHOT_KEY[quantity], segment), 0)
+
+    def window_sums(self, quantity: str, segment: str, starts: Sequence[int]) -> list[int]:
+        assert len(starts) == len(_LENGTHS), "one start per window, in WINDOWS order"
+        return [self.cells.get((name, segment), 0) for name in _WINDOW_KEYS[quantity]]
