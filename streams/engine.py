@@ -13,7 +13,7 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right, insort
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from itertools import chain, islice
+from itertools import islice
 from typing import Final
 
 import orjson
@@ -132,11 +132,11 @@ class Account(Keyed):
             self.ids,
             self.latest,
             self.kept,
-            list(chain.from_iterable(self.segment_stamps)),
+            self.segment_stamps,
             self.segment_values,
-            [(t, seq, *event_fields(event)) for t, seq, event in self.billing],
+            [(t, seq, event_fields(event)) for t, seq, event in self.billing],
             self.first_trial,
-            list(chain.from_iterable(self.product)),
+            self.product,
             self.last_active,
             self.leads,
             self.opportunities,
@@ -154,28 +154,25 @@ class Account(Keyed):
         record = orjson.loads(data)
         ids, latest, kept, stamps, values, billing, first_trial, product, last_active, leads, opps, base = record
         events: Timeline = []
-        for entry in billing:
-            event = Event(*entry[2:])
+        for t, seq, fields in billing:
+            event = Event(*fields)
             if type(event.money) is str:
                 event.money = int(event.money)
-            events.append((entry[0], entry[1], event))
+            events.append((t, seq, event))
         if base is not None:
             subscriptions, recorded, paid_before, last_churn, hour, mrr = base
             subscriptions = {sub_id: int(amount) for sub_id, amount in subscriptions.items()}
             base = (subscriptions, int(recorded), paid_before, last_churn, hour, int(mrr))
-        # Pairs and triples are flattened in the record: zip rebuilds the tuples the bisects compare, in C.
-        flat = iter(stamps)
-        segment_stamps = list(zip(flat, flat, strict=True))
-        flat = iter(product)
+        # JSON has lists only: the stamps and product events become the tuples the bisects compare again (in C).
         return cls(
             ids,
             latest,
             kept,
-            segment_stamps,
+            list(map(tuple, stamps)),
             values,
             events,
             None if first_trial is None else (first_trial[0], first_trial[1]),
-            list(zip(flat, flat, flat, strict=True)),
+            list(map(tuple, product)),
             last_active,
             tuple(leads),
             tuple(opps),
@@ -184,10 +181,10 @@ class Account(Keyed):
 
 
 # An encoded account (`Account.encode`), a JSON list: [ids {topic: {event id: µs}}, latest {topic: µs},
-# kept {topic: n}, segment stamps [µs, seq, µs, seq, ...], segment values [str], billing [[µs, seq, *event
-# fields]], first trial [µs, seq] | null, product [µs, seq, type, µs, seq, type, ...], last active {segment: hour},
-# leads [id], opportunities [id], billing base [{subscription: mrr}, mrr, paid before, last churn | null, hour,
-# mrr] | null]. Money (an event's, the billing base's) may be a decimal string (`plain.widen`).
+# kept {topic: n}, segment stamps [[µs, seq]], segment values [str], billing [[µs, seq, [event fields]]],
+# first trial [µs, seq] | null, product [[µs, seq, type]], last active {segment: hour}, leads [id],
+# opportunities [id], billing base [{subscription: mrr}, mrr, paid before, last churn | null, hour, mrr] | null].
+# Money (an event's, the billing base's) may be a decimal string (`plain.widen`).
 ACCOUNT_RECORD: Final = 12
 
 
@@ -290,6 +287,7 @@ class Engine:
         # latest its watermark has passed.
         self.history_from: int | None = None
         self.history_until: int | None = None
+        self.topic_latest: dict[str, int] = {}  # input topic -> the latest occurred_at accepted from it
 
     # Snapshots hold the attributes `state_codec.ENGINE_FIELDS` lists, as data: a new attribute is added there.
 
@@ -314,6 +312,8 @@ class Engine:
         ids[event.event_id] = event.t
         if len(ids) >= _FORGET_AT and len(ids) >= 2 * keyed.kept.get(topic, 0):
             keyed.forget(topic, ids, latest - lateness)
+        if event.t > self.topic_latest.get(topic, _NO_HORIZON):
+            self.topic_latest[topic] = event.t
         if self.watermark is None or event.t > self.watermark:
             self._pass_midnights(event.t)
             self.watermark = event.t
@@ -496,10 +496,16 @@ class Engine:
             self.ledger.add(key, amount)
 
     def _horizon(self) -> int | None:
-        """Events before this are older than every window (SPEC §2: watermark − 90 d − allowed lateness)."""
+        """Events before this are older than every window (SPEC §2: watermark − 90 d − allowed lateness). While a
+        history is kept, "watermark" is that of the input topic read furthest behind (among those within a longest
+        window of the watermark): its events still to come revise points whose windows reach back that far."""
         if self.watermark is None:
             return None
-        return self.watermark - LONGEST_WINDOW_HOURS * HOUR_US - self.config.allowed_lateness_us
+        progress = self.watermark
+        if self.config.history_days > 0:
+            floor = self.watermark - LONGEST_WINDOW_HOURS * HOUR_US
+            progress = min((t for t in self.topic_latest.values() if t >= floor), default=progress)
+        return progress - LONGEST_WINDOW_HOURS * HOUR_US - self.config.allowed_lateness_us
 
     def _state_horizon(self) -> int:
         """Billing events, segment points, leads' and opportunities' events are forgotten before this: every
@@ -659,11 +665,13 @@ class Engine:
         seen = [segment for segment in ("other", "unknown") if segment in self.segments_seen]
         for day in captured:
             hour = history.midnight_hour(day)
-            for key, value in history.capture(self.ledger, day).items():
-                points.add(key, value)
-            points.add((history.CAPTURED, "", hour), 1)
+            point = history.capture(self.ledger, day)
+            point[(history.CAPTURED, "", hour)] = 1
             for segment in seen:
-                points.add((history.SEEN, segment, hour), 1)
+                point[(history.SEEN, segment, hour)] = 1
+            # A new midnight: none of its cells exist yet, so they are set at once.
+            points.values.update(point)
+            points.touched.update(point)
         self.history_until = captured[-1]
         # Points past the kept days go in one pass every 30th day (since the epoch): a pass reads every point.
         if any(day // history.DAY_US % 30 == 0 for day in captured):

@@ -84,35 +84,51 @@ def state_at(cells: Iterable[tuple[Key, int]], day_us: int) -> dict[Key, int]:
 def capture(live: LiveCells, day_us: int) -> dict[Key, int]:
     """`state_at(live.values.items(), day_us)`, from the day sums: what a shard's point costs does not grow with
     its cells. Window W of n days at midnight D spans the hours of day D − n but its first, the n − 1 days after
-    it, and the hour of D; a step at its t0 (the second hour of day D − n) is everything up to that hour."""
-    first = day_us // DAY_US - _SPAN  # day D − 91: every day before it is in `live.before`
+    it, and the hour of D; a step at its t0 (the second hour of day D − n) is everything up to that hour. The day
+    after the last point, a quantity and segment unchanged in the days that point counted moves by one day."""
+    day = day_us // DAY_US
+    first = day - _SPAN  # day D − 91: every day before it is in `live.before`
     dh = day_us // HOUR_US
     live.fold_days(first)
-    values, days, before = live.values, live.days, live.before
+    cell, before, kept = live.values.get, live.before, live.sums
+    moved = live.captured_day == day - 1
+    dirty = live.dirty
     out: dict[Key, int] = {}
-    for quantity, segment in live.groups:
+    for group, by_day in live.days.items():
+        quantity, segment = group
         if quantity in SNAPSHOTS:
-            value = values.get((quantity, segment, 0))
+            value = cell((quantity, segment, 0))
             if value:
                 out[(SNAPSHOT_KEY[quantity], segment, dh)] = value
             continue
         step = quantity in STEPS
         if not step and quantity not in FLOWS:
             continue
-        # running[i]: Σ of the days before day first + i (and, for a step, everything before those)
-        running = [before.get((quantity, segment), 0) if step else 0]
-        for i in range(_SPAN):
-            running.append(running[-1] + days.get((quantity, segment, first + i), 0))
-        for name, n in zip(_WINDOW_KEYS[quantity], _DAYS, strict=True):
+        sums = kept.get(group) if moved and group not in dirty else None
+        if sums is not None:
+            if step:
+                sums = [total + by_day.get(day - 1 - n, 0) for total, n in zip(sums, _DAYS, strict=True)]
+            else:
+                last = by_day.get(day - 1, 0)
+                sums = [total + last - by_day.get(day - 1 - n, 0) for total, n in zip(sums, _DAYS, strict=True)]
+        else:
+            # running[i]: Σ of the days before day first + i (and, for a step, everything before those)
+            running = [before.get(group, 0) if step else 0]
+            for i in range(_SPAN):
+                running.append(running[-1] + by_day.get(first + i, 0))
+            whole = running[_SPAN]
+            sums = [running[_SPAN - n] if step else whole - running[_SPAN - n] for n in _DAYS]
+        kept[group] = sums
+        for name, n, total in zip(_WINDOW_KEYS[quantity], _DAYS, sums, strict=True):
             start = dh - n * 24  # the first hour of day D − n
             if step:
-                value = running[_SPAN - n] + values.get((quantity, segment, start), 0)
-                value += values.get((quantity, segment, start + 1), 0)
+                value = total + cell((quantity, segment, start), 0) + cell((quantity, segment, start + 1), 0)
             else:
-                value = running[_SPAN] - running[_SPAN - n] - values.get((quantity, segment, start), 0)
-                value += values.get((quantity, segment, dh), 0)
+                value = total - cell((quantity, segment, start), 0) + cell((quantity, segment, dh), 0)
             if value:
                 out[(name, segment, dh)] = value
+    live.captured_day = day
+    dirty.clear()
     return out
 
 

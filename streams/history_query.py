@@ -105,10 +105,14 @@ def every_series(points: Points, start: int | None = None, end: int | None = Non
     return [{"metric": m, "labels": dict(labels), "points": values} for (m, labels), values in sorted(grouped.items())]
 
 
-def openmetrics(points: Points, start: int | None = None, end: int | None = None) -> Iterable[str]:
+def openmetrics(
+    points: Points, start: int | None = None, end: int | None = None, extra: Mapping[str, str] | None = None
+) -> Iterable[str]:
     """Every kept point of every series, as OpenMetrics text with timestamps (for `promtool tsdb
-    create-blocks-from openmetrics`): named and labelled as on `/metrics`, undefined values left out as there.
-    A family's samples come together, each series' in time order, as the format requires."""
+    create-blocks-from openmetrics`): named and labelled as on `/metrics`, plus the `extra` labels (e.g. the
+    `job` the scrape adds, so the past and the scraped present are one series); undefined values left out as
+    there. A family's samples come together, each series' in time order, as the format requires."""
+    added = tuple(sorted((extra or {}).items()))
     families: dict[str, dict[Labels, list[tuple[int, float]]]] = {}
     for day, series in points:
         if not _in_range(day, start, end):
@@ -121,7 +125,7 @@ def openmetrics(points: Points, start: int | None = None, end: int | None = None
         yield f"# HELP {name} {_escape_help(HELP[metric])}\n"
         yield f"# TYPE {name} gauge\n"
         for labels, samples in sorted(families[metric].items()):
-            inner = ",".join(f'{k}="{_escape_label(v)}"' for k, v in labels)
+            inner = ",".join(f'{k}="{_escape_label(v)}"' for k, v in sorted((*labels, *added)))
             for day, value in samples:
                 yield f"{name}{{{inner}}} {_number(value)} {day // US_PER_SECOND}\n"
     yield "# EOF\n"

@@ -110,16 +110,20 @@ class Cells(Totals):
 
 
 class LiveCells(Cells):
-    """A shard's live cells, also summed per (quantity, segment, day): a history point then reads about 90 day
-    sums per quantity and segment, not every cell (`history.capture`). Days before `folded_until` are summed
-    into `before`, one per quantity and segment; the sums are derived from the cells, so they need no saving."""
+    """A shard's live cells, also summed per (quantity, segment) and day, so that a history point costs a few
+    sums per quantity and segment, not a pass over every cell (`history.capture`). Days before `folded_until` are
+    summed into `before`. `sums` holds what the last point read per quantity and segment, `dirty` those changed
+    since in a day it had counted: the next midnight's point moves the others by a day. All of it is derived from
+    the cells, so it needs no saving."""
 
     def __init__(self, values: Mapping[Key, int] | None = None) -> None:
         super().__init__(values)
-        self.days: dict[Key, int] = {}
+        self.days: dict[tuple[str, str], dict[int, int]] = {}
         self.before: dict[tuple[str, str], int] = {}
-        self.groups: set[tuple[str, str]] = set()
-        self.folded_until = -(2**62)  # the first day kept apart
+        self.folded_until = -(2**62)  # the first day not in `before`
+        self.captured_day: int | None = None
+        self.sums: dict[tuple[str, str], list[int]] = {}
+        self.dirty: set[tuple[str, str]] = set()
         self.recording: Contribution | None = None  # while set, every add is also summed here
         for key, amount in self.values.items():
             self._day(key, amount)
@@ -133,34 +137,32 @@ class LiveCells(Cells):
 
     def _day(self, key: Key, amount: int) -> None:
         quantity, segment, hour = key
+        group = (quantity, segment)
         day = hour // 24
+        by_day = self.days.get(group)
+        if by_day is None:
+            by_day = self.days[group] = {}
         if day < self.folded_until:
-            total = self.before.get((quantity, segment))
-            if total is None:
-                self.groups.add((quantity, segment))
-                total = 0
-            self.before[(quantity, segment)] = total + amount
+            self.before[group] = self.before.get(group, 0) + amount
+            self.dirty.add(group)
             return
-        days = self.days
-        total = days.get((quantity, segment, day))
-        if total is None:
-            self.groups.add((quantity, segment))
-            days[(quantity, segment, day)] = amount
-        else:
-            days[(quantity, segment, day)] = total + amount
+        by_day[day] = by_day.get(day, 0) + amount
+        captured = self.captured_day
+        if captured is not None and day < captured:
+            self.dirty.add(group)
 
     def fold_days(self, until: int) -> None:
         """Sum every day before `until` into `before`."""
-        if self.folded_until < until:
-            days, before = self.days, self.before
-            if until - self.folded_until > 10_000:
-                self.folded_until = min((key[2] for key in days), default=until)
-            for day in range(self.folded_until, until):
-                for quantity, segment in self.groups:
-                    amount = days.pop((quantity, segment, day), None)
-                    if amount:
-                        before[(quantity, segment)] = before.get((quantity, segment), 0) + amount
-            self.folded_until = until
+        if self.folded_until >= until:
+            return
+        before = self.before
+        for group, by_day in self.days.items():
+            first = self.folded_until if until - self.folded_until <= 10_000 else min(by_day, default=until)
+            for day in range(first, until):
+                amount = by_day.pop(day, None)
+                if amount:
+                    before[group] = before.get(group, 0) + amount
+        self.folded_until = until
 
 
 class Ledger(Totals):

@@ -25,6 +25,7 @@ class Rollup:
         self.points: dict[int, dict[tuple[str, str], int]] = {}
         self.captured: dict[int, set[int]] = {}
         self.point_versions: dict[int, int] = {}
+        self.changed_points: set[int] = set()  # hours whose point changed in this update
 
     def update(self, shard: int, partials: dict[Key, int]) -> None:
         """Take a shard's absolute cell values, in order; applying the same values twice changes nothing."""
@@ -56,6 +57,7 @@ class Rollup:
                         del values[key]
         if live:
             self._touch_derived(shard)
+        self._bump_points()
         if changed:
             # Readers recompute on a new version: an update that moves nothing (the echo of partials already
             # taken, an empty batch) must not cost a recomputation.
@@ -74,7 +76,13 @@ class Rollup:
         values.clear()
         if had:
             self._touch_derived(shard)
+        self._bump_points()
         return had
+
+    def _bump_points(self) -> None:
+        for hour in self.changed_points:
+            self.point_versions[hour] = self.point_versions.get(hour, 0) + 1
+        self.changed_points.clear()
 
     def _add_point(self, shard: int, key: Key, amount: int) -> None:
         quantity, segment, hour = key
@@ -92,7 +100,7 @@ class Rollup:
             point.pop((quantity, segment), None)
             if not point:
                 del self.points[hour]
-        self.point_versions[hour] = self.point_versions.get(hour, 0) + 1
+        self.changed_points.add(hour)
 
     def _touch_derived(self, shard: int) -> None:
         """The shard's live cells changed: so did every point it has not captured and is derived from them."""
@@ -102,7 +110,7 @@ class Rollup:
         captured = self.captured.get(shard, set())
         for hour in self._point_hours():
             if hour * history.HOUR_US >= watermark and hour not in captured:
-                self.point_versions[hour] = self.point_versions.get(hour, 0) + 1
+                self.changed_points.add(hour)
 
     def _point_hours(self) -> Iterator[int]:
         """The hours of the midnights with a point: those some shard captured, and the watermark's if it is

@@ -29,7 +29,7 @@ import struct
 from collections import Counter
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, fields
-from itertools import chain
+from itertools import chain, repeat
 from typing import Any, Final, NoReturn
 
 import orjson
@@ -46,7 +46,6 @@ _HEADER: Final = struct.Struct(">4sHBBQ")
 _DIGEST_BYTES: Final = 32
 _CHECKSUM, _SIGNED = 0, 1
 _EVENT_FIELDS: Final = len(fields(Event))
-_TIMELINE_ENTRY: Final = 2 + _EVENT_FIELDS  # [µs, seq, *event fields]
 # Canonical type names: a restored event shares them, and looking one up checks it.
 _TYPE_NAMES: Final = {name: name for name in EVENT_TYPES}
 _PRODUCT_TYPES: Final = frozenset(name for name in EVENT_TYPES if name.startswith("product."))
@@ -185,10 +184,12 @@ def _stamp(value: object, where: str) -> tuple[int, int]:
     return _int(t, where), _int(seq, where)
 
 
-def _event(values: list[Any], family: str) -> Event:
+def _event(values: object, family: str) -> Event:
     """An event from its fields (`event_fields` order), of a type of `family` (`lead.` ...). Locations in its
     errors are the field's; the caller prefixes where the event is (only on failure: this is most of a restore)."""
-    event_id, kind, t, account_id, segment, entity_id, money, stage, lead_id, channel = values
+    event_id, kind, t, account_id, segment, entity_id, money, stage, lead_id, channel = _list(
+        values, "fields", _EVENT_FIELDS
+    )
     name = _TYPE_NAMES.get(kind) if type(kind) is str else None
     if name is None or not name.startswith(family):
         _fail("type", f"expected a {family}* event type, got {_shown(kind)}")
@@ -207,20 +208,28 @@ def _event(values: list[Any], family: str) -> Event:
 
 
 def _timeline(value: object, where: str, family: str) -> Timeline:
-    """[[µs, seq, *event fields], ...] -> [(µs, seq, event), ...]."""
+    """[[µs, seq, [event fields]], ...] -> [(µs, seq, event), ...]."""
     timeline: Timeline = []
     try:
         for entry in _list(value, ""):
-            if type(entry) is not list or len(entry) != _TIMELINE_ENTRY:
-                _fail("", f"expected [µs, seq, *{_EVENT_FIELDS} event fields], got {_shown(entry)}")
-            timeline.append((_int(entry[0], "µs"), _int(entry[1], "seq"), _event(entry[2:], family)))
+            if type(entry) is not list or len(entry) != 3:
+                _fail("", f"expected [µs, seq, [event fields]], got {_shown(entry)}")
+            timeline.append((_int(entry[0], "µs"), _int(entry[1], "seq"), _event(entry[2], family)))
     except SnapshotError as exc:
         raise SnapshotError(f"{where}[{len(timeline)}] {exc}") from None
     return timeline
 
 
 def _dump_timeline(timeline: Timeline) -> list[tuple[Any, ...]]:
-    return [(t, seq, *event_fields(event)) for t, seq, event in timeline]
+    return [(t, seq, event_fields(event)) for t, seq, event in timeline]
+
+
+def _tuples(value: object, where: str, size: int) -> list[Any]:
+    """The values of a list of lists of `size` values each, flat (checked in C)."""
+    rows = _list(value, where)
+    if rows and (set(map(type, rows)) != {list} or set(map(len, rows)) != {size}):
+        _fail(where, f"expected lists of {size} values")
+    return list(chain.from_iterable(rows))
 
 
 # -- accounts ---------------------------------------------------------------------------------------------------
@@ -245,16 +254,14 @@ def _check_account(record: object, leads: Collection[str], opportunities: Collec
     _int_map(latest, "latest")
     _int_map(kept, "kept")
     _int_map(last_active, "last_active")
-    _ints(_list(stamps, "segment_stamps"), "segment_stamps")
+    _ints(_tuples(stamps, "segment_stamps", 2), "segment_stamps")
     _texts(_list(values, "segment_values"), "segment_values")
-    if len(stamps) != 2 * len(values):
-        _fail("segment_stamps", f"{len(stamps)} numbers of segment stamps for {len(values)} segments")
+    if len(stamps) != len(values):
+        _fail("segment_stamps", f"{len(stamps)} segment stamps for {len(values)} segments")
     _timeline(billing, "billing", "subscription.")
     if first_trial is not None:
         _stamp(first_trial, "first_trial")
-    product = _list(product, "product")
-    if len(product) % 3:
-        _fail("product", "not triples of (µs, seq, type)")
+    product = _tuples(product, "product", 3)
     _ints(product[0::3], "product")
     _ints(product[1::3], "product")
     types = _texts(product[2::3], "product")
@@ -299,16 +306,15 @@ def _scalar(check: Callable[[object, str], object]) -> Callable[[Any, str, Engin
 
 
 def _dump_cells(cells: Cells) -> list[object]:
-    # [flat keys [quantity, segment, hour, ...], amounts]: both built in C. Quantities may be any string and hours
-    # any integer (not only the declared quantities' hours), amounts any integer.
-    keys = list(chain.from_iterable(cells.values))
-    amounts = list(cells.values.values())
-    hours = keys[2::3]
-    if hours and (min(hours) < INT64_MIN or max(hours) > INT64_MAX):
-        keys[2::3] = widen(hours)
-    if amounts and (min(amounts) < INT64_MIN or max(amounts) > INT64_MAX):
-        amounts = widen(amounts)
-    return [keys, amounts]
+    # [[quantity, segment, [hour, amount, hour, amount, ...]], ...]: a quantity and segment once for all their
+    # hours. Quantities may be any string and hours any integer (not only the declared quantities'), amounts too.
+    groups: dict[tuple[str, str], list[int]] = {}
+    for (quantity, segment, hour), amount in cells.values.items():
+        group = groups.get((quantity, segment))
+        if group is None:
+            group = groups[(quantity, segment)] = []
+        group += (hour, amount)
+    return [(quantity, segment, group) for (quantity, segment), group in groups.items()]
 
 
 def _cells(attribute: str) -> Callable[[Any, str, Engine], Cells]:
@@ -321,15 +327,21 @@ def _cells(attribute: str) -> Callable[[Any, str, Engine], Cells]:
 
 
 def _cell_values(value: object, where: str) -> dict[tuple[str, str, int], int]:
-    keys, amounts = _list(value, where, 2)
-    keys, amounts = _list(keys, where), _list(amounts, where)
-    if len(keys) != 3 * len(amounts):
-        _fail(where, f"{len(keys)} key parts for {len(amounts)} cells")
-    quantities = _texts(keys[0::3], f"{where} quantities")
-    segments = _texts(keys[1::3], f"{where} segments")
-    hours = _wides(keys[2::3], f"{where} hours")
-    values = dict(zip(zip(quantities, segments, hours, strict=True), _wides(amounts, where), strict=True))
-    if len(values) != len(amounts):
+    values: dict[tuple[str, str, int], int] = {}
+    count = 0
+    for group in _list(value, where):
+        quantity, segment, pairs = _list(group, where, 3)
+        at = f"{where}[{quantity!r}, {segment!r}]" if type(quantity) is str and type(segment) is str else where
+        _text(quantity, at)
+        _text(segment, at)
+        pairs = _list(pairs, at)
+        if len(pairs) % 2:
+            _fail(at, "not pairs of (hour, amount)")
+        keys = zip(repeat(quantity), repeat(segment), _wides(pairs[0::2], at), strict=False)  # as many as hours
+        amounts = _wides(pairs[1::2], at)
+        values.update(zip(keys, amounts, strict=False))
+        count += len(amounts)
+    if len(values) != count:
         _fail(where, "a cell is listed twice")
     return values
 
@@ -397,6 +409,7 @@ ENGINE_FIELDS: Final[dict[str, Field]] = {
     "history": Field(_dump_cells, _cells("history")),
     "history_until": Field(_same, _scalar(_optional_int)),
     "history_from": Field(_same, _scalar(_optional_int)),
+    "topic_latest": Field(_same, _scalar(_int_map), default=dict),
 }
 # Engine attributes not in the head: `accounts` (the lines after it), `config` (the restoring worker's own),
 # `pending` (empty between batches, when snapshots are taken).

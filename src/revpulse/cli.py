@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +25,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     past.add_argument("--from", dest="start", help="first midnight, e.g. 2025-01-01 (default: all kept)")
     past.add_argument("--to", dest="end", help="last midnight (default: all kept)")
     past.add_argument("--output", type=Path, help="a file instead of standard output")
+    past.add_argument(
+        "--label",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="add a label to every OpenMetrics series, e.g. job=revpulse as the scrape adds it",
+    )
     demo = commands.add_parser("demo", help="embedded broker + worker + a synthetic SaaS business, live")
     demo.add_argument("--rate", type=float, default=200.0, help="live events per second after the backfill")
     demo.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
@@ -40,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "broker":
         return run_broker(settings)
     if args.command == "history":
-        return run_history(settings, args.format, args.start, args.end, args.output)
+        return run_history(settings, args.format, args.start, args.end, args.output, args.label)
     from revpulse.local.demo import run_demo
 
     return run_demo(settings, rate=args.rate, duration=args.duration)
@@ -89,7 +97,9 @@ def run_replay(settings: Settings, path: Path) -> int:
     return 0
 
 
-def run_history(settings: Settings, form: str, start: str | None, end: str | None, output: Path | None) -> int:
+def run_history(
+    settings: Settings, form: str, start: str | None, end: str | None, output: Path | None, labels: list[str]
+) -> int:
     import orjson
 
     from revpulse.agents.history_export import read_history
@@ -99,9 +109,15 @@ def run_history(settings: Settings, form: str, start: str | None, end: str | Non
     if any(text is not None and bound is None for text, bound in zip((start, end), bounds, strict=True)):
         print("revpulse history: --from/--to take a date (2025-01-01) or an RFC 3339 instant", file=sys.stderr)
         return 2
+    extra = dict(label.partition("=")[::2] for label in labels)
+    if any(not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", name) or not value for name, value in extra.items()):
+        print("revpulse history: --label takes NAME=VALUE, NAME a Prometheus label name", file=sys.stderr)
+        return 2
+    if not check_kafka(settings):
+        return 1
     points = asyncio.run(read_history(settings))
     if form == "openmetrics":
-        text = "".join(openmetrics(points, *bounds))
+        text = "".join(openmetrics(points, *bounds, extra))
     else:
         text = orjson.dumps(every_series(points, *bounds), option=orjson.OPT_APPEND_NEWLINE).decode()
     if output is None:

@@ -138,7 +138,10 @@ def test_openmetrics_backfill_into_a_real_prometheus(
     workers, records = replayed
     export = tmp_path / "history.om"
     subprocess.run(
-        [sys.executable, "-m", "revpulse.cli", "history", "--format", "openmetrics", "--output", str(export)],
+        [
+            *(sys.executable, "-m", "revpulse.cli", "history", "--format", "openmetrics"),
+            *("--label", "job=revpulse", "--output", str(export)),
+        ],
         env=os.environ | workers[0].env,
         capture_output=True,
         timeout=180,
@@ -170,7 +173,9 @@ def test_openmetrics_backfill_into_a_real_prometheus(
         for point in points[5::40]:
             day = round(_parse(point["at"]))
             want = _reference_at(records, day)[_key("mrr", {"segment": "all"})]
-            query = urllib.parse.urlencode({"query": 'revpulse_mrr{segment="all"}', "time": str(day // 1_000_000)})
+            query = urllib.parse.urlencode(
+                {"query": 'revpulse_mrr{job="revpulse",segment="all"}', "time": str(day // 1_000_000)}
+            )
             with urllib.request.urlopen(f"{url}/api/v1/query?{query}", timeout=10) as response:
                 result = orjson.loads(response.read())["data"]["result"]
             assert len(result) == 1 and float(result[0]["value"][1]) == pytest.approx(want), point["at"]

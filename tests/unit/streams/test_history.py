@@ -87,3 +87,16 @@ def test_capture_from_day_sums_equals_the_cell_by_cell_point(first: list, second
         live.add((quantity, segment, 0 if quantity == "customers_now" else at), amount)
     assert capture(live, D_US) == state_at(live.values.items(), D_US)
     assert capture(LiveCells(live.values), D_US) == state_at(live.values.items(), D_US)
+
+
+@settings(max_examples=100, deadline=None)
+@given(batches=st.lists(changes, min_size=5, max_size=5))
+def test_points_on_consecutive_midnights_move_by_a_day_and_see_late_changes(batches: list) -> None:
+    """A point the day after the last reuses its sums where nothing changed in the days they counted, and
+    recomputes the quantities and segments a late change touched."""
+    live = LiveCells()
+    for i, batch in enumerate(batches):
+        for quantity, segment, at, amount in batch:
+            live.add((quantity, segment, 0 if quantity == "customers_now" else at), amount)
+        day = D_US - (len(batches) - 1 - i) * DAY_US
+        assert capture(live, day) == state_at(live.values.items(), day)

@@ -72,3 +72,8 @@ def test_openmetrics_groups_each_family_with_timestamps_and_leaves_undefined_val
         "# EOF\n"
     )
     assert "".join(openmetrics(POINTS, start=JAN1 + DAY)).count("revpulse_mrr{") == 1
+
+
+def test_openmetrics_adds_the_extra_labels_in_order() -> None:
+    text = "".join(openmetrics(POINTS[:1], extra={"job": "revpulse"}))
+    assert 'revpulse_mrr{job="revpulse",segment="all"} 100.0 1704067200\n' in text
