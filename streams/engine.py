@@ -141,6 +141,7 @@ class Account(Keyed):
             self.leads,
             self.opportunities,
             self.billing_base,
+            self.active_before,
         )
         try:
             return orjson.dumps(record)
@@ -152,7 +153,9 @@ class Account(Keyed):
         """The account `encode` wrote, or a record `state_codec.check_account` accepted: only rebuilt here, not
         checked again (this is the hot path of an account held encoded)."""
         record = orjson.loads(data)
-        ids, latest, kept, stamps, values, billing, first_trial, product, last_active, leads, opps, base = record
+        ids, latest, kept, stamps, values, billing, first_trial, product, last_active, leads, opps, base, active = (
+            record
+        )
         events: Timeline = []
         for t, seq, fields in billing:
             event = Event(*fields)
@@ -177,15 +180,17 @@ class Account(Keyed):
             tuple(leads),
             tuple(opps),
             base,
+            active,
         )
 
 
 # An encoded account (`Account.encode`), a JSON list: [ids {topic: {event id: µs}}, latest {topic: µs},
 # kept {topic: n}, segment stamps [[µs, seq]], segment values [str], billing [[µs, seq, [event fields]]],
 # first trial [µs, seq] | null, product [[µs, seq, type]], last active {segment: hour}, leads [id],
-# opportunities [id], billing base [{subscription: mrr}, mrr, paid before, last churn | null, hour, mrr] | null].
+# opportunities [id], billing base [{subscription: mrr}, mrr, paid before, last churn | null, hour, mrr] | null,
+# active before {segment: hour} | null].
 # Money (an event's, the billing base's) may be a decimal string (`plain.widen`).
-ACCOUNT_RECORD: Final = 12
+ACCOUNT_RECORD: Final = 13
 
 
 class AccountStore:

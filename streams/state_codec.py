@@ -246,9 +246,13 @@ def check_account(record: object, leads: Collection[str], opportunities: Collect
 
 def _check_account(record: object, leads: Collection[str], opportunities: Collection[str]) -> None:
     # Locations are constants: formatting them for every account would be a good part of a restore.
-    (ids, latest, kept, stamps, values, billing, first_trial, product, last_active, lead_ids, opportunity_ids, base) = (
-        _list(record, "record", ACCOUNT_RECORD)
-    )
+    fields = _list(record, "record", ACCOUNT_RECORD)
+    ids, latest, kept, stamps, values, billing, first_trial, product, last_active, lead_ids, opportunity_ids = fields[
+        :11
+    ]
+    base, active_before = fields[11:]
+    if active_before is not None:
+        _int_map(active_before, "active_before")
     for seen in _map(ids, "ids").values():
         _int_map(seen, "ids")
     _int_map(latest, "latest")

@@ -319,12 +319,13 @@ def test_a_value_of_a_wrong_type_anywhere_is_refused_even_with_a_valid_checksum(
         (lambda head: head.update(accounts=head["accounts"] + 1), "announced"),
         (lambda head: head.update(accounts=2**62), "announced"),
         (lambda head: head.update(accounts=-1), "announced"),
-        (lambda head: head["engine"]["ledger"][0].extend(["q", "s", 1]), "key parts"),
-        (lambda head: head["engine"]["ledger"][1].append("1" + "0" * 30), "key parts"),
+        (lambda head: head["engine"]["ledger"].append(["q", "s", [1]]), "pairs"),
+        (lambda head: head["engine"]["ledger"].append(["q", 5, [1, 2]]), "expected a string"),
+        (lambda head: head["engine"]["ledger"].append(["q", "s"]), "expected 3 elements"),
         (lambda head: head["engine"].update(watermark=2**63), "64-bit"),
         (lambda head: head["engine"].update(sequence=1.5), "64-bit"),
-        (lambda head: head["engine"]["ledger"][1].__setitem__(0, "1e5"), "integer"),
-        (lambda head: head["engine"]["ledger"][1].__setitem__(0, "9" * 201), "integer"),
+        (lambda head: head["engine"]["ledger"][0][2].__setitem__(1, "1e5"), "integer"),
+        (lambda head: head["engine"]["ledger"][0][2].__setitem__(0, "9" * 201), "integer"),
         (lambda head: head["engine"]["lead_opportunities"].update(l9=["no-such-opportunity"]), "does not hold"),
         (lambda head: head.update(outcomes=[["t" * 300, "x", "accepted", 1]]), "at most 256"),
     ],
@@ -338,8 +339,7 @@ def test_a_head_that_is_not_ours_is_refused(small: bytes, change: Any, reason: s
 
 def test_cells_listed_twice_are_refused(small: bytes) -> None:
     lines = _lines(small)
-    keys, amounts = lines[0]["engine"]["ledger"]
-    lines[0]["engine"]["ledger"] = [keys + keys[:3], [*amounts, 1]]
+    lines[0]["engine"]["ledger"].append(lines[0]["engine"]["ledger"][0])
     with pytest.raises(SnapshotError, match="listed twice"):
         _decodes(_resealed(lines))
 
@@ -354,10 +354,12 @@ def _accounts_of(lines: list[Any]) -> list[list[Any]]:
     [
         (lambda record: record[9].append("no-such-lead"), "does not hold"),
         (lambda record: record[10].append("no-such-opportunity"), "does not hold"),
-        (lambda record: record[3].append(5), "numbers of segment stamps"),
-        (lambda record: record[7].extend([1, 2, "product.unknown"]), "unknown product event types"),
-        (lambda record: record[7].append(1), "triples"),
-        (lambda record: record.append(None), "12 elements"),
+        (lambda record: record[3].append([5, 6]), "segment stamps for"),
+        (lambda record: record[3].append([5]), "lists of 2"),
+        (lambda record: record[7].append([1, 2, "product.unknown"]), "unknown product event types"),
+        (lambda record: record[7].append([1, 2]), "lists of 3"),
+        (lambda record: record[7].append(1), "lists of 3"),
+        (lambda record: record.append(None), "13 elements"),
         (lambda record: record.__setitem__(5, [[1, 2, "e", "lead.created", 1, "a", None, None, None, None]]), "fields"),
     ],
 )
@@ -372,29 +374,33 @@ def test_an_account_that_is_not_ours_is_refused(small: bytes, change: Any, reaso
 def test_an_event_that_is_not_ours_is_refused(small: bytes) -> None:
     lines = _lines(small)
     billing = next(record[5] for record in _accounts_of(lines) if record[5])
-    # [µs, seq, event_id, type, µs, account_id, segment, entity_id, money, stage, lead_id, channel]
+    fields = billing[0][2]  # [event_id, type, µs, account_id, segment, entity_id, money, stage, lead_id, channel]
     for field, value, reason in [
-        (3, "lead.created", "subscription"),
-        (3, "no.such_type", "subscription"),
-        (2, "x" * 300, "at most 256"),
-        (5, 5, "expected a string"),
-        (8, "seven", "integer"),
-        (8, 1.5, "integer"),
-        (9, "vip", "lead stage"),
-        (4, "1", "64-bit"),
+        (1, "lead.created", "subscription"),
+        (1, "no.such_type", "subscription"),
+        (0, "x" * 300, "at most 256"),
+        (3, 5, "expected a string"),
+        (6, "seven", "integer"),
+        (6, 1.5, "integer"),
+        (7, "vip", "lead stage"),
+        (2, "1", "64-bit"),
     ]:
-        original = billing[0][field]
-        billing[0][field] = value
+        original = fields[field]
+        fields[field] = value
         with pytest.raises(SnapshotError, match=reason):
             _decodes(_resealed(lines))
-        billing[0][field] = original
+        fields[field] = original
+    fields.append(None)
+    with pytest.raises(SnapshotError, match="expected 10 elements"):
+        _decodes(_resealed(lines))
+    fields.pop()
     assert _decodes(_resealed(lines)) is not None
 
 
 def test_a_stage_change_without_a_stage_is_refused(small: bytes) -> None:
     lines = _lines(small)
-    event = next(iter(lines[0]["engine"]["leads"].values()))[0]
-    event[3], event[9] = "lead.stage_changed", None
+    fields = next(iter(lines[0]["engine"]["leads"].values()))[0][2]
+    fields[1], fields[7] = "lead.stage_changed", None
     with pytest.raises(SnapshotError, match="without a stage"):
         _decodes(_resealed(lines))
 
@@ -402,7 +408,7 @@ def test_a_stage_change_without_a_stage_is_refused(small: bytes) -> None:
 def test_an_entity_event_of_an_account_not_held_is_refused(small: bytes) -> None:
     lines = _lines(small)
     events = next(iter(lines[0]["engine"]["leads"].values()))
-    events[0][5] = "no-such-account"
+    events[0][2][3] = "no-such-account"
     with pytest.raises(SnapshotError, match="not held"):
         _decodes(_resealed(lines))
 
