@@ -18,8 +18,10 @@ demo: setup
 	$(BIN)/revpulse demo
 
 # The tests use real tools from Debian: prometheus + promtool, amtool, docker-compose (config checks only),
-# stunnel4 and openssl (Kafka over TLS: a CA and certificates made in the test, TLS terminated in front of the broker).
-DEBIAN_TOOLS := prometheus:promtool prometheus-alertmanager:amtool docker-compose:docker-compose stunnel4:stunnel4 openssl:openssl
+# stunnel4 and openssl (Kafka over TLS: a CA and certificates made in the test, TLS terminated in front of the broker),
+# chromium and its chromedriver (the board, in a real headless browser through Selenium).
+DEBIAN_TOOLS := prometheus:promtool prometheus-alertmanager:amtool docker-compose:docker-compose stunnel4:stunnel4 openssl:openssl \
+	chromium:chromium chromium-driver:chromedriver
 tools:
 	@missing=""; for pair in $(DEBIAN_TOOLS); do \
 		command -v "$${pair#*:}" >/dev/null || missing="$$missing $${pair%%:*}"; done; \

@@ -22,6 +22,7 @@ from aiokafka.errors import TopicAlreadyExistsError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from revpulse.agents.base import ProducerService
+from revpulse.agents.board import register_board
 from revpulse.agents.connector_agent import ConnectorAgent
 from revpulse.agents.ingest import configure_web_server, register_ingest
 from revpulse.agents.publisher import Publisher
@@ -99,6 +100,7 @@ def create_worker(settings: Settings) -> Worker:
     connectors = ConnectorAgent(settings, producer, outputs, **kwargs)
     worker = Worker(app, outputs, router, shards, rollup_agent, publisher)
     register_ingest(app, settings, producer, registry=outputs.registry)
+    register_board(app)  # the live board at `/`, behind the read credentials like every page
 
     @app.task
     async def start_agents() -> None:

@@ -10,9 +10,12 @@ The access rule lives here and only here (`is_open`):
 path added later | the read credentials, when any are set |
 
 Read credentials are a bearer token (`REVPULSE_READ_TOKEN`), HTTP basic (`REVPULSE_READ_USER` /
-`REVPULSE_READ_PASSWORD`), or both (either is enough). A request without them is answered 401 with a
-`WWW-Authenticate` challenge for each scheme that is set. Secrets are compared as SHA-256 digests with
-`hmac.compare_digest`: the time taken depends neither on how much of a guess was right nor on the secret's length.
+`REVPULSE_READ_PASSWORD`), or both (either is enough). The board at `/` is a page a browser navigates to, and a
+browser sends no bearer header when it navigates: there, and only there, the token may also come as `?token=`
+(the page then sends it as `Authorization: Bearer` on its own requests; board.py). A request without them is
+answered 401 with a `WWW-Authenticate` challenge for each scheme that is set. Secrets are compared as SHA-256
+digests with `hmac.compare_digest`: the time taken depends neither on how much of a guess was right nor on the
+secret's length.
 
 The rule is applied to the route that matched (its registered path), not to the path as sent, so no spelling of a
 URL (`/ingest/../metrics`, percent-encoding) reaches a protected page through an open prefix; a path that matched
@@ -40,6 +43,7 @@ log = logging.getLogger(__name__)
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 OPEN_PREFIXES = ("/ingest/",)
+QUERY_TOKEN_PATHS = frozenset({"/"})  # pages that also take the read token as `?token=`: the board
 REALM = "revpulse"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -104,6 +108,10 @@ class ReadAccess:
             )
         return False
 
+    def allows_token(self, token: str | None) -> bool:
+        """Whether `token` (a `?token=` parameter) is the read token."""
+        return self.token is not None and bool(token) and hmac.compare_digest(_digest(token or ""), self.token)
+
     def challenges(self) -> list[str]:
         """`WWW-Authenticate` values, one per scheme that is set."""
         values = []
@@ -126,10 +134,12 @@ def access_middleware(access: ReadAccess) -> Callable[[web.Request, Handler], Aw
 
     @web.middleware
     async def read_access(request: web.Request, handler: Handler) -> web.StreamResponse:
+        path = route_path(request)
         if (
             access.required
-            and not is_open(route_path(request))
+            and not is_open(path)
             and not access.allows(request.headers.get("Authorization"))
+            and not (path in QUERY_TOKEN_PATHS and access.allows_token(request.query.get("token")))
         ):
             response = access.unauthorized(request)
             if request.can_read_body:

@@ -44,6 +44,8 @@ def test_the_wheel_holds_one_top_level_package_with_every_subpackage_and_the_sch
     assert packages == source_packages()
     schemas = {Path(n).name for n in names if n.startswith("revpulse/schemas/") and n.endswith(".json")}
     assert schemas == {p.name for p in (ROOT / "schemas").rglob("*.json")}
+    board = {Path(n).name for n in names if n.startswith("revpulse/agents/board/")}
+    assert board == {p.name for p in (ROOT / "agents" / "board").iterdir()}, "the board's page ships"
 
 
 def test_the_image_copies_every_source_folder() -> None:
