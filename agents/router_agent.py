@@ -8,6 +8,8 @@ follow one hop sooner.
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import Any
 
 from aiokafka import TopicPartition
@@ -21,6 +23,10 @@ from revpulse.streams.partition import InputRecord, Router
 from revpulse.streams.windows import US_PER_SECOND
 from revpulse.streams.wire import encode_items, item_records
 from revpulse.topics import router_group, shard_topic
+
+log = logging.getLogger(__name__)
+
+ALIGNMENT_STALL = 2.0  # seconds without a batch, partitions paused, before they all resume for as long
 
 
 class RouterAgent(BatchAgent):
@@ -40,6 +46,8 @@ class RouterAgent(BatchAgent):
         self.local = local  # this worker's shards: items for those it owns are applied before they are sent
         self.shard_topic = shard_topic(settings)
         self.read_up_to: dict[TopicPartition, int] = {}  # the offset after the last record handled
+        self.last_batch = time.monotonic()
+        self.aligned_after = 0.0  # monotonic time before which no partition is paused
 
     async def on_assigned(self, partitions: set[TopicPartition]) -> None:
         self.local.local_path.router_rebalanced()
@@ -73,15 +81,26 @@ class RouterAgent(BatchAgent):
                 self.outputs.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
         await self.commit({tp: batch[-1].offset + 1 for tp, batch in batches.items()})
         self.read_up_to.update((tp, batch[-1].offset + 1) for tp, batch in batches.items())
+        self.last_batch = time.monotonic()
         self._align()
 
     def idle(self) -> None:
+        assert self.consumer is not None
+        now = time.monotonic()
+        held = self.consumer.paused()
+        if held and now - self.last_batch > ALIGNMENT_STALL:
+            # Nothing came while partitions wait for one that brings nothing (a broker's high watermark past its
+            # last record, a partition read elsewhere): alignment only saves work, so read everything a while.
+            log.info("router: %d input partitions paused and nothing to read; resuming them", len(held))
+            self.consumer.resume(*held)
+            self.aligned_after = now + ALIGNMENT_STALL
+            return
         self._align()  # the partition holding others back may have just been read to its end
 
     def _align(self) -> None:
         """Pause the partitions too far ahead in event time of one with records left (`pacing`), resume the
         others."""
-        if not self.settings.input_alignment:
+        if not self.settings.input_alignment or time.monotonic() < self.aligned_after:
             return
         assert self.consumer is not None
         assigned = self.consumer.assignment()
