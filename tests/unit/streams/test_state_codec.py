@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
+from dataclasses import fields
 from typing import Any
 
 import orjson
@@ -12,7 +13,7 @@ import pytest
 
 from revpulse.schemas.models import NANOS, Event
 from revpulse.settings import Settings
-from revpulse.streams.engine import Account, Engine, EngineConfig
+from revpulse.streams.engine import ACCOUNT_RECORD, Account, Engine, EngineConfig
 from revpulse.streams.partition import InputRecord, Shard, ShardState
 from revpulse.streams.pipeline import Pipeline, engine_config
 from revpulse.streams.state_codec import (
@@ -140,6 +141,14 @@ def test_every_engine_attribute_is_in_a_snapshot_or_said_not_to_be() -> None:
     engine.new_attribute = 1  # type: ignore[attr-defined]
     with pytest.raises(SnapshotError, match="new_attribute"):
         encode_state(ShardState(engine), 0)
+
+
+def test_every_field_of_an_account_is_in_its_encoding() -> None:
+    """An account held encoded, or in a snapshot, is its record: a field of `Account` (but the caches, which
+    compare=False leaves out) that the record lacks is lost at the next eviction. A new field goes in
+    `Account.encode`/`decode`, `ACCOUNT_RECORD` and `state_codec.check_account`."""
+    kept = [field.name for field in fields(Account) if field.compare]
+    assert len(kept) == ACCOUNT_RECORD, f"Account has {len(kept)} fields to keep, its record {ACCOUNT_RECORD}"
 
 
 # -- damaged and forged snapshots -------------------------------------------------------------------------------
