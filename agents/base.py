@@ -198,8 +198,10 @@ async def topic_partitions(client: AIOKafkaConsumer, topic: str) -> list[TopicPa
     """Every partition of `topic`, asking the broker when the client's metadata does not know it yet."""
     partitions = client.partitions_for_topic(topic) or set()
     if not partitions:
-        await client.force_metadata_update()
-        partitions = client.partitions_for_topic(topic) or set()
+        # The consumer has no metadata refresh of its own: read the cluster's, which also names the topic's
+        # partitions.
+        cluster = await client._client.fetch_all_metadata()
+        partitions = cluster.partitions_for_topic(topic) or set()
     return [TopicPartition(topic, p) for p in sorted(partitions)]
 
 

@@ -3,8 +3,9 @@
 Runs `revpulse demo --duration <minutes>` (the embedded broker, one worker, the synthetic business: a 45-day
 backfill, then live traffic at `--rate` events/s) and every `--interval` seconds samples:
 
-* the broker's and the worker's memory: RSS and PSS from /proc/<pid>/smaps_rollup; for the worker, Σ PSS over
-  it and its children (its forked snapshot copies), as `bench.procmem` measures it;
+* the broker's and the worker's memory: RSS and PSS from /proc/<pid>/smaps_rollup; for the worker, also Σ PSS over
+  it and its children (its forked snapshot copies), as `bench.procmem` measures it: a sample taken while a copy
+  runs is higher by what the copy costs, so that figure's slope depends on which samples caught one;
 * every topic's records and payload bytes (key + value), read from the broker (`bench.topicmeter`: the
   embedded broker compacts nothing, so this is what it holds): the inputs, the metric and dead-letter topics,
   and RevPulse's internal ones (`<app id>-shards`, `-partials`, `-snapshots`);
@@ -46,6 +47,7 @@ MEMORY_FIGURES = (
     ("broker_rss", "broker RSS"),
     ("broker_pss", "broker PSS"),
     ("worker_rss", "worker RSS"),
+    ("worker_own_pss", "worker PSS (the process alone)"),
     ("worker_pss", "worker PSS (copies incl.)"),
 )
 
@@ -200,6 +202,7 @@ async def sample(
                     "broker_rss": broker_memory.get("Rss", 0),
                     "broker_pss": broker_memory.get("Pss", 0),
                     "worker_rss": group.root_rss,
+                    "worker_own_pss": group.root_pss,
                     "worker_pss": group.pss,
                     "worker_processes": group.processes,
                     "events": await asyncio.to_thread(events_counted, web_port),

@@ -132,7 +132,7 @@ def _growth(rows: list[dict[str, Any]]) -> str:
 
 
 def history_markdown(part: dict[str, Any]) -> str:
-    from bench.history import markdown  # bench.history imports this module's `table`
+    from bench.growth import markdown  # bench.growth imports this module's `table`
 
     return markdown(part)
 

@@ -35,7 +35,7 @@ Parts (`--parts`, comma-separated; all by default):
   both workers' `/healthz`; the 2-worker metrics are checked against the reference too.
 * growth — one worker over `--growth` sizes of the synthetic mix (the main data set's accounts per event):
   events/s and peak RSS per size; the main size reuses the throughput run.
-* history — growth with history (`bench.history`): the same `--history-accounts` accounts (none added after
+* history — growth with history (`bench.growth`): the same `--history-accounts` accounts (none added after
   day 0, ≥ 2 usage events per account a day, renewals, repricing, churn and comebacks) over `--history-days`
   spans, each read by a fresh worker: peak PSS of the worker and its forked snapshot copies, snapshot bytes per
   account, events/s and restart → ready, with the ratios to the shortest span against the issue's targets.
@@ -67,7 +67,7 @@ import orjson
 
 from bench.correctness import compare, reference
 from bench.datasets import Cached, DataSet, cached, create_topics, input_topics, load
-from bench.history import run_history
+from bench.growth import run_history
 from bench.latency import difference, histogram_quantile, lag_buckets, offer
 from bench.report import markdown
 from bench.workers import (

@@ -48,6 +48,7 @@ def test_summary_and_tables() -> None:
             "broker_rss": (100 + t // 60) * MIB,
             "broker_pss": (90 + t // 60) * MIB,
             "worker_rss": 200 * MIB,
+            "worker_own_pss": 170 * MIB,
             "worker_pss": 180 * MIB,
             "events": 1000 * t,
             "topics": {"p-snapshots": {"records": 2 * t, "bytes": 1000 * t, "highwater": 2 * t}},
@@ -62,6 +63,7 @@ def test_summary_and_tables() -> None:
     assert result["memory"]["worker_pss"]["per_hour"] == pytest.approx(0.0)
     memory = memory_table(result["memory"]).splitlines()
     assert memory[2] == "| broker RSS | 110 | 160 | 160 | 60 | 60 |"
-    assert memory[5] == "| worker PSS (copies incl.) | 180 | 180 | 180 | 0 | 0 |"
+    assert memory[5] == "| worker PSS (the process alone) | 170 | 170 | 170 | 0 | 0 |"
+    assert memory[6] == "| worker PSS (copies incl.) | 180 | 180 | 180 | 0 | 0 |"
     row = "| p-snapshots | internal: snapshots | 7,200 | 3.6 | 3.6 | 7,200 |"
     assert topic_table(result["topics"]).splitlines()[2] == row

@@ -1,6 +1,6 @@
 """Growth with history (issue 13, item 3): the same accounts for 90, 180, 360 and 720 days, one worker each.
 
-`python -m bench.history [--accounts 1000] [--days 90,180,360,720]`, or the `history` part of `make bench`
+`python -m bench.growth [--accounts 1000] [--days 90,180,360,720]`, or the `history` part of `make bench`
 (`python -m bench.run --parts history [--history-accounts N --history-days …]`).
 
 The data (`bench.fixed_book`): a fixed account base, all there on day 0 and none added after, with ≥ 2
@@ -327,7 +327,7 @@ def main() -> None:
     parser.add_argument("--snapshot-interval", type=float, default=5.0, help="the worker's, seconds (5)")
     parser.add_argument("--sample-interval", type=float, default=0.2, help="PSS sampling, seconds (0.2)")
     parser.add_argument("--cache-dir", type=Path, default=Path(tempfile.gettempdir()) / "revpulse-bench-cache")
-    parser.add_argument("--output", type=Path, default=Path("bench/history.json"), help="and .md beside it")
+    parser.add_argument("--output", type=Path, default=Path("bench/growth.json"), help="and .md beside it")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="revpulse-history-") as root:
         part, datasets = run_history(

@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 
 from bench.fixed_book import FixedBook, generate_fixed
-from bench.history import Target, markdown, rate_after, ratios, verdicts
+from bench.growth import Target, markdown, rate_after, ratios, verdicts
 from revpulse.synth.config import SynthConfig
 
 
