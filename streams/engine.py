@@ -11,7 +11,7 @@ incremental path because each one's contribution stands alone.
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right, insort
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Final
@@ -669,14 +669,7 @@ class Engine:
         points = self.history
         seen = [segment for segment in ("other", "unknown") if segment in self.segments_seen]
         for day in captured:
-            hour = history.midnight_hour(day)
-            point = history.capture(self.ledger, day)
-            point[(history.CAPTURED, "", hour)] = 1
-            for segment in seen:
-                point[(history.SEEN, segment, hour)] = 1
-            # A new midnight: none of its cells exist yet, so they are set at once.
-            points.values.update(point)
-            points.touched.update(point)
+            self._store_point(day, history.capture(self.ledger, day), seen)
         self.history_until = captured[-1]
         # Points past the kept days go in one pass every 30th day (since the epoch): a pass reads every point.
         if any(day // history.DAY_US % 30 == 0 for day in captured):
@@ -803,18 +796,22 @@ class Engine:
         accounts = [account for account_id in list(self.accounts) if (account := self.accounts.get(account_id))]
         # Flows from the live cells, which keep those of forgotten events; the rest from each entity's state.
         flows = [(key, value) for key, value in self.ledger.values.items() if key[0] in history.EVENT_FLOWS]
-        points = self.history
         for day in days:
             state = self._state_at(accounts, True, True, set(self.leads), set(self.opportunities), day)
             point = {key: value for key, value in state.items() if key[0] not in history.EVENT_FLOW_KEYS}
             point.update(history.state_at(flows, day))
-            hour = history.midnight_hour(day)
-            for key, value in point.items():
-                points.add(key, value)
-            points.add((history.CAPTURED, "", hour), 1)
-            for segment in {key[1] for key in point} & {"other", "unknown"}:
-                points.add((history.SEEN, segment, hour), 1)
+            self._store_point(day, point, {key[1] for key in point} & {"other", "unknown"})
         self.history_from = days[0]
+
+    def _store_point(self, day: int, point: Contribution, seen: Collection[str]) -> None:
+        """A midnight's first point, marked captured, with the segments seen by then."""
+        hour = history.midnight_hour(day)
+        point[(history.CAPTURED, "", hour)] = 1
+        for segment in seen:
+            point[(history.SEEN, segment, hour)] = 1
+        # A new midnight: none of its cells exist yet, so they are set at once.
+        self.history.values.update(point)
+        self.history.touched.update(point)
 
     def _state_at(
         self,

@@ -229,13 +229,7 @@ class Settings:
         ingest_defaults = defaults.ingest
         pipedrive_user = get("REVPULSE_PIPEDRIVE_USER")
         pipedrive_password = get("REVPULSE_PIPEDRIVE_PASSWORD")
-        # One without the other would leave the source half configured: refuse to start instead.
-        if pipedrive_user is None and pipedrive_password is not None:
-            raise SettingsError("REVPULSE_PIPEDRIVE_USER: must be set with REVPULSE_PIPEDRIVE_PASSWORD")
-        if pipedrive_password is None and pipedrive_user is not None:
-            raise SettingsError("REVPULSE_PIPEDRIVE_PASSWORD: must be set with REVPULSE_PIPEDRIVE_USER")
-        if pipedrive_user is not None and ":" in pipedrive_user:
-            raise SettingsError("REVPULSE_PIPEDRIVE_USER: HTTP basic auth user names cannot contain ':'")
+        _basic_auth_pair(pipedrive_user, pipedrive_password, "REVPULSE_PIPEDRIVE")
         ingest = Ingest(
             stripe_webhook_secret=get("REVPULSE_STRIPE_WEBHOOK_SECRET"),
             stripe_tolerance=parse("REVPULSE_STRIPE_TOLERANCE", ingest_defaults.stripe_tolerance, _positive_duration),
@@ -636,12 +630,7 @@ def _web(get: Callable[[str], str | None], parse: Callable[[str, Any, Callable[[
             raise SettingsError(f"REVPULSE_READ_TOKEN: at least {MIN_READ_TOKEN} characters (openssl rand -hex 32)")
     user = get("REVPULSE_READ_USER")
     password = _secret(get, "REVPULSE_READ_PASSWORD")
-    if user is None and password is not None:
-        raise SettingsError("REVPULSE_READ_USER: must be set with REVPULSE_READ_PASSWORD")
-    if password is None and user is not None:
-        raise SettingsError("REVPULSE_READ_PASSWORD: must be set with REVPULSE_READ_USER")
-    if user is not None and ":" in user:
-        raise SettingsError("REVPULSE_READ_USER: HTTP basic auth user names cannot contain ':'")
+    _basic_auth_pair(user, password, "REVPULSE_READ")
     if password is not None and len(password) < MIN_READ_PASSWORD:
         raise SettingsError(f"REVPULSE_READ_PASSWORD: at least {MIN_READ_PASSWORD} characters")
     return Web(
@@ -673,6 +662,17 @@ def _secret(get: Callable[[str], str | None], name: str) -> str | None:
     if value is not None and _EXAMPLE_SECRET.search(value):
         raise SettingsError(f"{name}: still the example value; set a secret of your own")
     return value
+
+
+def _basic_auth_pair(user: str | None, password: str | None, prefix: str) -> None:
+    """`<prefix>_USER` and `<prefix>_PASSWORD` come together (one alone would leave basic auth half configured:
+    refuse to start instead), and the user holds no ':'."""
+    if user is None and password is not None:
+        raise SettingsError(f"{prefix}_USER: must be set with {prefix}_PASSWORD")
+    if password is None and user is not None:
+        raise SettingsError(f"{prefix}_PASSWORD: must be set with {prefix}_USER")
+    if user is not None and ":" in user:
+        raise SettingsError(f"{prefix}_USER: HTTP basic auth user names cannot contain ':'")
 
 
 def _web_host(raw: str) -> str:
