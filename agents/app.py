@@ -193,8 +193,9 @@ async def create_topics(settings: Settings) -> None:
                 shard_topic(settings), settings.shards, rf, topic_configs={"max.message.bytes": SHARD_RECORD_BYTES}
             ),
             NewTopic(partials_topic(settings), PARTIALS_PARTITIONS, rf, topic_configs=compact),
-            NewTopic(snapshot_topic(settings), 1, rf, topic_configs=compact),
         ]
+        if settings.internal_retention == "compact":  # else each snapshot gets a topic of its own
+            topics.append(NewTopic(snapshot_topic(settings), 1, rf, topic_configs=compact))
         # Raw provider bodies and Salesforce CDC: one partition each (webhook volume is low, and one partition keeps
         # a provider's order, which the stateful mappers depend on), kept forever: the mappers rebuild their state
         # by reading them from the start.

@@ -13,6 +13,12 @@ shard comes from the other copy, else is rebuilt from the shard topic. Snapshots
 were pickles: they are never read (a pickle can run code), the shard rebuilds instead, and the data dir's old
 `shard-N.pickle` is deleted.
 
+The topic copy stays bounded. On a broker that compacts (REVPULSE_INTERNAL_RETENTION=compact, the default: Apache
+Kafka, managed Kafka), one topic holds them and each new snapshot tombstones the previous one's chunks. On a
+broker that compacts nothing (`rotate`, the embedded broker: every record stays in its memory), each snapshot is
+written to a topic of its own (`topics.snapshot_generation`) and the shard's older ones are deleted once it is
+complete, so the broker holds about one snapshot per shard however long the deployment runs.
+
 The periodic snapshots are encoded by a forked copy of the worker (`encode_aside`): the copy sees the state as
 it was at the fork, copy-on-write, while the worker goes on with its batches. Encoding a shard of 100k events'
 state takes about a third of a second, and in the worker itself that was a third of a second of every event's
@@ -22,6 +28,7 @@ metrics waiting (the latency p99). The copy shares the worker's memory until eit
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import os
@@ -32,13 +39,17 @@ from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
 import orjson
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
 
 from revpulse.agents.base import ProducerService, scan_topic, send_all
+from revpulse.kafka_security import client_options
 from revpulse.settings import Settings
 from revpulse.streams.engine import EngineConfig
 from revpulse.streams.partition import ShardState
 from revpulse.streams.state_codec import FORMAT, SnapshotError, decode_state, encode_state
-from revpulse.topics import snapshot_topic
+from revpulse.topics import snapshot_generation, snapshot_generations, snapshot_topic
 
 log = logging.getLogger(__name__)
 
@@ -211,6 +222,9 @@ class SnapshotStore:
         manifest = orjson.dumps(
             {"snapshot": snapshot, "chunks": len(chunks), "next_offset": next_offset, "format": FORMAT}
         )
+        if self.settings.internal_retention == "rotate":
+            await self._write_generation(shard, next_offset, keys, chunks, manifest)
+            return
         producer = self.io.producer
         await send_all(producer, [(self.topic, 0, k, chunk, None) for k, chunk in zip(keys, chunks, strict=True)])
         await send_all(producer, [(self.topic, 0, f"{shard}".encode(), manifest, None)])
@@ -219,17 +233,50 @@ class SnapshotStore:
         await send_all(producer, [(self.topic, 0, key, None, None) for key in stale])
         self._topic_chunks[shard] = keys
 
+    async def _write_generation(
+        self, shard: int, next_offset: int, keys: list[bytes], chunks: list[bytes], manifest: bytes
+    ) -> None:
+        """The snapshot into a topic of its own, then the shard's older generations deleted: a reader finds this
+        one complete or an older one (deleted only after this one is written), never neither."""
+        topic = snapshot_generation(self.settings, shard, next_offset)
+        admin = AIOKafkaAdminClient(**client_options(self.settings))
+        await admin.start()
+        try:
+            # Already there: the same snapshot written again (its offset names it), with the same records.
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics([NewTopic(topic, 1, self.settings.replication_factor)])
+            records = [(topic, 0, key, chunk, None) for key, chunk in zip(keys, chunks, strict=True)]
+            # A producer of its own: a producer keeps asking for the metadata of every topic it has sent to, and
+            # a broker that creates topics on demand would bring a deleted generation back.
+            producer = AIOKafkaProducer(**client_options(self.settings), max_batch_size=CHUNK_BYTES * 2, acks="all")
+            await producer.start()
+            try:
+                await send_all(producer, [*records, (topic, 0, f"{shard}".encode(), manifest, None)])
+            finally:
+                await producer.stop()
+            generations = snapshot_generations(self.settings, await admin.list_topics()).get(shard, [])
+            stale = [name for offset, name in generations if offset < next_offset]
+            if stale:
+                await admin.delete_topics(stale)
+        finally:
+            await admin.close()
+
     async def load(self, committed: dict[int, int]) -> dict[int, ShardState | None]:
         """The newest snapshot of each shard (given the offset committed for it): the data dir's when it is at
         least as far as the commit, else whichever of the data dir and the snapshot topic includes more."""
         local = {shard: self._load_local(shard) for shard in committed}
         behind = [s for s, state in local.items() if state is None or state.next_offset < committed[s]]
-        topic = await self._topic_values() if behind else {}
+        rotated = self.settings.internal_retention == "rotate"
+        topic = await self._topic_values(self.topic) if behind and not rotated else {}
+        generations = await self._generations() if behind and rotated else {}
         restored: dict[int, ShardState | None] = {}
         for shard, state in local.items():
-            remote = (
-                self._from_topic(topic, shard, after=state.next_offset if state else -1) if shard in behind else None
-            )
+            after = state.next_offset if state else -1
+            remote = None
+            if shard in behind and rotated:
+                remote = await self._from_generations(generations.get(shard, []), shard, after=after)
+            elif shard in behind:
+                remote = self._from_topic(topic, shard, after=after)
             chosen = remote if remote is not None else state
             if chosen is not None:
                 source = "snapshot topic" if remote is not None else "data dir"
@@ -258,12 +305,36 @@ class SnapshotStore:
             log.exception("shard %d: unreadable snapshot %s, ignored", shard, path)
         return None
 
-    async def _topic_values(self) -> dict[bytes, bytes | None]:
+    async def _generations(self) -> dict[int, list[tuple[int, str]]]:
+        admin = AIOKafkaAdminClient(**client_options(self.settings))
+        await admin.start()
+        try:
+            return snapshot_generations(self.settings, await admin.list_topics())
+        finally:
+            await admin.close()
+
+    async def _from_generations(
+        self, generations: list[tuple[int, str]], shard: int, *, after: int
+    ) -> ShardState | None:
+        """The newest snapshot generation of `shard` that is complete and valid, if it includes more than `after`.
+        A topic named like a generation is anybody's: one whose snapshot is not ours is skipped, counted."""
+        for offset, topic in generations:
+            if offset <= after:
+                break
+            state = self._from_topic(await self._topic_values(topic), shard, after=after)
+            if state is not None and state.next_offset == offset:
+                return state
+            if state is not None:
+                self.on_skip("snapshots", "invalid_snapshot")
+                log.warning("shard %d: snapshot topic %s holds offset %d", shard, topic, state.next_offset)
+        return None
+
+    async def _topic_values(self, topic: str) -> dict[bytes, bytes | None]:
         """The latest value of every key on the snapshot topic. Read as a stream: where the broker does not
         compact, the topic holds every snapshot ever written, but a chunk replaced by a tombstone is dropped as
         soon as the tombstone is read, so memory holds the live snapshots only."""
         values: dict[bytes, bytes | None] = {}
-        async for record in scan_topic(self.settings, self.topic):
+        async for record in scan_topic(self.settings, topic):
             if record.key is None:
                 self.on_skip("snapshots", "invalid_record")
                 continue

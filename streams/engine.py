@@ -22,6 +22,7 @@ from revpulse.schemas.models import NANOS, Event, event_fields
 from revpulse.streams import history
 from revpulse.streams.ledger import Cells, Contribution, LiveCells, add
 from revpulse.streams.plain import widen
+from revpulse.streams.product_codec import decode_product, encode_product
 from revpulse.streams.quantities import (
     ACTIVATED,
     ACTIVE_ACCOUNTS,
@@ -136,7 +137,7 @@ class Account(Keyed):
             self.segment_values,
             [(t, seq, event_fields(event)) for t, seq, event in self.billing],
             self.first_trial,
-            self.product,
+            encode_product(self.product),
             self.last_active,
             self.leads,
             self.opportunities,
@@ -175,7 +176,7 @@ class Account(Keyed):
             values,
             events,
             None if first_trial is None else (first_trial[0], first_trial[1]),
-            list(map(tuple, product)),
+            decode_product(product) if not product or type(product[0]) is int else list(map(tuple, product)),
             last_active,
             tuple(leads),
             tuple(opps),
@@ -186,9 +187,9 @@ class Account(Keyed):
 
 # An encoded account (`Account.encode`), a JSON list: [ids {topic: {event id: µs}}, latest {topic: µs},
 # kept {topic: n}, segment stamps [[µs, seq]], segment values [str], billing [[µs, seq, [event fields]]],
-# first trial [µs, seq] | null, product [[µs, seq, type]], last active {segment: hour}, leads [id],
-# opportunities [id], billing base [{subscription: mrr}, mrr, paid before, last churn | null, hour, mrr] | null,
-# active before {segment: hour} | null].
+# first trial [µs, seq] | null, product (`product_codec`; before it, [[µs, seq, type]]), last active
+# {segment: hour}, leads [id], opportunities [id], billing base [{subscription: mrr}, mrr, paid before,
+# last churn | null, hour, mrr] | null, active before {segment: hour} | null].
 # Money (an event's, the billing base's) may be a decimal string (`plain.widen`).
 ACCOUNT_RECORD: Final = 13
 
@@ -493,7 +494,13 @@ class Engine:
                 account.first_trial = stamp
 
             self._change([self._billing(account)], first_trial)
-        insort(account.product, (*stamp, event_type))
+        # The sequence orders an event only against segment points of its own time: one that arrives later has a
+        # higher sequence than any event here, so 0 ranks the same unless a point of that time is already there.
+        # A 0 costs nothing to hold and to encode (`product_codec`).
+        t = stamp[0]
+        stamps = account.segment_stamps
+        i = bisect_left(stamps, (t,))
+        insort(account.product, (t, stamp[1] if i < len(stamps) and stamps[i][0] == t else 0, event_type))
         if ("product", id(account)) in self.pending:
             return  # the batch recomputes the account's product contribution anyway
         # Each product event's flow stands alone, and the latest active slice only moves forward: no recompute.

@@ -39,6 +39,7 @@ from revpulse.streams.engine import ACCOUNT_RECORD, AccountStore, Engine, Engine
 from revpulse.streams.ledger import Cells
 from revpulse.streams.partition import ShardState
 from revpulse.streams.plain import INT64_MAX, INT64_MIN, wide_int, widen
+from revpulse.streams.product_codec import ProductCodecError, check_product
 
 MAGIC: Final = b"RPST"
 FORMAT: Final = 2
@@ -265,12 +266,18 @@ def _check_account(record: object, leads: Collection[str], opportunities: Collec
     _timeline(billing, "billing", "subscription.")
     if first_trial is not None:
         _stamp(first_trial, "first_trial")
-    product = _tuples(product, "product", 3)
-    _ints(product[0::3], "product")
-    _ints(product[1::3], "product")
-    types = _texts(product[2::3], "product")
-    if not _PRODUCT_TYPES.issuperset(types):
-        _fail("product", f"unknown product event types {sorted(set(types) - _PRODUCT_TYPES)[:3]}")
+    if isinstance(product, list) and product and type(product[0]) is list:  # the form before `product_codec`
+        product = _tuples(product, "product", 3)
+        _ints(product[0::3], "product")
+        _ints(product[1::3], "product")
+        types = _texts(product[2::3], "product")
+        if not _PRODUCT_TYPES.issuperset(types):
+            _fail("product", f"unknown product event types {sorted(set(types) - _PRODUCT_TYPES)[:3]}")
+    else:
+        try:
+            check_product(product)
+        except ProductCodecError as exc:
+            _fail("product", str(exc))
     for name, ids_named, known in (("leads", lead_ids, leads), ("opportunities", opportunity_ids, opportunities)):
         for entity_id in _texts(_list(ids_named, name), name):
             if entity_id not in known:

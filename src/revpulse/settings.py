@@ -15,6 +15,7 @@ from typing import Any, Literal, TypeVar
 import orjson
 
 Clock = Literal["wall", "event"]
+Retention = Literal["compact", "rotate"]
 T = TypeVar("T")
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
@@ -165,6 +166,11 @@ class Settings:
     shards: int = 8
     # How often a worker snapshots the state of the shards it owns (data dir and snapshot topic).
     snapshot_interval: float = 30.0
+    # Not in SPEC §6: how the snapshot topic stays bounded. `compact`: one compacted topic, each new snapshot
+    # tombstones the one before (Apache Kafka, managed Kafka). `rotate`: for a broker that compacts nothing (the
+    # embedded one), each snapshot goes to a topic of its own, `<app id>-snapshots.<shard>.<offset>`, and the
+    # shard's older ones are deleted once it is written.
+    internal_retention: Retention = "compact"
     # Not in SPEC §6: the deployment key snapshots are signed with (HMAC-SHA256), the same on every worker. With
     # one set, a snapshot not signed with it is never read; without, snapshots are checksummed only.
     state_key: str | None = field(default=None, repr=False)
@@ -261,6 +267,7 @@ class Settings:
             session_timeout=parse("REVPULSE_SESSION_TIMEOUT", defaults.session_timeout, _session_timeout),
             shards=parse("REVPULSE_SHARDS", defaults.shards, _shards),
             snapshot_interval=parse("REVPULSE_SNAPSHOT_INTERVAL", defaults.snapshot_interval, _positive_duration),
+            internal_retention=parse("REVPULSE_INTERNAL_RETENTION", defaults.internal_retention, _retention),
             state_key=parse("REVPULSE_STATE_KEY", defaults.state_key, _state_key),
             standby_replicas=parse("REVPULSE_STANDBY_REPLICAS", defaults.standby_replicas, _non_negative_int),
             hot_accounts=parse("REVPULSE_HOT_ACCOUNTS", defaults.hot_accounts, _non_negative_int),
@@ -327,6 +334,12 @@ def _port(raw: str) -> int:
 def _clock(raw: str) -> Clock:
     if raw not in ("wall", "event"):
         raise ValueError(f"expected 'wall' or 'event', got {raw!r}")
+    return raw  # type: ignore[return-value]
+
+
+def _retention(raw: str) -> Retention:
+    if raw not in ("compact", "rotate"):
+        raise ValueError(f"expected 'compact' or 'rotate', got {raw!r}")
     return raw  # type: ignore[return-value]
 
 

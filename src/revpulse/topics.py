@@ -6,6 +6,7 @@ consumer groups are named after the app id (`REVPULSE_APP_ID`), so two deploymen
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,8 +39,25 @@ def partials_topic(settings: Settings) -> str:
 
 
 def snapshot_topic(settings: Settings) -> str:
-    """Shard snapshots in chunks under a manifest, compacted."""
+    """Shard snapshots in chunks under a manifest, compacted (REVPULSE_INTERNAL_RETENTION=compact)."""
     return f"{settings.app_id}-snapshots"
+
+
+def snapshot_generation(settings: Settings, shard: int, next_offset: int) -> str:
+    """One snapshot of one shard, alone in its topic (REVPULSE_INTERNAL_RETENTION=rotate)."""
+    return f"{snapshot_topic(settings)}.{shard}.{next_offset}"
+
+
+def snapshot_generations(settings: Settings, names: Iterable[str]) -> dict[int, list[tuple[int, str]]]:
+    """Among topic names, the snapshot generations of each shard: (next offset, topic), newest first."""
+    prefix = f"{snapshot_topic(settings)}."
+    found: dict[int, list[tuple[int, str]]] = {}
+    for name in names:
+        shard, dot, offset = name.removeprefix(prefix).partition(".")
+        numbers = shard.isascii() and shard.isdigit() and offset.isascii() and offset.isdigit()
+        if name.startswith(prefix) and dot and numbers and len(shard) <= 6 and len(offset) <= 18:
+            found.setdefault(int(shard), []).append((int(offset), name))
+    return {shard: sorted(generations, reverse=True) for shard, generations in found.items()}
 
 
 def router_group(settings: Settings) -> str:

@@ -15,6 +15,8 @@ from revpulse.topics import (
     route_line,
     router_group,
     shard_topic,
+    snapshot_generation,
+    snapshot_generations,
     snapshot_topic,
 )
 
@@ -33,6 +35,28 @@ def test_internal_names_follow_the_app_id() -> None:
     ]
     with pytest.raises(ValueError, match="unknown ingest source"):
         raw_topic("salesforce")
+
+
+def test_snapshot_generations_are_found_by_name_newest_first() -> None:
+    settings = Settings(app_id="acme")
+    assert snapshot_generation(settings, 3, 1200) == "acme-snapshots.3.1200"
+    names = [
+        "acme-snapshots.3.1200",
+        "acme-snapshots.3.900",
+        "acme-snapshots.0.5",
+        "acme-snapshots",  # the compacted topic
+        "acme-snapshots.3",
+        "acme-snapshots.3.x",
+        "acme-snapshots.3.-1",
+        "acme-snapshots.3.1.2",
+        "acme-snapshots.3." + "9" * 19,  # beyond any offset
+        "other-snapshots.3.7",
+        "acme-shards",
+    ]
+    assert snapshot_generations(settings, names) == {
+        3: [(1200, "acme-snapshots.3.1200"), (900, "acme-snapshots.3.900")],
+        0: [(5, "acme-snapshots.0.5")],
+    }
 
 
 def test_an_array_line_is_split_by_topic_and_keyed_when_its_elements_share_a_key() -> None:

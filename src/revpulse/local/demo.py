@@ -68,6 +68,8 @@ def run_demo(settings: Settings, *, rate: float, duration: float | None) -> int:
             "REVPULSE_BROKER": settings.broker,
             "REVPULSE_WEB_PORT": str(settings.web_port),
             "REVPULSE_CLOCK": "wall",
+            # The embedded broker compacts nothing: snapshots rotate through topics of their own instead.
+            "REVPULSE_INTERNAL_RETENTION": "rotate",
             "REVPULSE_FX_RATES": orjson.dumps(fx).decode(),
             "REVPULSE_DATA_DIR": os.path.join(workdir, "data"),
         }

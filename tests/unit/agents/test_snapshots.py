@@ -80,7 +80,8 @@ def _shard_with_signups() -> Shard:
 def _restore(store: SnapshotStore, topic: dict[bytes, bytes | None], committed: int = 1) -> ShardState | None:
     """What `load` restores for shard 0 with the snapshot topic holding `topic`."""
 
-    async def values() -> dict[bytes, bytes | None]:
+    async def values(name: str) -> dict[bytes, bytes | None]:
+        assert name == store.topic
         return topic
 
     store._topic_values = values  # type: ignore[method-assign]
