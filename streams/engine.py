@@ -125,12 +125,19 @@ class Account(Keyed):
     def latest_segment(self) -> str:
         return self.segment_values[-1] if self.segment_values else "unknown"
 
-    def encode(self) -> bytes:
+    def encode(self, lateness_us: int | None = None) -> bytes:
         """A compact copy: a few hundred bytes where the objects take a few KB. JSON (see `ACCOUNT_RECORD`), so
         that a snapshot can hold these bytes as they are and a restore can check them as data
-        (`state_codec.check_account`); orjson writes no line break, which the snapshot's layout relies on."""
+        (`state_codec.check_account`); orjson writes no line break, which the snapshot's layout relies on.
+
+        With `lateness_us`, without the ids past the lateness bound: SPEC §2 forgets them, and the object keeps
+        them until they have doubled (see `Engine.accept`), up to 64 of them a topic."""
+        ids = self.ids
+        if lateness_us is not None:
+            bounds = {topic: latest - lateness_us for topic, latest in self.latest.items()}
+            ids = {topic: {i: t for i, t in seen.items() if t >= bounds.get(topic, t)} for topic, seen in ids.items()}
         record = (
-            self.ids,
+            ids,
             self.latest,
             self.kept,
             self.segment_stamps,
@@ -217,9 +224,10 @@ class AccountStore:
         account = self.hot[account_id] = Account()
         return account
 
-    def evict(self) -> None:
+    def evict(self, lateness_us: int) -> None:
+        """Encode the least recently used accounts beyond the hot limit (see `Account.encode`)."""
         for account_id in list(islice(self.hot, max(0, len(self.hot) - self.hot_limit))):
-            self.cold[account_id] = self.hot.pop(account_id).encode()
+            self.cold[account_id] = self.hot.pop(account_id).encode(lateness_us)
 
     def __len__(self) -> int:
         return len(self.hot) + len(self.cold)
@@ -358,7 +366,7 @@ class Engine:
             if self.folded_at is None or hour >= self.folded_at + 24:
                 self.ledger.fold(hour)
                 self.folded_at = hour
-        self.accounts.evict()
+        self.accounts.evict(self.config.allowed_lateness_us)
 
     def flush(self) -> None:
         """Apply to the ledger, once each, the change of every contribution the batch changed."""

@@ -464,7 +464,9 @@ def encode_state(state: ShardState, shard: int, key: bytes | None = None) -> byt
         "accounts": len(store),
     }
     lines = [_dumps(head)]
-    for account_id, data in chain(store.cold.items(), ((i, account.encode()) for i, account in store.hot.items())):
+    lateness = engine.config.allowed_lateness_us
+    hot = ((account_id, account.encode(lateness)) for account_id, account in store.hot.items())
+    for account_id, data in chain(store.cold.items(), hot):
         lines.append(orjson.dumps(account_id))
         lines.append(data)
     return seal(b"\n".join(lines), key)

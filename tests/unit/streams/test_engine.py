@@ -189,11 +189,22 @@ def test_the_store_encodes_the_least_recently_used_beyond_its_limit() -> None:
     for account_id in ("a", "b", "c"):
         store.add(account_id).segment_values.append(account_id)
     assert store.get("a") is not None  # used again: now the most recent
-    store.evict()
+    store.evict(lateness_us=10)
     assert (list(store.hot), list(store.cold)) == (["c", "a"], ["b"])
     b = store.get("b")
     assert b is not None and b.segment_values == ["b"] and list(store.hot) == ["c", "a", "b"]
     assert (len(store), sorted(store)) == (3, ["a", "b", "c"])
+
+
+def test_an_account_leaves_the_ids_past_the_lateness_bound_when_it_is_encoded() -> None:
+    store = AccountStore(hot_limit=0)
+    account = store.add("a")
+    account.ids = {"crm": {"old": 89, "edge": 90, "new": 100}, "product": {"p": 5}}
+    account.latest = {"crm": 100, "product": 5}
+    store.evict(lateness_us=10)
+    kept = store.get("a")
+    assert kept is not None and kept.ids == {"crm": {"edge": 90, "new": 100}, "product": {"p": 5}}
+    assert account.ids["crm"]["old"] == 89  # the object itself is left as it was
 
 
 def count_calls(monkeypatch: pytest.MonkeyPatch, *names: str) -> Counter[str]:

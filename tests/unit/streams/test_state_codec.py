@@ -106,7 +106,7 @@ def _huge_state() -> ShardState:
         account = engine.accounts.add(account_id)
         account.billing.append((3_600_000_000, 1, big))
         account.billing_base = ({"s0": 2**64 + 1}, 2**64 + 1, True, None, 5, -(2**65))
-    engine.accounts.evict()  # one held encoded, one as an object
+    engine.accounts.evict(lateness_us=0)  # one held encoded, one as an object
     engine.watermark, engine.sequence = 3_600_000_000, 1
     return ShardState(engine, {("billing.events", 0): (7, 0)}, {}, 8)
 
