@@ -153,12 +153,12 @@ class BatchAgent(Service):
             if batches or self.group is None:
                 await self.handle(batches)
             else:
-                self.idle()
+                await self.idle()
 
     async def handle(self, batches: Batches) -> None:
         raise NotImplementedError
 
-    def idle(self) -> None:
+    async def idle(self) -> None:
         """Called when a fetch of a group consumer brought nothing."""
 
     async def commit(self, offsets: dict[TopicPartition, int]) -> None:

@@ -1,9 +1,10 @@
 """The router agent: consumes the four input topics and sends each event to the shard owning its key.
 
-Stateless. Input offsets are committed once the batch's shard records are acknowledged; a crash in between
+Input offsets are committed once the shard records of what was routed are acknowledged; a crash in between
 re-sends them, and the shards skip what they already applied (see `revpulse.streams.partition`). Items for shards this
 worker owns are applied locally first (see `ShardAgent.apply_routed` and `revpulse.agents.local_path`): metrics then
-follow one hop sooner.
+follow one hop sooner. Fetched records wait in event-time alignment (`revpulse.streams.pacing`) until the partitions
+behind them catch up; they are only held, never committed, so a restart or rebalance fetches them again.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from aiokafka import TopicPartition
 
 from revpulse.agents.base import BatchAgent, Batches, ProducerService, send_all
 from revpulse.agents.shard_agent import ShardAgent
+from revpulse.schemas.models import Decoded, Event, latest_occurred_at
 from revpulse.settings import Settings
 from revpulse.streams.outputs import Outputs
-from revpulse.streams.pacing import paused
+from revpulse.streams.pacing import Merge
 from revpulse.streams.partition import InputRecord, Router
 from revpulse.streams.windows import US_PER_SECOND
 from revpulse.streams.wire import encode_items, item_records
@@ -26,7 +28,7 @@ from revpulse.topics import router_group, shard_topic
 
 log = logging.getLogger(__name__)
 
-ALIGNMENT_STALL = 2.0  # seconds without a batch, partitions paused, before they all resume for as long
+ALIGNMENT_STALL = 2.0  # seconds of empty fetches with records held and none routed, before all go for as long
 
 
 class RouterAgent(BatchAgent):
@@ -45,24 +47,83 @@ class RouterAgent(BatchAgent):
         self.outputs = outputs
         self.local = local  # this worker's shards: items for those it owns are applied before they are sent
         self.shard_topic = shard_topic(settings)
-        self.read_up_to: dict[TopicPartition, int] = {}  # the offset after the last record handled
-        self.last_batch = time.monotonic()
-        self.aligned_after = 0.0  # monotonic time before which no partition is paused
+        slack = round(settings.input_alignment * US_PER_SECOND)
+        self.merge: Merge[tuple[str, int], tuple[InputRecord, list[Decoded]]] = Merge(slack)
+        self.idle_since: float | None = None  # since when fetches bring nothing while records are held
+        self.aligned_after = 0.0  # monotonic time before which nothing is held
 
     async def on_assigned(self, partitions: set[TopicPartition]) -> None:
         self.local.local_path.router_rebalanced()
         owned = {(tp.topic, tp.partition) for tp in partitions}
         self.router.latest = {source: t for source, t in self.router.latest.items() if source in owned}
-        self.read_up_to = {tp: offset for tp, offset in self.read_up_to.items() if tp in partitions}
+        # Every partition resumes from its committed offset: what was held is fetched again.
+        self.merge.clear()
         await super().on_assigned(partitions)
 
     async def handle(self, batches: Batches) -> None:
-        records = [
-            InputRecord(tp.topic, tp.partition, record.offset, record.value, record.timestamp / 1000)
-            for tp, batch in batches.items()
-            for record in batch
-        ]
-        routed = self.router.route(records, self.outputs.clock())  # the wall clock bounds occurred_at
+        latest_us = latest_occurred_at(self.outputs.clock())  # the wall clock bounds occurred_at
+        for tp, batch in batches.items():
+            held = []
+            for record in batch:
+                item = InputRecord(tp.topic, tp.partition, record.offset, record.value, record.timestamp / 1000)
+                decoded = self.router.decode(item, latest_us)
+                times = [event.t for event, _ in decoded if isinstance(event, Event)]
+                held.append((min(times, default=None), (item, decoded)))
+            self.merge.add((tp.topic, tp.partition), held)
+            highwater = self.consumer.highwater(tp) if self.consumer is not None else None
+            if highwater is not None:
+                self.outputs.consumer_lag.labels(tp.topic, str(tp.partition)).set(highwater - batch[-1].offset - 1)
+        self.idle_since = None
+        await self._route(await self._release())
+
+    async def idle(self) -> None:
+        """A fetch brought nothing: the partition holding others back may have been read to its end. If records
+        stay held through fetches that bring nothing for a while (a broker's high watermark past its last record,
+        a partition read elsewhere), alignment only saves work: everything goes, and goes unheld for a while."""
+        if not self.merge.holding():
+            return
+        now = time.monotonic()
+        self.idle_since = self.idle_since or now
+        if now - self.idle_since > ALIGNMENT_STALL:
+            log.info("router: records held through %.0f s of empty fetches; routing them", now - self.idle_since)
+            self.aligned_after = now + ALIGNMENT_STALL
+        await self._route(await self._release())
+
+    async def _release(self) -> list[tuple[InputRecord, list[Decoded]]]:
+        """The held records that may go now (`Merge.release`), all of them with alignment off; pauses the
+        partitions left holding records, so what is held stays one fetch a partition."""
+        if not self.settings.input_alignment or time.monotonic() < self.aligned_after:
+            released = self.merge.release_all()
+        else:
+            released = self.merge.release(self.router.latest, await self._unread())
+        if released:
+            self.idle_since = None
+        assert self.consumer is not None
+        holding = self.merge.holding()
+        hold = {tp for tp in self.consumer.assignment() if (tp.topic, tp.partition) in holding}
+        paused = self.consumer.paused()
+        if hold - paused:
+            self.consumer.pause(*(hold - paused))
+        if paused - hold:
+            self.consumer.resume(*(paused - hold))
+        return [record for _, record in released]
+
+    async def _unread(self) -> set[tuple[str, int]]:
+        """The partitions with records on the broker not fetched yet (their fetch high watermark is past the
+        consumer's position)."""
+        assert self.consumer is not None
+        unread = set()
+        for tp in self.consumer.assignment():
+            highwater = self.consumer.highwater(tp)
+            if highwater is not None and highwater > await self.consumer.position(tp):
+                unread.add((tp.topic, tp.partition))
+        return unread
+
+    async def _route(self, records: list[tuple[InputRecord, list[Decoded]]]) -> None:
+        """Send records to their shards (applying this worker's first), then commit their offsets."""
+        if not records:
+            return
+        routed = self.router.route_decoded(records)
         plan = await self.local.apply_routed(routed)
         acked = await send_all(
             self.io.producer,
@@ -73,47 +134,7 @@ class RouterAgent(BatchAgent):
             ),
         )
         self.local.local_path.routed_sent(plan, {partition: ranges for (_, partition), ranges in acked.items()})
-        assert self.consumer is not None
-        for tp, batch in batches.items():
-            highwater = self.consumer.highwater(tp)
-            if highwater is not None:
-                lag = highwater - batch[-1].offset - 1
-                self.outputs.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
-        await self.commit({tp: batch[-1].offset + 1 for tp, batch in batches.items()})
-        self.read_up_to.update((tp, batch[-1].offset + 1) for tp, batch in batches.items())
-        self.last_batch = time.monotonic()
-        self._align()
-
-    def idle(self) -> None:
-        assert self.consumer is not None
-        now = time.monotonic()
-        held = self.consumer.paused()
-        if held and now - self.last_batch > ALIGNMENT_STALL:
-            # Nothing came while partitions wait for one that brings nothing (a broker's high watermark past its
-            # last record, a partition read elsewhere): alignment only saves work, so read everything a while.
-            log.info("router: %d input partitions paused and nothing to read; resuming them", len(held))
-            self.consumer.resume(*held)
-            self.aligned_after = now + ALIGNMENT_STALL
-            return
-        self._align()  # the partition holding others back may have just been read to its end
-
-    def _align(self) -> None:
-        """Pause the partitions too far ahead in event time of one with records left (`pacing`), resume the
-        others."""
-        if not self.settings.input_alignment or time.monotonic() < self.aligned_after:
-            return
-        assert self.consumer is not None
-        assigned = self.consumer.assignment()
-        behind = set()
-        for tp in assigned:
-            highwater = self.consumer.highwater(tp)
-            if highwater is not None and highwater > self.read_up_to.get(tp, 0):
-                behind.add((tp.topic, tp.partition))
-        slack = round(self.settings.input_alignment * US_PER_SECOND)
-        ahead = paused(self.router.latest, behind, slack)
-        hold = {tp for tp in assigned if (tp.topic, tp.partition) in ahead}
-        held = self.consumer.paused()
-        if hold - held:
-            self.consumer.pause(*(hold - held))
-        if held - hold:
-            self.consumer.resume(*(held - hold))
+        offsets: dict[TopicPartition, int] = {}
+        for record, _ in records:
+            offsets[TopicPartition(record.topic, record.partition)] = record.offset + 1
+        await self.commit(offsets)

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from revpulse.schemas.models import Event, EventDecoder, Rejection, event_fields, latest_occurred_at
+from revpulse.schemas.models import Decoded, Event, EventDecoder, Rejection, event_fields, latest_occurred_at
 from revpulse.streams.engine import Engine, EngineConfig
 from revpulse.streams.ledger import Key
 from revpulse.streams.windows import US_PER_SECOND
@@ -76,13 +76,18 @@ class Router:
         """Items per shard. `now` is the worker's wall clock (an aware datetime or epoch seconds; default the system
         clock), read once for the batch: an `occurred_at` more than 1 day after it is invalid (SPEC §1)."""
         latest = latest_occurred_at(now)
+        return self.route_decoded((record, self.decode(record, latest)) for record in records)
+
+    def decode(self, record: InputRecord, latest_us: int) -> list[Decoded]:
+        """A record's events and rejections; `latest_us` is the latest valid occurred_at (`latest_occurred_at`)."""
+        if record.value is None:
+            return [(Rejection("invalid_json", "record has no value"), b"")]
+        return self.decoder.decode_until(record.value, latest_us)
+
+    def route_decoded(self, records: Iterable[tuple[InputRecord, list[Decoded]]]) -> dict[int, list[Item]]:
+        """Items per shard of records `decode` decoded."""
         out: dict[int, list[Item]] = {}
-        for record in records:
-            decoded: list[tuple[Event | Rejection, bytes]]
-            if record.value is None:
-                decoded = [(Rejection("invalid_json", "record has no value"), b"")]
-            else:
-                decoded = self.decoder.decode_until(record.value, latest)
+        for record, decoded in records:
             source = [record.topic, record.partition, record.offset]
             for index, (item, payload) in enumerate(decoded):
                 head = [*source, index, record.timestamp, payload.decode("latin-1")]

@@ -1,26 +1,73 @@
-"""Which input partitions a router pauses to keep them in step in event time (`pacing.paused`)."""
+"""Which fetched input records a router routes now and which it holds (`pacing.Merge`)."""
 
 from __future__ import annotations
 
-from revpulse.streams.pacing import paused
+from revpulse.streams.pacing import Merge
 
 HOUR = 3600 * 1_000_000
-LATEST = {"crm/0": 10 * HOUR, "billing/0": 12 * HOUR, "product/0": 9 * HOUR + HOUR // 2}
 
 
-def test_partitions_more_than_the_slack_ahead_of_the_earliest_with_records_left_pause() -> None:
-    assert paused(LATEST, {"crm/0", "billing/0", "product/0"}, HOUR) == {"billing/0"}
-    # product read to its end: it holds nothing back, crm is the floor now.
-    assert paused(LATEST, {"crm/0", "billing/0"}, HOUR) == {"billing/0"}
-    assert paused(LATEST, {"billing/0"}, HOUR) == set()
+def merge(**held: list[int | None]) -> Merge[str, str]:
+    """A merge of one-hour slack holding, per partition, records named `<partition>@<index>` at those hours."""
+    out: Merge[str, str] = Merge(HOUR)
+    for partition, hours in held.items():
+        out.add(partition, [(None if h is None else h * HOUR, f"{partition}@{i}") for i, h in enumerate(hours)])
+    return out
 
 
-def test_a_partition_without_a_valid_event_yet_neither_holds_back_nor_is_held() -> None:
-    assert paused(LATEST, {"marketing/0", "billing/0"}, HOUR) == set()
-    assert paused({}, {"crm/0"}, HOUR) == set()
+def test_records_go_up_to_the_slack_after_the_other_partitions() -> None:
+    # A fetch of the sparse billing topic spans days; product's reaches hour 11 and has more to fetch.
+    held = merge(billing=[10, 11, 30, 50], product=[10, 10, 11])
+    assert held.release({}, {"product"}) == [
+        ("billing", "billing@0"),
+        ("billing", "billing@1"),
+        ("product", "product@0"),
+        ("product", "product@1"),
+        ("product", "product@2"),
+    ]
+    assert held.holding() == {"billing"}
+    # product is read to its end: nothing else may bring records, so the rest of billing goes.
+    assert held.release({"product": 11 * HOUR}, set()) == [("billing", "billing@2"), ("billing", "billing@3")]
+    assert held.holding() == set()
 
 
-def test_the_earliest_partition_is_never_paused() -> None:
-    behind = set(LATEST)
-    floor = min(behind, key=LATEST.__getitem__)
-    assert floor not in paused(LATEST, behind, 0)
+def test_partitions_holding_records_alternate_in_one_call() -> None:
+    held = merge(crm=[1, 5, 9], billing=[2, 7, 8])
+    # Passes: crm to 3 h (billing's head + 1 h), billing to 2 h; crm to 8 h; billing to 10 h; crm to the end.
+    assert [record for _, record in held.release({}, set())] == [
+        "crm@0",
+        "billing@0",
+        "crm@1",
+        "billing@1",
+        "billing@2",
+        "crm@2",
+    ]
+
+
+def test_a_partition_with_records_left_unfetched_holds_the_others_at_its_latest() -> None:
+    held = merge(billing=[10, 12, 30])
+    assert held.release({"product": 11 * HOUR}, {"product"}) == [("billing", "billing@0"), ("billing", "billing@1")]
+    assert held.holding() == {"billing"}
+    # One that routed nothing yet holds everything until its first fetch.
+    assert held.release({}, {"crm"}) == []
+    assert held.release({"crm": 29 * HOUR}, {"crm"}) == [("billing", "billing@2")]
+
+
+def test_a_record_without_a_valid_event_goes_with_the_one_before_it() -> None:
+    held = merge(crm=[None, 5, None, 40, None], product=[6])
+    assert held.release({}, {"product"}) == [
+        ("crm", "crm@0"),
+        ("crm", "crm@1"),
+        ("crm", "crm@2"),
+        ("product", "product@0"),
+    ]
+    assert held.release({}, set()) == [("crm", "crm@3"), ("crm", "crm@4")]
+    # An unfetched partition of unknown time lets only records without a time go.
+    only_invalid = merge(crm=[None, None, 3])
+    assert only_invalid.release({}, {"product"}) == [("crm", "crm@0"), ("crm", "crm@1")]
+
+
+def test_release_all_empties_every_partition_in_offset_order() -> None:
+    held = merge(billing=[50, 10], product=[1])
+    assert held.release_all() == [("billing", "billing@0"), ("billing", "billing@1"), ("product", "product@0")]
+    assert held.holding() == set() and held.release({}, set()) == []
