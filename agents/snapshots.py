@@ -46,9 +46,9 @@ from aiokafka.errors import TopicAlreadyExistsError
 from revpulse.agents.base import ProducerService, scan_topic, send_all
 from revpulse.kafka_security import client_options
 from revpulse.settings import Settings
-from revpulse.streams.engine import EngineConfig
+from revpulse.streams.engine import AccountStore, EngineConfig
 from revpulse.streams.partition import ShardState
-from revpulse.streams.state_codec import FORMAT, SnapshotError, decode_state, encode_state
+from revpulse.streams.state_codec import FORMAT, SnapshotError, decode_state, encode_state, read_state, write_state
 from revpulse.topics import snapshot_generation, snapshot_generations, snapshot_topic
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,7 @@ log = logging.getLogger(__name__)
 LEGACY_FORMAT = 1  # the pickles of versions before `state_codec`: a manifest without "format" names one
 
 CHUNK_BYTES = 512 * 1024
+CHUNKS_IN_FLIGHT = 16  # chunks read and sent at a time
 ENCODING_POLL = 0.01  # seconds between checks whether a forked encoding has finished
 # The copy yields the CPU to the worker it was forked from: the worker's batches are what the latency waits on.
 ENCODING_NICENESS = 19
@@ -67,24 +68,25 @@ class Encoding:
 
     pid: int
     paths: dict[int, Path]  # shard -> the file its snapshot is encoded into
+    stores: list[AccountStore]  # whose arenas the copy reads: none is compacted until it is done
 
-    async def results(self) -> AsyncIterator[tuple[int, bytes]]:
-        """(shard, snapshot bytes) once the copy is done, one shard at a time (the worker holds one encoded shard
-        in memory, not all of them); nothing, logged, if the copy failed."""
-        while True:
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
-            if pid:
-                break
-            await asyncio.sleep(ENCODING_POLL)
+    async def results(self) -> AsyncIterator[tuple[int, Path]]:
+        """(shard, file of its snapshot) once the copy is done; nothing, logged, if the copy failed. A file not
+        taken away (`SnapshotStore.write` moves it) is deleted after."""
         try:
+            while True:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+                if pid:
+                    break
+                await asyncio.sleep(ENCODING_POLL)
+            for store in self.stores:
+                store.holds -= 1
             code = os.waitstatus_to_exitcode(status)
             if code != 0:
                 log.error("snapshot encoding process %d failed (exit status %d); the next turn retries", pid, code)
                 return
             for shard, path in self.paths.items():
-                blob = path.read_bytes()
-                path.unlink()
-                yield shard, blob
+                yield shard, path
         finally:
             for path in self.paths.values():
                 path.unlink(missing_ok=True)
@@ -159,11 +161,18 @@ class SnapshotStore:
         return self.directory / f"shard-{shard}.pickle"
 
     async def save(self, shard: int, state: ShardState) -> None:
-        await self.write(shard, state.next_offset, self.encode(shard, state))
+        """Snapshot `state` now, in this process (while nothing changes it: under the shard lock)."""
+        self._make_directory()
+        path = self.directory / f"shard-{shard}.saving"
+        try:
+            with _private(path) as handle:
+                write_state(handle, state, shard, self.key)
+            await self.write(shard, state.next_offset, path)
+        finally:
+            path.unlink(missing_ok=True)
 
     def encode(self, shard: int, state: ShardState) -> bytes:
-        """The snapshot's bytes: taken while nothing changes the state (under the shard lock, or in the forked
-        copy of `encode_aside`)."""
+        """A snapshot's bytes, taken while nothing changes the state."""
         return encode_state(state, shard, self.key)
 
     def decode(self, shard: int, blob: bytes) -> ShardState:
@@ -177,6 +186,9 @@ class SnapshotStore:
         the fork). One copy for all shards: each fork costs the worker copy-on-write faults for a while."""
         self._make_directory()
         paths = {shard: self.directory / f"shard-{shard}.encoding" for shard in states}
+        stores = [state.engine.accounts for state in states.values()]
+        for store in stores:
+            store.holds += 1  # compacting an arena would write, and so copy, every page of it
         pid = os.fork()
         if pid == 0:
             status = 1
@@ -185,56 +197,63 @@ class SnapshotStore:
                 os.nice(ENCODING_NICENESS)
                 for shard, state in states.items():
                     with _private(paths[shard]) as handle:
-                        handle.write(self.encode(shard, state))
+                        write_state(handle, state, shard, self.key)
+                        handle.flush()
+                        os.fsync(handle.fileno())
                 status = 0
             except BaseException:
                 traceback.print_exc()
             finally:
                 os._exit(status)  # none of the worker's exit handlers, buffers or connections are the copy's
-        return Encoding(pid, paths)
+        return Encoding(pid, paths, stores)
 
     def _make_directory(self) -> None:
         """The data dir holds the revenue state: only the worker's user may read it."""
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.directory.chmod(0o700)
 
-    async def write(self, shard: int, next_offset: int, blob: bytes) -> None:
-        """Store a snapshot to the data dir and the topic; writes go one at a time, in the order asked, and one
-        older than a snapshot already written (an encoding that finished late) is dropped."""
+    async def write(self, shard: int, next_offset: int, path: Path) -> None:
+        """Store the snapshot in file `path` (written and synced; it is moved) as the data dir's copy and on the
+        topic; writes go one at a time, in the order asked, and one older than a snapshot already written (an
+        encoding that finished late) is dropped."""
         async with self._writing:
             if next_offset < self._written.get(shard, -1):
                 return
-            await self._write(shard, next_offset, blob)
+            await self._write(shard, next_offset, path)
             self._written[shard] = next_offset
 
-    async def _write(self, shard: int, next_offset: int, blob: bytes) -> None:
+    async def _write(self, shard: int, next_offset: int, path: Path) -> None:
         self._make_directory()
-        path = self._path(shard)
-        temporary = path.with_suffix(".tmp")
-        with _private(temporary) as handle:
-            handle.write(blob)
-            handle.flush()
+        final = self._path(shard)
+        with path.open("rb") as handle:
+            os.fchmod(handle.fileno(), 0o600)  # the revenue state: the worker's user only
             os.fsync(handle.fileno())
-        temporary.replace(path)
+        path.replace(final)
         snapshot = f"{shard}/{next_offset}"
-        chunks = [blob[i : i + CHUNK_BYTES] for i in range(0, len(blob), CHUNK_BYTES)] or [b""]
-        keys = [f"{snapshot}/{i}".encode() for i in range(len(chunks))]
-        manifest = orjson.dumps(
-            {"snapshot": snapshot, "chunks": len(chunks), "next_offset": next_offset, "format": FORMAT}
-        )
+        size = final.stat().st_size
+        count = max(1, -(-size // CHUNK_BYTES))
+        keys = [f"{snapshot}/{i}".encode() for i in range(count)]
+        manifest = orjson.dumps({"snapshot": snapshot, "chunks": count, "next_offset": next_offset, "format": FORMAT})
         if self.settings.internal_retention == "rotate":
-            await self._write_generation(shard, next_offset, keys, chunks, manifest)
+            await self._write_generation(shard, next_offset, keys, final, manifest)
             return
-        producer = self.io.producer
-        await send_all(producer, [(self.topic, 0, k, chunk, None) for k, chunk in zip(keys, chunks, strict=True)])
-        await send_all(producer, [(self.topic, 0, f"{shard}".encode(), manifest, None)])
+        await self._send_chunks(self.io.producer, self.topic, keys, final)
+        await send_all(self.io.producer, [(self.topic, 0, f"{shard}".encode(), manifest, None)])
         # The previous snapshot's chunks are dead now: tombstones let a compacting broker drop them.
         stale = [key for key in self._topic_chunks.get(shard, []) if key not in keys]
-        await send_all(producer, [(self.topic, 0, key, None, None) for key in stale])
+        await send_all(self.io.producer, [(self.topic, 0, key, None, None) for key in stale])
         self._topic_chunks[shard] = keys
 
+    @staticmethod
+    async def _send_chunks(producer: AIOKafkaProducer, topic: str, keys: list[bytes], path: Path) -> None:
+        """The file's chunks under `keys`, read and sent a few at a time: a snapshot is never held whole."""
+        with path.open("rb") as handle:
+            for start in range(0, len(keys), CHUNKS_IN_FLIGHT):
+                group = keys[start : start + CHUNKS_IN_FLIGHT]
+                await send_all(producer, [(topic, 0, key, handle.read(CHUNK_BYTES), None) for key in group])
+
     async def _write_generation(
-        self, shard: int, next_offset: int, keys: list[bytes], chunks: list[bytes], manifest: bytes
+        self, shard: int, next_offset: int, keys: list[bytes], path: Path, manifest: bytes
     ) -> None:
         """The snapshot into a topic of its own, then the shard's older generations deleted: a reader finds this
         one complete or an older one (deleted only after this one is written), never neither."""
@@ -245,13 +264,13 @@ class SnapshotStore:
             # Already there: the same snapshot written again (its offset names it), with the same records.
             with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics([NewTopic(topic, 1, self.settings.replication_factor)])
-            records = [(topic, 0, key, chunk, None) for key, chunk in zip(keys, chunks, strict=True)]
             # A producer of its own: a producer keeps asking for the metadata of every topic it has sent to, and
             # a broker that creates topics on demand would bring a deleted generation back.
             producer = AIOKafkaProducer(**client_options(self.settings), max_batch_size=CHUNK_BYTES * 2, acks="all")
             await producer.start()
             try:
-                await send_all(producer, [*records, (topic, 0, f"{shard}".encode(), manifest, None)])
+                await self._send_chunks(producer, topic, keys, path)
+                await send_all(producer, [(topic, 0, f"{shard}".encode(), manifest, None)])
             finally:
                 await producer.stop()
             generations = snapshot_generations(self.settings, await admin.list_topics()).get(shard, [])
@@ -296,7 +315,8 @@ class SnapshotStore:
         if not path.is_file():
             return None
         try:
-            return self.decode(shard, path.read_bytes())
+            with path.open("rb") as handle:
+                return read_state(handle, shard, self.config, self.key)
         except SnapshotError as exc:
             self.on_skip("snapshots", "invalid_file")
             log.warning("shard %d: snapshot %s rejected, ignored: %s", shard, path, exc)

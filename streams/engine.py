@@ -203,20 +203,32 @@ ACCOUNT_RECORD: Final = 13
 
 class AccountStore:
     """Accounts by id: the most recently used as objects, the others encoded, so state per account stays small
-    at millions of accounts. Only `evict` (between batches) encodes, so an account a batch holds stays live."""
+    at millions of accounts. Only `evict` (between batches) encodes, so an account a batch holds stays live.
+
+    The encoded accounts lie end to end in one arena, not one bytes object each. A snapshot is written by a forked
+    copy of the worker (`agents.snapshots`), and in CPython reading an object writes its reference count: with an
+    object per account, the copy would write, and so duplicate, nearly every page of the store. Reading a slice of
+    the arena writes nothing there. An account taken out leaves a gap; the arena is compacted in place once the
+    gaps are a quarter of what accounts use, but not while a copy reads it (`holds`)."""
 
     def __init__(self, hot_limit: int) -> None:
         self.hot_limit = hot_limit
         self.hot: dict[str, Account] = {}  # least recently used first
-        self.cold: dict[str, bytes] = {}
+        # The encoded ones: id -> start << 32 | length in the arena; in the order they lie there.
+        self._where: dict[str, int] = {}
+        self._arena = bytearray()
+        self._gaps = 0  # bytes of the arena no account uses
+        self.holds = 0  # forked copies reading the arena: no compaction while there is one
 
     def get(self, account_id: str) -> Account | None:
         account = self.hot.pop(account_id, None)
         if account is None:
-            data = self.cold.pop(account_id, None)
-            if data is None:
+            place = self._where.pop(account_id, None)
+            if place is None:
                 return None
-            account = Account.decode(data)
+            start, length = place >> 32, place & _LENGTH_MASK
+            account = Account.decode(self._arena[start : start + length])
+            self._gaps += length
         self.hot[account_id] = account
         return account
 
@@ -224,17 +236,62 @@ class AccountStore:
         account = self.hot[account_id] = Account()
         return account
 
+    def put_encoded(self, account_id: str, data: bytes | memoryview) -> None:
+        """Hold an account as its encoding (`Account.encode`, or a snapshot's line `state_codec` checked)."""
+        if len(data) > _LENGTH_MASK:
+            raise ValueError(f"an encoded account of {len(data)} bytes")
+        old = self._where.pop(account_id, None)
+        if old is not None:
+            self._gaps += old & _LENGTH_MASK
+        self._where[account_id] = len(self._arena) << 32 | len(data)
+        self._arena += data
+
     def evict(self, lateness_us: int) -> None:
         """Encode the least recently used accounts beyond the hot limit (see `Account.encode`)."""
         for account_id in list(islice(self.hot, max(0, len(self.hot) - self.hot_limit))):
-            self.cold[account_id] = self.hot.pop(account_id).encode(lateness_us)
+            self.put_encoded(account_id, self.hot.pop(account_id).encode(lateness_us))
+        if not self.holds and self._gaps > max(_COMPACT_AT, (len(self._arena) - self._gaps) // 4):
+            self._compact()
+
+    def _compact(self) -> None:
+        """Move every encoded account down over the gaps, in place (they lie in the order `_where` lists them)."""
+        arena, where, end = self._arena, self._where, 0
+        for account_id, place in where.items():
+            start, length = place >> 32, place & _LENGTH_MASK
+            if start != end:
+                arena[end : end + length] = arena[start : start + length]
+                where[account_id] = end << 32 | length
+            end += length
+        del arena[end:]
+        self._gaps = 0
+
+    def encoded(self, lateness_us: int | None = None) -> Iterator[tuple[str, bytes | memoryview]]:
+        """Every account's encoding: the hot ones encoded now (`Account.encode`), the others as views of the
+        arena, valid while the store does not change (the arena cannot grow while a view of it is held)."""
+        for account_id, account in self.hot.items():
+            yield account_id, account.encode(lateness_us)
+        view = memoryview(self._arena)
+        for account_id, place in self._where.items():
+            start = place >> 32
+            yield account_id, view[start : start + (place & _LENGTH_MASK)]
+
+    @property
+    def arena_bytes(self) -> int:
+        return len(self._arena)
 
     def __len__(self) -> int:
-        return len(self.hot) + len(self.cold)
+        return len(self.hot) + len(self._where)
+
+    def __contains__(self, account_id: object) -> bool:
+        return account_id in self.hot or account_id in self._where
 
     def __iter__(self) -> Iterator[str]:
         yield from self.hot
-        yield from self.cold
+        yield from self._where
+
+
+_LENGTH_MASK: Final = 2**32 - 1
+_COMPACT_AT: Final = 1 << 20  # gaps below this are not worth a pass
 
 
 @dataclass(slots=True)

@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 import reprlib
 import struct
 from collections import Counter
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, fields
 from itertools import chain, repeat
-from typing import Any, Final, NoReturn
+from typing import Any, BinaryIO, Final, NoReturn
 
 import orjson
 
@@ -45,6 +46,7 @@ MAGIC: Final = b"RPST"
 FORMAT: Final = 2
 _HEADER: Final = struct.Struct(">4sHBBQ")
 _DIGEST_BYTES: Final = 32
+_READ_BYTES: Final = 1 << 20
 _CHECKSUM, _SIGNED = 0, 1
 _EVENT_FIELDS: Final = len(fields(Event))
 # Canonical type names: a restored event shares them, and looking one up checks it.
@@ -68,46 +70,79 @@ def _shown(value: object) -> str:
 # -- sealing ----------------------------------------------------------------------------------------------------
 
 
-def _digest(key: bytes | None, *parts: bytes) -> bytes:
-    digest = hmac.new(key, digestmod=hashlib.sha256) if key else hashlib.sha256()
-    for part in parts:
-        digest.update(part)
-    return digest.digest()
+def _hasher(key: bytes | None) -> Any:
+    return hmac.new(key, digestmod=hashlib.sha256) if key else hashlib.sha256()
+
+
+class _Sealer:
+    """Writes a sealed snapshot as it goes: the header (announcing `length` bytes of body), the body in parts,
+    then the digest of both (an HMAC with `key` when given)."""
+
+    def __init__(self, out: BinaryIO, length: int, key: bytes | None) -> None:
+        header = _HEADER.pack(MAGIC, FORMAT, _SIGNED if key else _CHECKSUM, 0, length)
+        self.out, self.digest = out, _hasher(key)
+        self.write(header)
+
+    def write(self, part: bytes | memoryview) -> None:
+        self.digest.update(part)
+        self.out.write(part)
+
+    def close(self) -> None:
+        self.out.write(self.digest.digest())
 
 
 def seal(body: bytes, key: bytes | None = None) -> bytes:
     """`body` framed: header, body, digest (an HMAC with `key` when given)."""
-    header = _HEADER.pack(MAGIC, FORMAT, _SIGNED if key else _CHECKSUM, 0, len(body))
-    return b"".join((header, body, _digest(key, header, body)))
+    out = io.BytesIO()
+    sealer = _Sealer(out, len(body), key)
+    sealer.write(body)
+    sealer.close()
+    return out.getvalue()
 
 
-def unseal(blob: bytes, key: bytes | None = None) -> bytes:
-    """The body of a sealed snapshot, once its frame and digest check out (with `key`, its signature)."""
-    if len(blob) < _HEADER.size + _DIGEST_BYTES:
-        _fail("", f"truncated: {len(blob)} bytes, less than a header and a digest")
-    magic, version, sealing, reserved, length = _HEADER.unpack_from(blob)
+def verify(source: BinaryIO, key: bytes | None = None) -> int:
+    """Read a sealed snapshot through once, without holding it: its frame and digest (with `key`, its signature)
+    must check out. Returns the length of its body, which starts right after the header."""
+    header = source.read(_HEADER.size)
+    if len(header) < _HEADER.size:
+        _fail("", f"truncated: {len(header)} bytes, less than a header and a digest")
+    magic, version, sealing, reserved, length = _HEADER.unpack(header)
     if magic != MAGIC:
-        if blob[:1] == b"\x80":
+        if header[:1] == b"\x80":
             _fail("", "a pickle (a snapshot of a version before format 2, or a forgery): never read")
-        _fail("", f"not a RevPulse shard state (starts {blob[:4]!r})")
+        _fail("", f"not a RevPulse shard state (starts {header[:4]!r})")
     if version != FORMAT:
         _fail("", f"format {version}; this version reads format {FORMAT} only")
     if sealing not in (_CHECKSUM, _SIGNED) or reserved != 0:
         _fail("", f"unknown seal {sealing}/{reserved}")
-    follows = len(blob) - _HEADER.size - _DIGEST_BYTES
-    if length != follows:
-        _fail("", f"the header announces {length} bytes of body, {follows} follow (truncated or padded)")
     if key is not None and sealing != _SIGNED:
         _fail("", "not signed, and this worker reads only snapshots signed with its key (REVPULSE_STATE_KEY)")
     if key is None and sealing == _SIGNED:
         _fail("", "signed with a deployment key, and this worker has none (set REVPULSE_STATE_KEY to read it)")
-    view = memoryview(blob)
-    body = view[_HEADER.size : _HEADER.size + length]
-    if not hmac.compare_digest(_digest(key, view[: _HEADER.size], body), view[_HEADER.size + length :]):
+    digest = _hasher(key)
+    digest.update(header)
+    remaining = length
+    while remaining:
+        part = source.read(min(remaining, _READ_BYTES))
+        if not part:
+            break
+        digest.update(part)
+        remaining -= len(part)
+    tail = source.read(_DIGEST_BYTES + 1)
+    follows = length - remaining + max(0, len(tail) - _DIGEST_BYTES)
+    if remaining or len(tail) != _DIGEST_BYTES:
+        _fail("", f"the header announces {length} bytes of body, {follows} follow (truncated or padded)")
+    if not hmac.compare_digest(digest.digest(), tail):
         if key is not None:
             _fail("", "the signature does not match: altered, or signed with another key")
         _fail("", "the checksum does not match: the snapshot is damaged")
-    return bytes(body)
+    return length
+
+
+def unseal(blob: bytes, key: bytes | None = None) -> bytes:
+    """The body of a sealed snapshot, once its frame and digest check out (with `key`, its signature)."""
+    length = verify(io.BytesIO(blob), key)
+    return blob[_HEADER.size : _HEADER.size + length]
 
 
 # -- checks of plain data ---------------------------------------------------------------------------------------
@@ -446,7 +481,15 @@ def _dumps(value: object) -> bytes:
 
 
 def encode_state(state: ShardState, shard: int, key: bytes | None = None) -> bytes:
-    """The snapshot of shard `shard` in `state`, taken between batches; signed when `key` is given."""
+    """The snapshot of shard `shard` in `state` (`write_state`), as bytes."""
+    out = io.BytesIO()
+    write_state(out, state, shard, key)
+    return out.getvalue()
+
+
+def write_state(out: BinaryIO, state: ShardState, shard: int, key: bytes | None = None) -> None:
+    """Write the snapshot of shard `shard` in `state`, taken between batches; signed when `key` is given. Written
+    as it goes, the accounts straight from the store's arena: a forked copy writing it copies next to nothing."""
     engine = state.engine
     if engine.pending:
         raise SnapshotError("a snapshot is taken between batches, after `flush`")
@@ -455,27 +498,45 @@ def encode_state(state: ShardState, shard: int, key: bytes | None = None) -> byt
         # A snapshot without them would restore a different engine: list them in ENGINE_FIELDS.
         raise SnapshotError(f"Engine attributes {sorted(unlisted)} are not in state_codec.ENGINE_FIELDS")
     store = engine.accounts
-    head = {
-        "shard": shard,
-        "next_offset": state.next_offset,
-        "applied": [(*source, *position) for source, position in state.applied.items()],
-        "outcomes": [(*labels, count) for labels, count in state.outcomes.items()],
-        "engine": {name: field.dump(getattr(engine, name)) for name, field in ENGINE_FIELDS.items()},
-        "accounts": len(store),
-    }
-    lines = [_dumps(head)]
+    head = _dumps(
+        {
+            "shard": shard,
+            "next_offset": state.next_offset,
+            "applied": [(*source, *position) for source, position in state.applied.items()],
+            "outcomes": [(*labels, count) for labels, count in state.outcomes.items()],
+            "engine": {name: field.dump(getattr(engine, name)) for name, field in ENGINE_FIELDS.items()},
+            "accounts": len(store),
+        }
+    )
     lateness = engine.config.allowed_lateness_us
-    hot = ((account_id, account.encode(lateness)) for account_id, account in store.hot.items())
-    for account_id, data in chain(store.cold.items(), hot):
-        lines.append(orjson.dumps(account_id))
-        lines.append(data)
-    return seal(b"\n".join(lines), key)
+    # The header announces the body's length: one pass to count, one to write (hot accounts encode twice).
+    length = len(head) + sum(len(orjson.dumps(i)) + len(data) + 2 for i, data in store.encoded(lateness))
+    sealer = _Sealer(out, length, key)
+    sealer.write(head)
+    for account_id, data in store.encoded(lateness):
+        sealer.write(b"\n" + orjson.dumps(account_id) + b"\n")
+        sealer.write(data)
+    sealer.close()
 
 
 def decode_state(blob: bytes, shard: int, config: EngineConfig, key: bytes | None = None) -> ShardState:
-    """The state a snapshot of shard `shard` holds, checked throughout; SnapshotError saying why it cannot be."""
-    lines = unseal(blob, key).split(b"\n")
-    head = _map(_json(lines[0], "head"), "head")
+    """The state a snapshot of shard `shard` holds (`read_state`), from bytes."""
+    return read_state(io.BytesIO(blob), shard, config, key)
+
+
+def read_state(source: BinaryIO, shard: int, config: EngineConfig, key: bytes | None = None) -> ShardState:
+    """The state a snapshot of shard `shard` holds, checked throughout; SnapshotError saying why it cannot be.
+    `source` (seekable) is read twice, never held whole: its seal first, then its lines."""
+    remaining = verify(source, key)
+    source.seek(_HEADER.size)
+
+    def line() -> bytes:
+        nonlocal remaining
+        data = source.readline(remaining)
+        remaining -= len(data)
+        return data[:-1] if data.endswith(b"\n") else data
+
+    head = _map(_json(line(), "head"), "head")
     if head.keys() != _HEAD_KEYS:
         _fail("head", f"expected the keys {sorted(_HEAD_KEYS)}, got {sorted(head)[:10]}")
     if _int(head["shard"], "shard") != shard:
@@ -486,8 +547,8 @@ def decode_state(blob: bytes, shard: int, config: EngineConfig, key: bytes | Non
     applied = {}
     for i, entry in enumerate(_list(head["applied"], "applied")):
         topic, partition, offset, index = _list(entry, f"applied[{i}]", 4)
-        source = (_text(topic, f"applied[{i}]", _LABEL_LENGTH), _int(partition, f"applied[{i}]"))
-        applied[source] = (_int(offset, f"applied[{i}]"), _int(index, f"applied[{i}]"))
+        source_key = (_text(topic, f"applied[{i}]", _LABEL_LENGTH), _int(partition, f"applied[{i}]"))
+        applied[source_key] = (_int(offset, f"applied[{i}]"), _int(index, f"applied[{i}]"))
     outcomes: Counter[tuple[str, str, str]] = Counter()
     for i, entry in enumerate(_list(head["outcomes"], "outcomes")):
         topic, kind, outcome, count = _list(entry, f"outcomes[{i}]", 4)
@@ -495,24 +556,26 @@ def decode_state(blob: bytes, shard: int, config: EngineConfig, key: bytes | Non
         outcomes[labels] = _int(count, f"outcomes[{i}]")  # type: ignore[index]
     engine = _engine(_map(head["engine"], "engine"), config)
     count = _int(head["accounts"], "accounts")
-    if len(lines) != 1 + 2 * count:
-        _fail("accounts", f"{count} announced, {(len(lines) - 1) / 2:g} follow")
     store = engine.accounts = AccountStore(config.hot_accounts)
-    cold = store.cold
     leads, opportunities = engine.leads, engine.opportunities
-    for i in range(1, len(lines), 2):
-        account_id = _text(_json(lines[i], "an account's id"), "an account's id")
+    for i in range(count):
+        if not remaining:
+            _fail("accounts", f"{count} announced, {i} follow")
+        account_id = _text(_json(line(), "an account's id"), "an account's id")
+        data = line()
         try:
-            check_account(orjson.loads(lines[i + 1]), leads, opportunities)
+            check_account(orjson.loads(data), leads, opportunities)
         except (SnapshotError, orjson.JSONDecodeError) as exc:
             _fail(f"accounts[{account_id!r}]", str(exc))
-        if account_id in cold:
+        if account_id in store:
             _fail(f"accounts[{account_id!r}]", "listed twice")
-        cold[account_id] = lines[i + 1]  # the bytes just checked are the account's encoding
+        store.put_encoded(account_id, data)  # the bytes just checked are the account's encoding
+    if remaining:
+        _fail("accounts", f"{count} announced, more follow")
     for name, entities in (("leads", engine.leads), ("opportunities", engine.opportunities)):
         for entity_id, entity in entities.items():
             for _, _, event in entity.events:
-                if (event.account_id or "") not in cold:
+                if (event.account_id or "") not in store:
                     _fail(f"engine.{name}[{entity_id!r}]", f"an event of account {event.account_id!r}, not held")
     return ShardState(engine, applied, outcomes, next_offset)
 

@@ -25,8 +25,10 @@ def test_an_encoding_that_finishes_late_does_not_replace_a_newer_snapshot(broker
         await producer.start()
         try:
             store = SnapshotStore(settings, EngineConfig(), producer)
-            await store.write(3, 20, b"newer")
-            await store.write(3, 10, b"older")
+            for offset, blob in ((20, b"newer"), (10, b"older")):
+                path = tmp_path / f"{offset}.snapshot"
+                path.write_bytes(blob)
+                await store.write(3, offset, path)
         finally:
             await producer.stop()
         return {record.key: record.value for record in await read_topic(settings, store.topic)}

@@ -52,8 +52,10 @@ def signups(shard: Shard, router: Router, first: int, count: int) -> None:
 
 
 def results(encoding: Encoding) -> list[tuple[int, bytes]]:
+    """(shard, snapshot bytes) of what the copy encoded, read from each file before it is deleted."""
+
     async def collect() -> list[tuple[int, bytes]]:
-        return [result async for result in encoding.results()]
+        return [(shard, path.read_bytes()) async for shard, path in encoding.results()]
 
     return asyncio.run(collect())
 
@@ -104,9 +106,11 @@ def test_a_forked_encoding_holds_the_state_as_it_was_at_the_fork(tmp_path: Path)
     encoding = store.encode_aside({0: shard.state})
     signups(shard, router, 3, 2)  # the worker goes on while the copy encodes
 
+    assert shard.state.engine.accounts.holds == 1  # no compaction while the copy reads the arena
     blobs = dict(results(encoding))
 
     assert blobs.keys() == {0} and not encoding.paths[0].exists()
+    assert shard.state.engine.accounts.holds == 0
     restored = store.decode(0, blobs[0])
     assert (restored.next_offset, restored.engine.ledger.items()) == before
     assert restored.next_offset == 1
