@@ -68,7 +68,7 @@ class Encoding:
 
     pid: int
     paths: dict[int, Path]  # shard -> the file its snapshot is encoded into
-    stores: list[AccountStore]  # whose arenas the copy reads: none is compacted until it is done
+    stores: list[AccountStore]  # whose arenas the copy reads (see `AccountStore.holds`)
 
     async def results(self) -> AsyncIterator[tuple[int, Path]]:
         """(shard, file of its snapshot) once the copy is done; nothing, logged, if the copy failed. A file not
@@ -188,7 +188,7 @@ class SnapshotStore:
         paths = {shard: self.directory / f"shard-{shard}.encoding" for shard in states}
         stores = [state.engine.accounts for state in states.values()]
         for store in stores:
-            store.holds += 1  # compacting an arena would write, and so copy, every page of it
+            store.holds += 1
         pid = os.fork()
         if pid == 0:
             status = 1

@@ -205,20 +205,21 @@ class AccountStore:
     """Accounts by id: the most recently used as objects, the others encoded, so state per account stays small
     at millions of accounts. Only `evict` (between batches) encodes, so an account a batch holds stays live.
 
-    The encoded accounts lie end to end in one arena, not one bytes object each. A snapshot is written by a forked
+    The encoded accounts lie in slots of one arena, not one bytes object each. A snapshot is written by a forked
     copy of the worker (`agents.snapshots`), and in CPython reading an object writes its reference count: with an
     object per account, the copy would write, and so duplicate, nearly every page of the store. Reading a slice of
-    the arena writes nothing there. An account taken out leaves a gap; the arena is compacted in place once the
-    gaps are a quarter of what accounts use, but not while a copy reads it (`holds`)."""
+    the arena writes nothing there. A slot is the encoding's length rounded up to one of eight sizes per power of
+    two (at most 1/8 unused); an account taken out frees its slot, and the next encoding of that size takes it,
+    so a store whose accounts churn does not grow. While a copy reads the arena (`holds`), encodings go to its
+    end instead: writing a freed slot would make the worker copy the page the copy still shares."""
 
     def __init__(self, hot_limit: int) -> None:
         self.hot_limit = hot_limit
         self.hot: dict[str, Account] = {}  # least recently used first
-        # The encoded ones: id -> start << 32 | length in the arena; in the order they lie there.
-        self._where: dict[str, int] = {}
+        self._where: dict[str, int] = {}  # the encoded ones: id -> start << 32 | length in the arena
         self._arena = bytearray()
-        self._gaps = 0  # bytes of the arena no account uses
-        self.holds = 0  # forked copies reading the arena: no compaction while there is one
+        self._free: dict[int, list[int]] = {}  # slot size -> starts of the free slots of that size
+        self.holds = 0  # forked copies reading the arena
 
     def get(self, account_id: str) -> Account | None:
         account = self.hot.pop(account_id, None)
@@ -228,7 +229,7 @@ class AccountStore:
                 return None
             start, length = place >> 32, place & _LENGTH_MASK
             account = Account.decode(self._arena[start : start + length])
-            self._gaps += length
+            self._free.setdefault(slot_size(length), []).append(start)
         self.hot[account_id] = account
         return account
 
@@ -238,32 +239,27 @@ class AccountStore:
 
     def put_encoded(self, account_id: str, data: bytes | memoryview) -> None:
         """Hold an account as its encoding (`Account.encode`, or a snapshot's line `state_codec` checked)."""
-        if len(data) > _LENGTH_MASK:
-            raise ValueError(f"an encoded account of {len(data)} bytes")
+        length = len(data)
+        if length > _LENGTH_MASK:
+            raise ValueError(f"an encoded account of {length} bytes")
         old = self._where.pop(account_id, None)
         if old is not None:
-            self._gaps += old & _LENGTH_MASK
-        self._where[account_id] = len(self._arena) << 32 | len(data)
-        self._arena += data
+            self._free.setdefault(slot_size(old & _LENGTH_MASK), []).append(old >> 32)
+        size = slot_size(length)
+        free = None if self.holds else self._free.get(size)
+        if free:
+            start = free.pop()
+            self._arena[start : start + length] = data
+        else:
+            start = len(self._arena)
+            self._arena += data
+            self._arena += bytes(size - length)
+        self._where[account_id] = start << 32 | length
 
     def evict(self, lateness_us: int) -> None:
         """Encode the least recently used accounts beyond the hot limit (see `Account.encode`)."""
         for account_id in list(islice(self.hot, max(0, len(self.hot) - self.hot_limit))):
             self.put_encoded(account_id, self.hot.pop(account_id).encode(lateness_us))
-        if not self.holds and self._gaps > max(_COMPACT_AT, (len(self._arena) - self._gaps) // 4):
-            self._compact()
-
-    def _compact(self) -> None:
-        """Move every encoded account down over the gaps, in place (they lie in the order `_where` lists them)."""
-        arena, where, end = self._arena, self._where, 0
-        for account_id, place in where.items():
-            start, length = place >> 32, place & _LENGTH_MASK
-            if start != end:
-                arena[end : end + length] = arena[start : start + length]
-                where[account_id] = end << 32 | length
-            end += length
-        del arena[end:]
-        self._gaps = 0
 
     def encoded(self, lateness_us: int | None = None) -> Iterator[tuple[str, bytes | memoryview]]:
         """Every account's encoding: the hot ones encoded now (`Account.encode`), the others as views of the
@@ -291,7 +287,13 @@ class AccountStore:
 
 
 _LENGTH_MASK: Final = 2**32 - 1
-_COMPACT_AT: Final = 1 << 20  # gaps below this are not worth a pass
+
+
+def slot_size(length: int) -> int:
+    """The arena slot for an encoding of `length` bytes: rounded up to a multiple of an eighth of the power of two
+    below it (at least 16)."""
+    step = max(16, (1 << (length.bit_length() - 1)) >> 3) if length else 16
+    return -(-length // step) * step
 
 
 @dataclass(slots=True)

@@ -106,7 +106,7 @@ def test_a_forked_encoding_holds_the_state_as_it_was_at_the_fork(tmp_path: Path)
     encoding = store.encode_aside({0: shard.state})
     signups(shard, router, 3, 2)  # the worker goes on while the copy encodes
 
-    assert shard.state.engine.accounts.holds == 1  # no compaction while the copy reads the arena
+    assert shard.state.engine.accounts.holds == 1  # freed slots wait while the copy reads the arena
     blobs = dict(results(encoding))
 
     assert blobs.keys() == {0} and not encoding.paths[0].exists()

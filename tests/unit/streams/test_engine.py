@@ -13,7 +13,7 @@ import pytest
 from revpulse.schemas.models import NANOS, Event
 from revpulse.settings import Settings
 from revpulse.streams import engine as engine_module
-from revpulse.streams.engine import Account, AccountStore
+from revpulse.streams.engine import Account, AccountStore, slot_size
 from revpulse.streams.partition import InputRecord
 from revpulse.streams.pipeline import Pipeline
 from tests.support.harness import Harness
@@ -196,30 +196,53 @@ def test_the_store_encodes_the_least_recently_used_beyond_its_limit() -> None:
     assert (len(store), sorted(store)) == (3, ["a", "b", "c"])
 
 
-def test_encoded_accounts_lie_in_one_arena_compacted_once_its_gaps_are_a_quarter() -> None:
+def test_encoded_accounts_lie_in_slots_of_one_arena_that_churn_reuses() -> None:
     store = AccountStore(hot_limit=0)
-    for i in range(200):
-        store.add(f"a{i}").segment_values.append("x" * 40_000)  # about 40 KB encoded each
+    for i in range(100):
+        store.add(f"a{i}").segment_values.append("x" * 2_500)
     store.evict(lateness_us=0)
-    size = Account(segment_values=["x" * 40_000]).encode()
-    assert store.arena_bytes == 200 * len(size) and len(store) == 200
-    # Taking 30 out leaves gaps of 30/170 of what accounts use: kept; 21 more pass a quarter (and 1 MiB).
-    for i in range(30):
-        store.get(f"a{i}")
-    store.hot_limit = 100
+    length = len(Account(segment_values=["x" * 2_500]).encode())
+    assert (length, slot_size(length)) == (2_548, 2_560)  # 2,048 and steps of 256
+    assert store.arena_bytes == 100 * 2_560
+    # Taken out, changed, encoded again: each takes a slot another left, and the arena does not grow.
+    for i in range(50):
+        account = store.get(f"a{i}")
+        assert account is not None
+        account.segment_values[0] = "y" * 2_510
     store.evict(lateness_us=0)
-    assert store.arena_bytes == 200 * len(size)
-    for i in range(30, 51):
-        store.get(f"a{i}")
-    store.holds = 1  # a forked copy reads the arena: not now
+    assert store.arena_bytes == 100 * 2_560 and len(store) == 100
+    # While a forked copy reads the arena, no freed slot is written: the encoding goes to the end.
+    store.holds = 1
+    held = store.get("a60")
+    assert held is not None
     store.evict(lateness_us=0)
-    assert store.arena_bytes == 200 * len(size)
+    assert store.arena_bytes == 101 * 2_560
     store.holds = 0
+    # One that outgrows its size takes a new slot at the end; its old one is free for the next.
+    grown = store.get("a0")
+    assert grown is not None
+    grown.segment_values[0] = "z" * 3_000
     store.evict(lateness_us=0)
-    assert store.arena_bytes == 149 * len(size)
-    assert sorted(store) == sorted(f"a{i}" for i in range(200))
-    assert all(bytes(data) == size for _, data in store.encoded())
-    assert all(store.get(f"a{i}") == Account(segment_values=["x" * 40_000]) for i in range(200))
+    assert store.arena_bytes == 101 * 2_560 + slot_size(len(grown.encode()))
+    values = {i: bytes(data) for i, data in store.encoded()}
+    assert values["a0"] == grown.encode() and values["a1"] == Account(segment_values=["y" * 2_510]).encode()
+    assert values["a99"] == Account(segment_values=["x" * 2_500]).encode()
+
+
+def test_slots_waste_at_most_an_eighth() -> None:
+    assert [slot_size(n) for n in (0, 1, 16, 17, 100, 128, 129, 2_048, 2_049, 10**6)] == [
+        0,
+        16,
+        16,
+        32,
+        112,
+        128,
+        144,
+        2_048,
+        2_304,
+        1_048_576,
+    ]
+    assert all(slot_size(n) - n <= max(16, n // 8) for n in range(1, 100_000, 7))
 
 
 def test_an_account_leaves_the_ids_past_the_lateness_bound_when_it_is_encoded() -> None:
