@@ -1,6 +1,7 @@
 """Memory on real accounts (issue 13, item 4): one worker holding a million accounts of 90 days' realistic history.
 
-`python -m bench.account_memory [--accounts 1000000] [--sample 2000] [--traffic 300000]`
+`python -m bench.account_memory [--accounts 1000000] [--sample 2000] [--traffic 200000] [--hot-accounts 1000]`,
+or the `memory` part of `make bench`.
 
 Reading 180M events to get there would take hours, so the accounts are made the way a restart makes them: a
 fixed-book log (`bench.fixed_book`: two or more `product.usage` a day, monthly renewals, repricing, churn and
@@ -112,19 +113,30 @@ async def send_usage(bootstrap: str, topic: str, accounts: int, count: int, wate
         await client.stop()
 
 
-def measure(args: argparse.Namespace, root: Path) -> dict[str, Any]:
+def measure(
+    root: Path,
+    cache_dir: Path,
+    *,
+    accounts: int,
+    sample: int = 2_000,
+    days: int = 90,
+    traffic: int = 200_000,
+    hot_accounts: int | None = 1_000,
+    snapshot_interval: float = 30.0,
+    sample_interval: float = 0.5,
+) -> dict[str, Any]:
     started = time.perf_counter()
-    engines = sample_engines(args.sample, args.days, args.cache_dir)
-    templates, watermark = clone(engines, args.accounts)
+    engines = sample_engines(sample, days, cache_dir)
+    templates, watermark = clone(engines, accounts)
     held = sum(len(engine.accounts) for engine in engines)
     print(f"{held:,} accounts from {templates:,} templates in {time.perf_counter() - started:.0f} s", flush=True)
-    idle = idle_pss(root, args.sample_interval)
+    idle = idle_pss(root, sample_interval)
     with EmbeddedBroker() as broker:
         topics = input_topics("memory")
         asyncio.run(create_topics(broker.bootstrap, topics))
-        env = {"REVPULSE_SNAPSHOT_INTERVAL": f"{args.snapshot_interval:g}s"}
-        if args.hot_accounts is not None:
-            env["REVPULSE_HOT_ACCOUNTS"] = str(args.hot_accounts)
+        env = {"REVPULSE_SNAPSHOT_INTERVAL": f"{snapshot_interval:g}s"}
+        if hot_accounts is not None:
+            env["REVPULSE_HOT_ACCOUNTS"] = str(hot_accounts)
         deployment = Deployment(broker.bootstrap, topics, "memory", root, env)
         settings = Settings(app_id=deployment.app_id)
         snapshot_bytes = write_snapshots(engines, deployment.workers.data_dir("w1") / settings.app_id)
@@ -133,23 +145,23 @@ def measure(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         try:
             restore_started = time.monotonic()
             [worker] = deployment.start(1, wait=False)
-            with GroupSampler(worker.process.pid, args.sample_interval) as restore:
+            with GroupSampler(worker.process.pid, sample_interval) as restore:
                 worker.wait_ready(timeout=1800)
             restore_seconds = time.monotonic() - restore_started
             print(f"restored in {restore_seconds:.0f} s; peak {restore.peak_pss / MIB:,.0f} MiB", flush=True)
-            with GroupSampler(worker.process.pid, args.sample_interval) as running:
-                asyncio.run(send_usage(broker.bootstrap, topics.product, held, args.traffic, watermark))
-                wait_until(lambda: deployment.events_counted() >= args.traffic, "traffic counted", 1800)
-                time.sleep(min(3 * args.snapshot_interval, 60))  # copies of the state after the traffic
+            with GroupSampler(worker.process.pid, sample_interval) as running:
+                asyncio.run(send_usage(broker.bootstrap, topics.product, held, traffic, watermark))
+                wait_until(lambda: deployment.events_counted() >= traffic, "traffic counted", 1800)
+                time.sleep(min(3 * snapshot_interval, 60))  # copies of the state after the traffic
         finally:
             deployment.stop()
     peak = max(restore.peak_pss, running.peak_pss)
     row = {
         "accounts": held,
         "templates": templates,
-        "sample_days": args.days,
-        "traffic_events": args.traffic,
-        "hot_accounts": args.hot_accounts or Settings().hot_accounts,
+        "sample_days": days,
+        "traffic_events": traffic,
+        "hot_accounts": hot_accounts or Settings().hot_accounts,
         "idle_pss_mib": round(idle / MIB),
         "restore_seconds": round(restore_seconds, 1),
         "restore_peak_pss_mib": round(restore.peak_pss / MIB),
@@ -192,15 +204,25 @@ def main() -> None:
     parser.add_argument("--accounts", type=int, default=1_000_000)
     parser.add_argument("--sample", type=int, default=2_000, help="accounts read in process, cloned (2,000)")
     parser.add_argument("--days", type=int, default=90, help="of history per account (90)")
-    parser.add_argument("--traffic", type=int, default=300_000, help="usage events after the restore (300,000)")
-    parser.add_argument("--hot-accounts", type=int, help="REVPULSE_HOT_ACCOUNTS (default: the worker's)")
-    parser.add_argument("--snapshot-interval", type=float, default=15.0)
+    parser.add_argument("--traffic", type=int, default=200_000, help="usage events after the restore (200,000)")
+    parser.add_argument("--hot-accounts", type=int, default=1_000, help="REVPULSE_HOT_ACCOUNTS (1,000)")
+    parser.add_argument("--snapshot-interval", type=float, default=30.0)
     parser.add_argument("--sample-interval", type=float, default=0.5)
     parser.add_argument("--cache-dir", type=Path, default=Path(tempfile.gettempdir()) / "revpulse-bench-cache")
     parser.add_argument("--output", type=Path, default=Path("bench/account_memory.json"), help="and .md beside it")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="revpulse-memory-") as root:
-        row = measure(args, Path(root))
+        row = measure(
+            Path(root),
+            args.cache_dir,
+            accounts=args.accounts,
+            sample=args.sample,
+            days=args.days,
+            traffic=args.traffic,
+            hot_accounts=args.hot_accounts,
+            snapshot_interval=args.snapshot_interval,
+            sample_interval=args.sample_interval,
+        )
     text = markdown(row)
     print(text)
     args.output.write_bytes(orjson.dumps(row, option=orjson.OPT_INDENT_2))

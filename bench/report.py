@@ -89,24 +89,6 @@ def _latency(part: dict[str, Any]) -> str:
     )
 
 
-def _memory(part: dict[str, Any]) -> str:
-    rows = [
-        ("peak RSS (VmHWM)", f"{part['peak_rss_mb']:,.0f} MB", f"{part['peak_delta_bytes_per_account']:,.0f} B"),
-        ("RSS at the end (VmRSS)", f"{part['rss_end_mb']:,.0f} MB", f"{part['rss_delta_bytes_per_account']:,.0f} B"),
-        ("idle worker (VmRSS before the data)", f"{part['rss_idle_mb']:,.0f} MB", ""),
-        (
-            "snapshots (shard-N.state)",
-            f"{part['snapshot_mb']:,.0f} MB",
-            f"{part['snapshot_bytes_per_account']:,.0f} B",
-        ),
-    ]
-    return (
-        f"### Memory — {part['accounts']:,} accounts ({part['dataset']}, {part['events']:,} events, "
-        f"built at {part['build_events_per_second']:,.0f} events/s)\n\n"
-        + table(("", "total", "per account (minus idle)"), rows)
-    )
-
-
 def _scale(part: dict[str, Any]) -> str:
     rows = [
         (run["workers"], run["events_per_second"], run["seconds"], " / ".join(map(str, run["peak_rss_mb"])))
@@ -137,6 +119,12 @@ def history_markdown(part: dict[str, Any]) -> str:
     return markdown(part)
 
 
+def memory_markdown(part: dict[str, Any]) -> str:
+    from bench.account_memory import markdown  # it imports this module's `table`
+
+    return markdown(part)
+
+
 def _datasets(datasets: dict[str, Any]) -> str:
     parts = []
     for name, meta in datasets.items():
@@ -158,7 +146,7 @@ def markdown(results: dict[str, Any]) -> str:
     sections = {
         "throughput": _throughput,
         "latency": _latency,
-        "memory": _memory,
+        "memory": memory_markdown,
         "scale": _scale,
         "growth": _growth,
         "history": history_markdown,

@@ -27,10 +27,10 @@ Parts (`--parts`, comma-separated; all by default):
   p50 and p99 of `revpulse_processing_lag_seconds` (the worker's histogram on /metrics: arrival in Kafka →
   metrics updated) over the observations after `--latency-warmup` s, until every event sent was observed:
   computed like PromQL `histogram_quantile` (linear interpolation in the bucket), with the bucket bounds.
-* memory — a fresh worker (REVPULSE_SNAPSHOT_INTERVAL=`--snapshot-interval`) fed `--memory-accounts` accounts,
-  three events each (`bench.recovery.account_events`): peak RSS (VmHWM from /proc/<pid>/status), the RSS
-  growth per account over the idle worker's, and the snapshot bytes per account (the
-  `<data dir>/<app id>/shard-N.state` files, once every shard's final snapshot is written).
+* memory — memory on real accounts (`bench.account_memory`): a worker restoring `--memory-accounts` accounts of
+  90 days' realistic history (cloned from a fixed-book log read in process), then usage traffic for random
+  accounts while it snapshots through forked copies: peak PSS of the worker and its copies, bytes per account
+  in memory and in snapshots, restore time.
 * scale — 2 workers vs 1 on the main data set: the same measure as throughput, the events counted summed over
   both workers' `/healthz`; the 2-worker metrics are checked against the reference too.
 * growth — one worker over `--growth` sizes of the synthetic mix (the main data set's accounts per event):
@@ -65,6 +65,7 @@ from typing import Any
 
 import orjson
 
+from bench.account_memory import measure as measure_accounts
 from bench.correctness import compare, reference
 from bench.datasets import Cached, DataSet, cached, create_topics, input_topics, load
 from bench.growth import run_history
@@ -72,13 +73,10 @@ from bench.latency import difference, histogram_quantile, lag_buckets, offer
 from bench.report import markdown
 from bench.workers import (
     Deployment,
-    Rate,
     WorkerRun,
     ceiling,
     faust_baseline,
-    proc_status,
     timed_run,
-    wait_for_snapshots,
     wait_until,
 )
 from revpulse.local.broker import EmbeddedBroker
@@ -283,42 +281,12 @@ class Bench:
 
     def memory(self) -> None:
         args = self.args
-        data = self.cached(DataSet.per_account(args.memory_accounts))
-        with EmbeddedBroker() as broker:
-            topics = input_topics("memory")
-            interval = args.snapshot_interval
-            deployment = self.deployment(broker.bootstrap, topics, "memory", REVPULSE_SNAPSHOT_INTERVAL=f"{interval}s")
-            try:
-                [worker] = deployment.start(1, wait=True)  # the worker creates the input topics
-                idle = proc_status(worker.process.pid)["VmRSS"]
-                started = time.perf_counter()
-                total = asyncio.run(load(broker.bootstrap, data, topics, create=False))
-                deployment.wait_counted(total, timeout=1800)
-                build = Rate(total, time.perf_counter() - started)
-                directory = worker.settings.data_dir / worker.settings.app_id
-                snapshot_bytes = wait_for_snapshots(directory, worker.settings.shards, interval)
-                status = proc_status(worker.process.pid)
-            finally:
-                deployment.stop()
-        accounts = args.memory_accounts
-        self.results["memory"] = {
-            "dataset": data.dataset.name,
-            "accounts": accounts,
-            "events": total,
-            "build_events_per_second": round(build.eps),
-            "rss_idle_mb": round(idle / 2**20, 1),
-            "peak_rss_mb": round(status["VmHWM"] / 2**20, 1),
-            "rss_end_mb": round(status["VmRSS"] / 2**20, 1),
-            "peak_delta_bytes_per_account": round((status["VmHWM"] - idle) / accounts),
-            "rss_delta_bytes_per_account": round((status["VmRSS"] - idle) / accounts),
-            "snapshot_mb": round(snapshot_bytes / 2**20, 1),
-            "snapshot_bytes_per_account": round(snapshot_bytes / accounts),
-            "snapshot_interval_seconds": interval,
-        }
-        print(
-            f"memory: peak RSS {status['VmHWM'] / 2**20:,.0f} MB with {accounts:,} accounts; "
-            f"snapshots {snapshot_bytes / accounts:,.0f} B/account",
-            flush=True,
+        self.results["memory"] = measure_accounts(
+            self.root,
+            args.cache_dir,
+            accounts=args.memory_accounts,
+            traffic=args.memory_accounts // 5,
+            sample=min(2_000, args.memory_accounts),
         )
 
     def history(self) -> None:
