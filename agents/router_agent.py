@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from aiokafka import TopicPartition
+from aiokafka.errors import IllegalStateError
 
 from revpulse.agents.base import BatchAgent, Batches, ProducerService, send_all
 from revpulse.agents.shard_agent import ShardAgent
@@ -115,7 +116,13 @@ class RouterAgent(BatchAgent):
         unread = set()
         for tp in self.consumer.assignment():
             highwater = self.consumer.highwater(tp)
-            if highwater is not None and highwater > await self.consumer.position(tp):
+            if highwater is None:
+                continue
+            try:
+                position = await self.consumer.position(tp)
+            except IllegalStateError:
+                continue  # taken away by a rebalance meanwhile: `on_assigned` starts over
+            if highwater > position:
                 unread.add((tp.topic, tp.partition))
         return unread
 
