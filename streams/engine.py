@@ -61,6 +61,7 @@ from revpulse.streams.windows import HOUR_US, LONGEST_WINDOW_HOURS, US_PER_SECON
 HALF_CENT: Final = NANOS // 200
 _NO_HORIZON: Final = -(2**62)
 _FORGET_AT: Final = 64  # ids of one key and topic kept before the first pass that forgets old ones
+_IDS_WORTH_FILTERING: Final = 16  # ids of one topic an encoding keeps without looking at their times
 Stamp = tuple[int, int]  # (occurred_at µs, arrival sequence): the total order events are applied in
 Timeline = list[tuple[int, int, Event]]
 
@@ -130,10 +131,11 @@ class Account(Keyed):
         that a snapshot can hold these bytes as they are and a restore can check them as data
         (`state_codec.check_account`); orjson writes no line break, which the snapshot's layout relies on.
 
-        With `lateness_us`, without the ids past the lateness bound: SPEC §2 forgets them, and the object keeps
-        them until they have doubled (see `Engine.accept`), up to 64 of them a topic."""
+        With `lateness_us`, without the ids past the lateness bound when a topic holds more than a few: SPEC §2
+        forgets them, and the object keeps them until they have doubled (see `Engine.accept`), up to 64 of them a
+        topic. An id past the bound is never read (`accept` checks its time), so keeping a few costs nothing."""
         ids = self.ids
-        if lateness_us is not None:
+        if lateness_us is not None and any(len(seen) > _IDS_WORTH_FILTERING for seen in ids.values()):
             bounds = {topic: latest - lateness_us for topic, latest in self.latest.items()}
             ids = {topic: {i: t for i, t in seen.items() if t >= bounds.get(topic, t)} for topic, seen in ids.items()}
         record = (

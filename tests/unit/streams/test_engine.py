@@ -248,11 +248,16 @@ def test_slots_waste_at_most_an_eighth() -> None:
 def test_an_account_leaves_the_ids_past_the_lateness_bound_when_it_is_encoded() -> None:
     store = AccountStore(hot_limit=0)
     account = store.add("a")
-    account.ids = {"crm": {"old": 89, "edge": 90, "new": 100}, "product": {"p": 5}}
+    recent = {f"n{i}": 100 for i in range(15)}
+    account.ids = {"crm": {"old": 89, "edge": 90, **recent}, "product": {"p": 5, "q": -50}}
     account.latest = {"crm": 100, "product": 5}
+    small = store.add("b")
+    small.ids, small.latest = {"product": {"p": 5, "q": -50}}, {"product": 5}
     store.evict(lateness_us=10)
-    kept = store.get("a")
-    assert kept is not None and kept.ids == {"crm": {"edge": 90, "new": 100}, "product": {"p": 5}}
+    kept, few = store.get("a"), store.get("b")
+    # crm holds more than 16 ids: the account's are filtered; b's few are kept (`accept` checks their times)
+    assert kept is not None and kept.ids == {"crm": {"edge": 90, **recent}, "product": {"p": 5}}
+    assert few is not None and few.ids == {"product": {"p": 5, "q": -50}}
     assert account.ids["crm"]["old"] == 89  # the object itself is left as it was
 
 
