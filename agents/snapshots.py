@@ -32,8 +32,9 @@ import contextlib
 import gc
 import logging
 import os
+import tempfile
 import traceback
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
@@ -132,6 +133,45 @@ def parse_manifest(value: bytes, shard: int) -> Manifest | None:
     ):
         return None
     return Manifest(snapshot, chunks, next_offset, version)
+
+
+class SpilledValues(Mapping[bytes, bytes]):
+    """The latest value of every key of a topic, the values in a temporary file: a snapshot topic holds whole
+    snapshots, which in memory would cost their size again beside the state restored from them."""
+
+    def __init__(self, directory: Path) -> None:
+        self._file = tempfile.TemporaryFile(dir=directory)  # noqa: SIM115 (closed by `close`, which owners call)
+        self._where: dict[bytes, tuple[int, int]] = {}  # key -> (offset, length) of its value in the file
+
+    @classmethod
+    def of(cls, directory: Path, values: Mapping[bytes, bytes | None]) -> SpilledValues:
+        spilled = cls(directory)
+        for key, value in values.items():
+            spilled.put(key, value)
+        return spilled
+
+    def put(self, key: bytes, value: bytes | None) -> None:
+        """A record of the topic, in order: a tombstone (None) drops the key."""
+        if value is None:
+            self._where.pop(key, None)
+            return
+        offset = self._file.seek(0, os.SEEK_END)
+        self._file.write(value)
+        self._where[key] = (offset, len(value))
+
+    def __getitem__(self, key: bytes) -> bytes:
+        offset, length = self._where[key]
+        self._file.seek(offset)
+        return self._file.read(length)
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._where)
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def close(self) -> None:
+        self._file.close()
 
 
 class SnapshotStore:
@@ -286,23 +326,27 @@ class SnapshotStore:
         local = {shard: self._load_local(shard) for shard in committed}
         behind = [s for s, state in local.items() if state is None or state.next_offset < committed[s]]
         rotated = self.settings.internal_retention == "rotate"
-        topic = await self._topic_values(self.topic) if behind and not rotated else {}
+        topic = await self._topic_values(self.topic) if behind and not rotated else None
         generations = await self._generations() if behind and rotated else {}
         restored: dict[int, ShardState | None] = {}
-        for shard, state in local.items():
-            after = state.next_offset if state else -1
-            remote = None
-            if shard in behind and rotated:
-                remote = await self._from_generations(generations.get(shard, []), shard, after=after)
-            elif shard in behind:
-                remote = self._from_topic(topic, shard, after=after)
-            chosen = remote if remote is not None else state
-            if chosen is not None:
-                source = "snapshot topic" if remote is not None else "data dir"
-                log.info("shard %d: restored at offset %d from the %s", shard, chosen.next_offset, source)
-            else:
-                log.info("shard %d: no snapshot to restore, rebuilt from the shard topic", shard)
-            restored[shard] = chosen
+        try:
+            for shard, state in local.items():
+                after = state.next_offset if state else -1
+                remote = None
+                if shard in behind and rotated:
+                    remote = await self._from_generations(generations.get(shard, []), shard, after=after)
+                elif shard in behind and topic is not None:
+                    remote = self._from_topic(topic, shard, after=after)
+                chosen = remote if remote is not None else state
+                if chosen is not None:
+                    source = "snapshot topic" if remote is not None else "data dir"
+                    log.info("shard %d: restored at offset %d from the %s", shard, chosen.next_offset, source)
+                else:
+                    log.info("shard %d: no snapshot to restore, rebuilt from the shard topic", shard)
+                restored[shard] = chosen
+        finally:
+            if topic is not None:
+                topic.close()
         return restored
 
     def _load_local(self, shard: int) -> ShardState | None:
@@ -341,7 +385,11 @@ class SnapshotStore:
         for offset, topic in generations:
             if offset <= after:
                 break
-            state = self._from_topic(await self._topic_values(topic), shard, after=after)
+            values = await self._topic_values(topic)
+            try:
+                state = self._from_topic(values, shard, after=after)
+            finally:
+                values.close()
             if state is not None and state.next_offset == offset:
                 return state
             if state is not None:
@@ -349,22 +397,24 @@ class SnapshotStore:
                 log.warning("shard %d: snapshot topic %s holds offset %d", shard, topic, state.next_offset)
         return None
 
-    async def _topic_values(self, topic: str) -> dict[bytes, bytes | None]:
-        """The latest value of every key on the snapshot topic. Read as a stream: where the broker does not
-        compact, the topic holds every snapshot ever written, but a chunk replaced by a tombstone is dropped as
-        soon as the tombstone is read, so memory holds the live snapshots only."""
-        values: dict[bytes, bytes | None] = {}
-        async for record in scan_topic(self.settings, topic):
-            if record.key is None:
-                self.on_skip("snapshots", "invalid_record")
-                continue
-            if record.value is None:
-                values.pop(record.key, None)
-            else:
-                values[record.key] = record.value
+    async def _topic_values(self, topic: str) -> SpilledValues:
+        """The latest value of every key on a snapshot topic (the caller closes it). Read as a stream: where the
+        broker does not compact, the topic holds every snapshot ever written, but a chunk replaced by a tombstone
+        is dropped as soon as the tombstone is read, so the spill holds the live snapshots only."""
+        self._make_directory()
+        values = SpilledValues(self.directory)
+        try:
+            async for record in scan_topic(self.settings, topic):
+                if record.key is None:
+                    self.on_skip("snapshots", "invalid_record")
+                    continue
+                values.put(record.key, record.value)
+        except BaseException:
+            values.close()
+            raise
         return values
 
-    def _from_topic(self, values: dict[bytes, bytes | None], shard: int, *, after: int) -> ShardState | None:
+    def _from_topic(self, values: Mapping[bytes, bytes | None], shard: int, *, after: int) -> ShardState | None:
         """The topic's latest complete snapshot of `shard`, if it includes more than offset `after`. Anybody who
         can write to the topic can write there: a record that is not a manifest of ours is skipped, counted."""
         manifest_value = values.get(f"{shard}".encode())
@@ -392,12 +442,17 @@ class SnapshotStore:
                 "a pickle of an earlier version" if version == LEGACY_FORMAT else f"this version reads {FORMAT}",
             )
             return None
-        chunks = [values.get(key) for key in keys]
-        if any(chunk is None for chunk in chunks):
+        if any(key not in values for key in keys):
             log.warning("shard %d: snapshot %s on the topic is incomplete, ignored", shard, snapshot)
             return None
+        self._make_directory()
         try:
-            state = self.decode(shard, b"".join(chunk or b"" for chunk in chunks))
+            # Put together in a file, a chunk at a time, and read from there: never whole in memory.
+            with tempfile.TemporaryFile(dir=self.directory) as assembled:
+                for key in keys:
+                    assembled.write(values.get(key) or b"")
+                assembled.seek(0)
+                state = read_state(assembled, shard, self.config, self.key)
         except SnapshotError as exc:
             self.on_skip("snapshots", "invalid_snapshot")
             log.warning("shard %d: snapshot %s on the topic rejected, ignored: %s", shard, snapshot, exc)

@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from revpulse.agents.base import ProducerService
-from revpulse.agents.snapshots import Encoding, Manifest, SnapshotStore, _private, parse_manifest
+from revpulse.agents.snapshots import Encoding, Manifest, SnapshotStore, SpilledValues, _private, parse_manifest
 from revpulse.settings import Settings, SettingsError
 from revpulse.streams.engine import EngineConfig
 from revpulse.streams.partition import InputRecord, Router, Shard, ShardState
@@ -82,9 +82,10 @@ def _shard_with_signups() -> Shard:
 def _restore(store: SnapshotStore, topic: dict[bytes, bytes | None], committed: int = 1) -> ShardState | None:
     """What `load` restores for shard 0 with the snapshot topic holding `topic`."""
 
-    async def values(name: str) -> dict[bytes, bytes | None]:
+    async def values(name: str) -> SpilledValues:
         assert name == store.topic
-        return topic
+        store._make_directory()
+        return SpilledValues.of(store.directory, topic)
 
     store._topic_values = values  # type: ignore[method-assign]
     return asyncio.run(store.load({0: committed}))[0]
@@ -126,6 +127,14 @@ def test_a_failed_encoding_yields_nothing_and_leaves_no_file(tmp_path: Path) -> 
 
     assert results(encoding) == []
     assert not encoding.paths[0].exists()
+
+
+def test_spilled_values_keep_the_latest_value_of_each_key_in_a_file(tmp_path: Path) -> None:
+    values = SpilledValues(tmp_path)
+    for key, value in ((b"a", b"1"), (b"b", b"22"), (b"a", b"333"), (b"b", None), (b"c", b"")):
+        values.put(key, value)
+    assert dict(values) == {b"a": b"333", b"c": b""} and values.get(b"b") is None
+    values.close()
 
 
 def test_a_snapshot_written_and_read_back_restores_the_same_state(tmp_path: Path) -> None:
