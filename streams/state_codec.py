@@ -509,13 +509,17 @@ def write_state(out: BinaryIO, state: ShardState, shard: int, key: bytes | None 
         }
     )
     lateness = engine.config.allowed_lateness_us
-    # The header announces the body's length: one pass to count, one to write (hot accounts encode twice).
-    length = len(head) + sum(len(orjson.dumps(i)) + len(data) + 2 for i, data in store.encoded(lateness))
+    hot = [(b"\n" + orjson.dumps(i) + b"\n", account.encode(lateness)) for i, account in store.hot.items()]
+    # The header announces the body's length: the store keeps its encoded accounts' count (`cold_line_bytes`).
+    length = len(head) + sum(len(line) + len(data) for line, data in hot) + store.cold_line_bytes
     sealer = _Sealer(out, length, key)
     sealer.write(head)
-    for account_id, data in store.encoded(lateness):
-        sealer.write(b"\n" + orjson.dumps(account_id) + b"\n")
+    for line, data in hot:
+        sealer.write(line)
         sealer.write(data)
+    for account_id, view in store.cold_encoded():
+        sealer.write(b"\n" + orjson.dumps(account_id) + b"\n")
+        sealer.write(view)
     sealer.close()
 
 

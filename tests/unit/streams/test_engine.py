@@ -226,6 +226,8 @@ def test_encoded_accounts_lie_in_slots_of_one_arena_that_churn_reuses() -> None:
     assert store.arena_bytes == 101 * 2_560 + slot_size(len(grown.encode()))
     values = {i: bytes(data) for i, data in store.encoded()}
     assert values["a0"] == grown.encode() and values["a1"] == Account(segment_values=["y" * 2_510]).encode()
+    cold = [(i, data) for i, data in store.cold_encoded()]
+    assert store.cold_line_bytes == sum(len(orjson.dumps(i)) + len(data) + 2 for i, data in cold)
     assert values["a99"] == Account(segment_values=["x" * 2_500]).encode()
 
 
