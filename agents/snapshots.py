@@ -238,6 +238,7 @@ class SnapshotStore:
                 for shard, state in states.items():
                     with _private(paths[shard]) as handle:
                         write_state(handle, state, shard, self.key)
+                        # Synced here, off the worker's loop: `_write` syncs it again, then with nothing to write.
                         handle.flush()
                         os.fsync(handle.fileno())
                 status = 0

@@ -95,8 +95,8 @@ def write_snapshots(engines: list[Engine], directory: Path) -> int:
     return total
 
 
-async def send_usage(bootstrap: str, topic: str, accounts: int, count: int, watermark_us: int) -> None:
-    """`count` usage events, each for a random clone, just after the watermark."""
+async def send_usage(bootstrap: str, topic: str, clones: int, count: int, watermark_us: int) -> None:
+    """`count` usage events, each for a random one of the `clones` clones, just after the watermark."""
     client = producer(bootstrap)
     await client.start()
     try:
@@ -105,7 +105,7 @@ async def send_usage(bootstrap: str, topic: str, accounts: int, count: int, wate
         for start in range(0, count, 50_000):
             records = []
             for i in range(start, min(count, start + 50_000)):
-                account_id = f"clone-{rng.randrange(accounts):07d}"
+                account_id = f"clone-{rng.randrange(clones):07d}"
                 event = {"event_id": f"live-{i}", "type": "product.usage", "occurred_at": base_ms + i}
                 records.append((topic, account_id.encode(), orjson.dumps(event | {"account_id": account_id})))
             await send(client, records)
@@ -150,7 +150,7 @@ def measure(
             restore_seconds = time.monotonic() - restore_started
             print(f"restored in {restore_seconds:.0f} s; peak {restore.peak_pss / MIB:,.0f} MiB", flush=True)
             with GroupSampler(worker.process.pid, sample_interval) as running:
-                asyncio.run(send_usage(broker.bootstrap, topics.product, held, traffic, watermark))
+                asyncio.run(send_usage(broker.bootstrap, topics.product, held - templates, traffic, watermark))
                 wait_until(lambda: deployment.events_counted() >= traffic, "traffic counted", 1800)
                 time.sleep(min(3 * snapshot_interval, 60))  # copies of the state after the traffic
         finally:

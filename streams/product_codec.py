@@ -60,14 +60,16 @@ def encode_product(events: list[ProductEvent]) -> list[Any]:
     return [scale, units[0], _packed(deltas), types, seqs]
 
 
-def _unpacked(deltas: str | list[int]) -> list[int]:
-    if isinstance(deltas, list):
-        return deltas
+def _uint32s(raw: bytes) -> list[int]:
     packed = array("I")
-    packed.frombytes(b64decode(deltas))
+    packed.frombytes(raw)
     if not _LITTLE:
         packed.byteswap()
     return packed.tolist()
+
+
+def _unpacked(deltas: str | list[int]) -> list[int]:
+    return deltas if isinstance(deltas, list) else _uint32s(b64decode(deltas))
 
 
 def decode_product(data: list[Any]) -> list[ProductEvent]:
@@ -106,18 +108,19 @@ def check_product(data: object) -> None:
             raise ProductCodecError("deltas are not base64") from None
         if len(raw) % 4:
             raise ProductCodecError("packed deltas are not whole uint32")
-        count = len(raw) // 4
+        values = _uint32s(raw)
     elif isinstance(deltas, list):
         if not all(_is_int(delta, 0, 2**62) for delta in deltas):
             raise ProductCodecError("a delta is not an integer ≥ 0")
-        count = len(deltas)
+        values = deltas
     else:
         raise ProductCodecError("deltas must be base64 or a list")
+    count = len(values)
     if count >= MAX_EVENTS:
         raise ProductCodecError("too many events")
     if not isinstance(types, str) or len(types) != count + 1 or not set(types) <= _LETTER_TYPES.keys():
         raise ProductCodecError("types must be one known letter per event")
-    if first + sum(_unpacked(deltas)) > 2**62 // scale:
+    if first + sum(values) > 2**62 // scale:
         raise ProductCodecError("times out of range")
     if not isinstance(seqs, list) or len(seqs) % 2:
         raise ProductCodecError("seqs must be [index, seq, …]")

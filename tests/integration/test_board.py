@@ -6,10 +6,7 @@ test's temporary directory."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -26,7 +23,7 @@ from selenium.webdriver.support.ui import Select
 from revpulse.local.processes import WorkerProcess
 from revpulse.synth.config import SynthConfig
 from revpulse.synth.delivery import generate
-from tests.support.deployment import deployment
+from tests.support.deployment import deployment, replay_events
 
 pytestmark = pytest.mark.integration
 
@@ -107,15 +104,7 @@ def worker(broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Wo
     local = deployment(broker, root, REVPULSE_READ_TOKEN=TOKEN)
     try:
         worker = local.start("w1")
-        log = root / "log.jsonl"
-        log.write_bytes(b"".join(orjson.dumps(event) + b"\n" for event in events))
-        subprocess.run(
-            [sys.executable, "-m", "revpulse.cli", "replay", str(log)],
-            env=os.environ | worker.env,
-            capture_output=True,
-            timeout=120,
-            check=True,
-        )
+        replay_events(worker, root / "log.jsonl", events)
         _wait("every event to be consumed", lambda: _api(worker, "/healthz")["events"] == len(events), 60)
         previous: list[bytes] = []
 

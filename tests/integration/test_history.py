@@ -22,7 +22,7 @@ from revpulse.local.broker import free_port
 from revpulse.local.processes import WorkerProcess, terminate
 from revpulse.synth.config import SynthConfig
 from revpulse.synth.delivery import generate
-from tests.support.deployment import deployment
+from tests.support.deployment import deployment, replay_events
 from tests.support.reference import RefSettings, compute
 
 pytestmark = pytest.mark.integration
@@ -67,15 +67,7 @@ def replayed(broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         workers = [local.start(name, wait=False) for name in ("w1", "w2")]
         for worker in workers:
             worker.wait_ready()
-        log = root / "log.jsonl"
-        log.write_bytes(b"".join(orjson.dumps(event) + b"\n" for event in events))
-        subprocess.run(
-            [sys.executable, "-m", "revpulse.cli", "replay", str(log)],
-            env=os.environ | workers[0].env,
-            capture_output=True,
-            timeout=120,
-            check=True,
-        )
+        replay_events(workers[0], root / "log.jsonl", events)
         expected = compute(records, RefSettings(fx_rates={"EUR": 1.08})).series
 
         def settled() -> bool:

@@ -13,10 +13,8 @@ alert's `for:` (minutes as shipped) becomes 5 s. The expressions and thresholds 
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import sys
 import time
 import urllib.parse
 import urllib.request
@@ -34,7 +32,7 @@ from revpulse.local.broker import free_port
 from revpulse.local.processes import WorkerProcess, terminate
 from revpulse.synth.config import SynthConfig, topic_for
 from revpulse.synth.delivery import generate
-from tests.support.deployment import deployment
+from tests.support.deployment import deployment, replay_events
 from tests.support.paths import ROOT
 from tests.support.reference import RefSettings, compute
 
@@ -126,18 +124,6 @@ def _wait(what: str, check: Any, timeout: float, *, every: float = 0.25) -> Any:
 def _key(record: dict[str, Any]) -> str:
     labels = ",".join(f'{k}="{v}"' for k, v in sorted(record["labels"].items()))
     return f"{record['metric']}{{{labels}}}"
-
-
-def _replay(worker: WorkerProcess, path: Path, events: list[dict[str, Any]]) -> None:
-    """`revpulse replay` the events (one per line) into the worker's topics."""
-    path.write_bytes(b"".join(orjson.dumps(event) + b"\n" for event in events))
-    subprocess.run(
-        [sys.executable, "-m", "revpulse.cli", "replay", str(path)],
-        env=os.environ | worker.env,
-        capture_output=True,
-        timeout=60,
-        check=True,
-    )
 
 
 def _settled(worker: WorkerProcess, events: list[dict[str, Any]], timeout: float) -> list[dict[str, Any]]:
@@ -232,7 +218,7 @@ def baseline(
     workers: list[WorkerProcess], prometheus: Prometheus, tmp_path_factory: pytest.TempPathFactory
 ) -> Baseline:
     events = [event for _, event in generate(SYNTH, events=EVENTS)]
-    _replay(workers[0], tmp_path_factory.mktemp("log") / "events.jsonl", events)
+    replay_events(workers[0], tmp_path_factory.mktemp("log") / "events.jsonl", events, timeout=60)
     api, *others = [_settled(worker, events, 60) for worker in workers]
     assert all(other == api for other in others), "the workers serve different series"
     (as_of,) = {record["as_of"] for record in api}
@@ -393,7 +379,7 @@ def test_churn_spike_raises_the_churn_alert(
         for n, (account, subscription) in enumerate(_subscriptions_of(baseline.events, SPIKE_SEGMENT))
     ]
     assert len(cancels) >= 10
-    _replay(workers[0], tmp_path / "spike.jsonl", cancels)
+    replay_events(workers[0], tmp_path / "spike.jsonl", cancels, timeout=60)
     for worker in workers:
         _settled(worker, baseline.events + cancels, 30)
 

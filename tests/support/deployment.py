@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
 from pathlib import Path
+from typing import Any
 
-from revpulse.local.processes import LocalWorkers
+import orjson
+
+from revpulse.local.processes import LocalWorkers, WorkerProcess
 from revpulse.settings import Settings
 
 
@@ -39,4 +45,16 @@ def settings_for(tmp_path: Path, bootstrap: str = "127.0.0.1:9") -> Settings:
             "REVPULSE_DATA_DIR": str(tmp_path),
             "REVPULSE_APP_ID": f"snapshots-{uuid.uuid4().hex[:8]}",
         }
+    )
+
+
+def replay_events(worker: WorkerProcess, path: Path, events: list[dict[str, Any]], timeout: float = 120) -> None:
+    """`revpulse replay` the events, written one per line to `path`, into the worker's topics."""
+    path.write_bytes(b"".join(orjson.dumps(event) + b"\n" for event in events))
+    subprocess.run(
+        [sys.executable, "-m", "revpulse.cli", "replay", str(path)],
+        env=os.environ | worker.env,
+        capture_output=True,
+        timeout=timeout,
+        check=True,
     )
