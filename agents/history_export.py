@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterable
 
 from revpulse.agents.base import scan_topic
 from revpulse.settings import Settings
 from revpulse.streams.history_query import Points
-from revpulse.streams.ledger import Key
 from revpulse.streams.outputs import Outputs
-from revpulse.streams.rollup import Rollup
-from revpulse.streams.wire import RESET, WireError, parse_partial
+from revpulse.streams.rollup import Pending, Rollup
+from revpulse.streams.wire import WireError, parse_partial
 from revpulse.topics import partials_topic
 
 log = logging.getLogger(__name__)
@@ -23,13 +21,8 @@ _CHUNK = 20_000  # records applied to the rollup at once: a point is re-derived 
 async def read_history(settings: Settings, timeout: float = 600.0) -> Points:
     """Every kept history point, from the partials of every shard (no worker needed)."""
     rollup = Rollup()
-    pending: dict[int, dict[Key, int]] = {}
+    pending = Pending(rollup)
     skipped = 0
-
-    def apply(shards: Iterable[int]) -> None:
-        for shard in list(shards):
-            rollup.update(shard, pending.pop(shard, {}))
-
     records = 0
     async for record in scan_topic(settings, partials_topic(settings), timeout=timeout):
         try:
@@ -37,15 +30,11 @@ async def read_history(settings: Settings, timeout: float = 600.0) -> Points:
         except WireError:
             skipped += 1
             continue
-        if key[0] == RESET:
-            apply([shard])  # a reset applies after what came before it, never with it
-            rollup.update(shard, {key: value})
-            continue
-        pending.setdefault(shard, {})[key] = value
+        pending.add(shard, key, value)
         records += 1
         if records % _CHUNK == 0:
-            apply(pending)
-    apply(pending)
+            pending.apply()
+    pending.apply()
     if skipped:
         log.warning("%d invalid partials records skipped", skipped)
     return Outputs(settings, rollup, Counter).history()

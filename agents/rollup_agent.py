@@ -10,8 +10,7 @@ from typing import Any
 
 from revpulse.agents.base import BatchAgent, Batches
 from revpulse.settings import Settings
-from revpulse.streams.ledger import Key
-from revpulse.streams.rollup import Rollup
+from revpulse.streams.rollup import Pending, Rollup
 from revpulse.streams.wire import WireError, parse_partial
 from revpulse.topics import partials_topic
 
@@ -36,7 +35,7 @@ class RollupAgent(BatchAgent):
 
     async def handle(self, batches: Batches) -> None:
         """Apply a batch of partials (called with empty batches too, until the reader has caught up)."""
-        updates: dict[int, dict[Key, int]] = {}
+        pending = Pending(self.rollup)
         for tp, records in batches.items():
             if self._all_owned(tp.partition):
                 continue  # only echoes: not worth decoding
@@ -50,9 +49,8 @@ class RollupAgent(BatchAgent):
                     self.on_skip("partials", "invalid_record")
                     continue
                 if not self.owned(shard):
-                    updates.setdefault(shard, {})[key] = value
-        for shard, partials in updates.items():
-            self.rollup.update(shard, partials)
+                    pending.add(shard, key, value)
+        pending.apply()
         if not self.caught_up:
             self.caught_up = await self._at_end()
 

@@ -377,6 +377,7 @@ class Engine:
         # latest its watermark has passed.
         self.history_from: int | None = None
         self.history_until: int | None = None
+        self.history_finals = history.Finals()  # the points no longer kept here (see `finalize_history`)
         self.topic_latest: dict[str, int] = {}  # input topic -> the latest occurred_at accepted from it
 
     # Snapshots hold the attributes `state_codec.ENGINE_FIELDS` lists, as data: a new attribute is added there.
@@ -767,6 +768,18 @@ class Engine:
             cutoff = history.midnight_hour(self.history_until) - days * 24
             for key in [key for key in points.values if key[2] <= cutoff]:
                 points.add(key, -points.values[key])
+            # Final points' cells are gone from here but not from a compacted partials topic: zeros delete them.
+            points.touched.update(self.history_finals.cut_before(cutoff))
+
+    def finalize_history(self) -> None:
+        """Drop the cells of the points that became final (SPEC §5: older than watermark − 90 d − allowed
+        lateness), once `FINAL_STEP_DAYS` of them are due: call it after their cells were published."""
+        horizon = self._horizon()
+        if horizon is None or self.config.history_days <= 0:
+            return
+        hour = horizon // history.DAY_US * 24  # the last midnight at or before the horizon
+        if hour >= self.history_finals.hour + history.FINAL_STEP_DAYS * 24:
+            self.history_finals.finalize(self.history, hour)
 
     def _revise_history(self, event: Event, stamp: Stamp, keyed: Keyed) -> None:
         """Apply an event at or before a captured midnight, and revise the points it falls before.
@@ -801,12 +814,12 @@ class Engine:
             after = [self._state_at([account], *units, day) for day in slow]
             changes[:0] = [history.difference(now, was) for now, was in zip(after, before, strict=True)]
         segment = account.segment_at(stamp) if isinstance(keyed, Account) else (event.segment or "all")
-        points = self.history
+        points, where = self.history, self.history_finals.key
         for day, change in zip(days, changes, strict=True):
             for key, amount in change.items():
-                points.add(key, amount)
+                points.add(where(key), amount)
             if segment in ("other", "unknown"):
-                key = (history.SEEN, segment, history.midnight_hour(day))
+                key = where((history.SEEN, segment, history.midnight_hour(day)))
                 if not points.values.get(key):
                     points.add(key, 1)
 
@@ -901,6 +914,8 @@ class Engine:
         for segment in seen:
             point[(history.SEEN, segment, hour)] = 1
         # A new midnight: none of its cells exist yet, so they are set at once.
+        where = self.history_finals.key
+        point = {where(key): value for key, value in point.items()}
         self.history.values.update(point)
         self.history.touched.update(point)
 

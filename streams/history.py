@@ -6,6 +6,11 @@ They are cells `(h:<quantity>[@<window>], segment, hour of D)`, so a shard keeps
 like any other cell, and the rollup sums them over shards. Shards capture a point when their watermark passes D
 (then every event they accepted is ≤ D, so their live cells are the state at D) and revise it when an event
 ≤ D arrives later (see `Engine`); a point older than watermark − 90 d − allowed lateness is final.
+
+A final point leaves the shard: its cells are dropped from the shard's state (not sent as zeros) and a `FINAL`
+partial tells every rollup to keep that shard's cells of it in the global sum only, so shards and rollups hold the
+points still revisable per shard and the final ones once. An event accepted that far back (the first of its key,
+or from a topic read far behind) still revises a final point, through overlay cells (`OVERLAY`) summed on top.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Final
 
-from revpulse.streams.ledger import Key, LiveCells
+from revpulse.streams.ledger import Cells, Key, LiveCells
 from revpulse.streams.quantities import ACTIVE_ACCOUNTS, FLOWS, QUANTITIES, SNAPSHOTS, STEPS
 from revpulse.streams.windows import HOUR_US, WINDOWS
 
@@ -31,7 +36,14 @@ WINDOW_KEY: Final = {(q, w): f"{PREFIX}{q}@{w}" for q in FLOWS | STEPS for w in 
 # one cell per account and segment moves to its latest slice).
 EVENT_FLOWS: Final = FLOWS - {ACTIVE_ACCOUNTS}
 EVENT_FLOW_KEYS: Final = frozenset(WINDOW_KEY[(q, w)] for q in EVENT_FLOWS for w in WINDOWS)
-QUANTITIES_OF_HISTORY: Final = frozenset({CAPTURED, SEEN, *SNAPSHOT_KEY.values(), *WINDOW_KEY.values()})
+_BASE: Final = frozenset({CAPTURED, SEEN, *SNAPSHOT_KEY.values(), *WINDOW_KEY.values()})
+# A final point's revision: cell (OVERLAY[q], segment, hour) adds to the point's q. Kept and sent like any other
+# cell by the shard, which holds no other cell of that point any more.
+OVERLAY: Final = {quantity: f"{PREFIX}+{quantity.removeprefix(PREFIX)}" for quantity in _BASE}
+BASE_OF: Final = {overlay: quantity for quantity, overlay in OVERLAY.items()}
+QUANTITIES_OF_HISTORY: Final = _BASE | frozenset(BASE_OF)
+# Points between finalisations: finalising scans a shard's history cells, so it waits for this many more days.
+FINAL_STEP_DAYS: Final = 15
 _WINDOW_KEYS: Final = {q: tuple(WINDOW_KEY[(q, w)] for w in WINDOWS) for q in FLOWS | STEPS}
 _LENGTHS: Final = tuple(WINDOWS.values())
 _DAYS: Final = tuple(hours // 24 for hours in _LENGTHS)
@@ -155,3 +167,53 @@ class PointView:
     def window_sums(self, quantity: str, segment: str, starts: Sequence[int]) -> list[int]:
         assert len(starts) == len(_LENGTHS), "one start per window, in WINDOWS order"
         return [self.cells.get((name, segment), 0) for name in _WINDOW_KEYS[quantity]]
+
+
+class Finals:
+    """What a shard keeps of its final points: the latest final midnight (as an hour), the hour its points were
+    last cut at (older than the kept days), and per final midnight the (quantity, segment) pairs it had cells of,
+    as a bit mask over `pairs`: enough to delete those cells from a compacted partials topic once the point ages
+    out, for a few bytes a point."""
+
+    def __init__(
+        self,
+        hour: int = 0,
+        cut: int = 0,
+        pairs: Sequence[tuple[str, str]] = (),
+        shapes: Mapping[int, int] | None = None,
+    ) -> None:
+        self.hour = hour
+        self.cut = cut
+        self.pairs = list(pairs)
+        self._index = {pair: i for i, pair in enumerate(self.pairs)}
+        self.shapes = dict(shapes or {})  # hour -> bit i set: the point had a base cell of pairs[i]
+
+    def key(self, key: Key) -> Key:
+        """Where a change to a point's cell goes: the cell itself, or for a final point its overlay."""
+        quantity, segment, hour = key
+        if hour > self.hour or quantity in BASE_OF:
+            return key
+        return (OVERLAY[quantity], segment, hour)
+
+    def finalize(self, cells: Cells, hour: int) -> None:
+        """The points at or before `hour` are final: drop their base cells from `cells` (already published) and
+        remember their shapes."""
+        values, index, shapes = cells.values, self._index, self.shapes
+        for key in [key for key in values if key[2] <= hour and key[0] not in BASE_OF]:
+            del values[key]
+            pair = (key[0], key[1])
+            bit = index.get(pair)
+            if bit is None:
+                bit = index[pair] = len(self.pairs)
+                self.pairs.append(pair)
+            shapes[key[2]] = shapes.get(key[2], 0) | 1 << bit
+        self.hour = max(self.hour, hour)
+
+    def cut_before(self, cutoff: int) -> list[Key]:
+        """Forget the final points at or before hour `cutoff`: the keys of the base cells they had."""
+        keys: list[Key] = []
+        for hour in [hour for hour in self.shapes if hour <= cutoff]:
+            mask = self.shapes.pop(hour)
+            keys += [(*self.pairs[bit], hour) for bit in range(mask.bit_length()) if mask >> bit & 1]
+        self.cut = max(self.cut, cutoff)
+        return keys

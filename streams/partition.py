@@ -23,7 +23,7 @@ from revpulse.schemas.models import Decoded, Event, EventDecoder, Rejection, eve
 from revpulse.streams.engine import Engine, EngineConfig
 from revpulse.streams.ledger import Key
 from revpulse.streams.windows import US_PER_SECOND
-from revpulse.streams.wire import RESET, SEGMENT_SEEN, WATERMARK, Item, event_of
+from revpulse.streams.wire import CUT, FINAL, RESET, SEGMENT_SEEN, WATERMARK, Item, event_of
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +128,7 @@ class Shard:
         self.state = state or ShardState(Engine(config))
         self._reported_watermark: int | None = None
         self._reported_segments: set[str] = set()
+        self._reported_finals = (0, 0)  # (final hour, cut hour) the rollups know
 
     def apply(self, items: Iterable[Item], next_offset: int) -> ShardOutput:
         """Apply the items of one shard-topic record batch; `next_offset` is the offset after it."""
@@ -186,6 +187,13 @@ class Shard:
         engine = self.state.engine
         partials = engine.ledger.take_touched()
         partials.update(engine.history.take_touched())
+        engine.finalize_history()  # after the cells it drops went out above
+        finals = engine.history_finals
+        # After the cells: a rollup folds what FINAL names, and ignores what comes for it later.
+        if (finals.hour, finals.cut) != self._reported_finals:
+            partials[(FINAL, "", 0)] = finals.hour
+            partials[(CUT, "", 0)] = finals.cut
+            self._reported_finals = (finals.hour, finals.cut)
         if engine.watermark is not None and engine.watermark != self._reported_watermark:
             partials[(WATERMARK, "", 0)] = engine.watermark
             self._reported_watermark = engine.watermark
@@ -196,12 +204,14 @@ class Shard:
 
     def all_partials(self) -> dict[Key, int]:
         """The whole state for a rollup, when this shard changes hands: a reset first (the rollup forgets what
-        the previous owner said, which may include cells this state has at 0), then every cell."""
+        the previous owner said, which may include cells this state has at 0), then every cell. The reset keeps
+        the final points this state no longer holds: its value is the hour after the last of them."""
         self._reported_watermark = None
         self._reported_segments = set()
+        self._reported_finals = (0, 0)
         self.state.engine.ledger.touched = set()
         self.state.engine.history.touched = set()
-        partials: dict[Key, int] = {(RESET, "", 0): 1}
+        partials: dict[Key, int] = {(RESET, "", 0): self.state.engine.history_finals.hour + 1}
         partials.update(self.state.engine.ledger.items())
         partials.update(self.state.engine.history.items())
         partials.update(self.take_partials())

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 from revpulse.streams import history
 from revpulse.streams.ledger import Key, Ledger
-from revpulse.streams.wire import RESET, SEGMENT_SEEN, WATERMARK
+from revpulse.streams.wire import CUT, FINAL, ORDERING, RESET, SEGMENT_SEEN, WATERMARK
 
 
 class Rollup:
@@ -26,15 +26,29 @@ class Rollup:
         self.captured: dict[int, set[int]] = {}
         self.point_versions: dict[int, int] = {}
         self.changed_points: set[int] = set()  # hours whose point changed in this update
+        # Per shard, the hour of its last final point: its cells of points up to there are in `points` only, and
+        # what it sends for them later (a new owner's or a replay's copy) is ignored. It only grows.
+        self.final: dict[int, int] = {}
+        self.cut = 0  # points at or before this hour are no longer kept (the latest a shard cut at)
 
     def update(self, shard: int, partials: dict[Key, int]) -> None:
-        """Take a shard's absolute cell values, in order; applying the same values twice changes nothing."""
+        """Take a shard's absolute cell values, in order; applying the same values twice changes nothing.
+
+        RESET (value v) forgets the shard's cells but those of its points before hour v, which are final;
+        FINAL (value h) folds its cells of the points up to hour h into the sums; CUT (value h) drops the points
+        up to hour h."""
         values = self.partials.setdefault(shard, {})
         changed = live = False
+        final = self.final.get(shard, 0)
         for key, value in partials.items():
             quantity = key[0]
             if quantity == RESET:
+                final = self._fold(shard, value - 1)
                 changed = self._forget(shard) or changed
+            elif quantity == FINAL:
+                final = self._fold(shard, value)
+            elif quantity == CUT:
+                changed = self._cut(value) or changed
             elif quantity == WATERMARK:
                 watermark = max(value, self.watermarks.get(shard, value))
                 changed = changed or watermark != self.watermarks.get(shard)
@@ -43,6 +57,10 @@ class Rollup:
                 changed = changed or key[1] not in self.segments_seen
                 self.segments_seen.add(key[1])
             else:
+                if history.is_history(quantity) and (
+                    key[2] <= self.cut or (key[2] <= final and quantity not in history.BASE_OF)
+                ):
+                    continue
                 before = values.get(key, 0)
                 if value != before:
                     changed = True
@@ -79,6 +97,37 @@ class Rollup:
         self._bump_points()
         return had
 
+    def _fold(self, shard: int, hour: int) -> int:
+        """The shard's points up to `hour` are final: keep its cells of them in the sums only."""
+        final = self.final.get(shard, 0)
+        if hour <= final:
+            return final
+        values = self.partials.get(shard, {})
+        for key in [key for key in values if key[2] <= hour and history.is_history(key[0])]:
+            if key[0] not in history.BASE_OF:
+                del values[key]
+        captured = self.captured.get(shard)
+        if captured:
+            captured.difference_update([h for h in captured if h <= hour])
+        self.final[shard] = hour
+        return hour
+
+    def _cut(self, hour: int) -> bool:
+        """Drop the points up to `hour` (a shard no longer keeps them, and soon no other); whether there were."""
+        if hour <= self.cut:
+            return False
+        self.cut = hour
+        gone = [h for h in self.points if h <= hour]
+        for h in gone:
+            del self.points[h]
+            self.point_versions.pop(h, None)
+        for captured in self.captured.values():
+            captured.difference_update([h for h in captured if h <= hour])
+        for values in self.partials.values():
+            for key in [key for key in values if key[2] <= hour and history.is_history(key[0])]:
+                del values[key]
+        return bool(gone)
+
     def _bump_points(self) -> None:
         for hour in self.changed_points:
             self.point_versions[hour] = self.point_versions.get(hour, 0) + 1
@@ -86,7 +135,8 @@ class Rollup:
 
     def _add_point(self, shard: int, key: Key, amount: int) -> None:
         quantity, segment, hour = key
-        if quantity == history.CAPTURED:
+        quantity = history.BASE_OF.get(quantity, quantity)  # a final point's revision adds to the point
+        if key[0] == history.CAPTURED:
             captured = self.captured.setdefault(shard, set())
             if amount > 0:
                 captured.add(hour)
@@ -108,8 +158,9 @@ class Rollup:
         if watermark is None:
             return
         captured = self.captured.get(shard, set())
+        final = self.final.get(shard, 0)
         for hour in self._point_hours():
-            if hour * history.HOUR_US >= watermark and hour not in captured:
+            if hour * history.HOUR_US >= watermark and hour not in captured and hour > final:
                 self.changed_points.add(hour)
 
     def _point_hours(self) -> Iterator[int]:
@@ -137,8 +188,13 @@ class Rollup:
         day = hour * history.HOUR_US
         for shard, values in self.partials.items():
             watermark = self.watermarks.get(shard)
-            if watermark is None or watermark > day or hour in self.captured.get(shard, ()):
-                continue  # captured, or the midnight is before its first event
+            if (
+                watermark is None
+                or watermark > day
+                or hour in self.captured.get(shard, ())
+                or hour <= self.final.get(shard, 0)
+            ):
+                continue  # captured (or final), or the midnight is before its first event
             live = ((key, value) for key, value in values.items() if not history.is_history(key[0]))
             for (quantity, segment, _), value in history.state_at(live, day).items():
                 cells[(quantity, segment)] = cells.get((quantity, segment), 0) + value
@@ -148,3 +204,25 @@ class Rollup:
     def watermark(self) -> int | None:
         """The largest occurred_at accepted so far over all shards."""
         return max(self.watermarks.values(), default=None)
+
+
+class Pending:
+    """Partials read from the topic, merged per shard and cell until applied, so that a batch costs one update
+    per shard: a later value replaces an earlier one, but never moves before a RESET, FINAL or CUT that came
+    between them (see `Rollup.update`), which is applied alone, after what came before it."""
+
+    def __init__(self, rollup: Rollup) -> None:
+        self.rollup = rollup
+        self.partials: dict[int, dict[Key, int]] = {}
+
+    def add(self, shard: int, key: Key, value: int) -> None:
+        if key[0] in ORDERING:
+            self.rollup.update(shard, self.partials.pop(shard, {}))
+            self.rollup.update(shard, {key: value})
+        else:
+            self.partials.setdefault(shard, {})[key] = value
+
+    def apply(self) -> None:
+        for shard, partials in self.partials.items():
+            self.rollup.update(shard, partials)
+        self.partials = {}

@@ -37,6 +37,7 @@ import orjson
 
 from revpulse.schemas.models import EVENT_TYPES, LEAD_STAGES, MAX_ID_LENGTH, Event, event_fields
 from revpulse.streams.engine import ACCOUNT_RECORD, AccountStore, Engine, EngineConfig, Entity, Keyed, Timeline
+from revpulse.streams.history import QUANTITIES_OF_HISTORY, Finals
 from revpulse.streams.ledger import Cells
 from revpulse.streams.partition import ShardState
 from revpulse.streams.plain import INT64_MAX, INT64_MIN, wide_int, widen
@@ -432,6 +433,31 @@ def _load_lead_opportunities(value: object, where: str, engine: Engine) -> dict[
     return links
 
 
+_HEX: Final = frozenset("0123456789abcdef")
+
+
+def _dump_finals(finals: Finals) -> list[object]:
+    # A shape's bit mask as hex: it has a bit per (quantity, segment) pair, more than 64 of them.
+    return [finals.hour, finals.cut, finals.pairs, [(hour, f"{mask:x}") for hour, mask in finals.shapes.items()]]
+
+
+def _load_finals(value: object, where: str, engine: Engine) -> Finals:
+    hour, cut, pairs, shapes = _list(value, where, 4)
+    pairs = [tuple(_texts(_list(pair, f"{where}.pairs", 2), f"{where}.pairs")) for pair in _list(pairs, where)]
+    if any(pair[0] not in QUANTITIES_OF_HISTORY for pair in pairs) or len(set(pairs)) != len(pairs):
+        _fail(f"{where}.pairs", "not distinct (history quantity, segment) pairs")
+    masks: dict[int, int] = {}
+    for shape in _list(shapes, f"{where}.shapes"):
+        at, mask = _list(shape, f"{where}.shapes", 2)
+        text = _text(mask, f"{where}.shapes", len(pairs) // 4 + 1)
+        if not text or not set(text) <= _HEX:
+            _fail(f"{where}.shapes", f"expected a hex mask, got {_shown(mask)}")
+        masks[_int(at, f"{where}.shapes")] = int(text, 16)
+    if any(mask.bit_length() > len(pairs) for mask in masks.values()):
+        _fail(f"{where}.shapes", "a mask names a pair not listed")
+    return Finals(_int(hour, where), _int(cut, where), pairs, masks)
+
+
 def _load_segments(value: object, where: str, engine: Engine) -> set[str]:
     return set(_texts(_list(value, where), where))
 
@@ -455,6 +481,7 @@ ENGINE_FIELDS: Final[dict[str, Field]] = {
     "history": Field(_dump_cells, _cells("history")),
     "history_until": Field(_same, _scalar(_optional_int)),
     "history_from": Field(_same, _scalar(_optional_int)),
+    "history_finals": Field(_dump_finals, _load_finals, default=Finals),
     "topic_latest": Field(_same, _scalar(_int_map), default=dict),
 }
 # Engine attributes not in the head: `accounts` (the lines after it), `config` (the restoring worker's own),

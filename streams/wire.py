@@ -10,7 +10,7 @@ import math
 import re
 from collections.abc import Iterator
 from dataclasses import fields
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -25,9 +25,13 @@ from revpulse.streams.quantities import QUANTITIES
 Item = list[Any]
 # Pseudo-quantities a shard publishes beside its ledger cells, for the rollup.
 WATERMARK = "__watermark"
-RESET = "__reset"
+RESET = "__reset"  # value: the hour after the shard's last final point (see `Rollup.update`)
 SEGMENT_SEEN = "__segment_seen"
-_PSEUDO = frozenset({WATERMARK, RESET, SEGMENT_SEEN})
+FINAL = "__final"  # value: the hour of the shard's last final point; its cells are in the rollup's sum only
+CUT = "__cut"  # value: the hour at and before which the shard's points are no longer kept
+_PSEUDO = frozenset({WATERMARK, RESET, SEGMENT_SEEN, FINAL, CUT})
+# The partials that order a shard's others: a rollup applies what came before each of them first, then it alone.
+ORDERING: Final = frozenset({RESET, FINAL, CUT})
 
 
 # Where an "e" item's money is: money is unbounded (up to 10²¹ nanos from the input, more after FX), orjson's
@@ -195,4 +199,6 @@ def parse_partial(key: bytes | None, value: bytes | None, shards: int) -> tuple[
             raise WireError(f"a partial of {quantity} is out of range")
     elif quantity not in _PSEUDO or (quantity != SEGMENT_SEEN and (segment or hour)) or number < 0:
         raise WireError(f"a partial names an unknown quantity {quantity[:100]!r}")
+    elif quantity in ORDERING and number > _MAX_HOUR + 1:
+        raise WireError(f"a partial's {quantity} hour is out of range")
     return shard, (quantity, segment, hour), number

@@ -5,17 +5,24 @@ shard's first event that got points once earlier events came."""
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 
 from revpulse.settings import Settings
 from revpulse.streams.engine import Engine
+from revpulse.streams.history import BASE_OF, QUANTITIES_OF_HISTORY
+from revpulse.streams.ledger import Key
+from revpulse.streams.outputs import Outputs
 from revpulse.streams.partition import InputRecord
 from revpulse.streams.pipeline import Pipeline
+from revpulse.streams.rollup import Pending, Rollup
 from tests.support.reference import RefSettings, compute
 from tests.unit.test_crosscheck import assert_same, random_log
 
 DAY_US = 86_400 * 1_000_000
 LATENESS_DAYS = 3
+BASE = QUANTITIES_OF_HISTORY - BASE_OF.keys()  # a point's own cells, not the overlays revising a final one
 
 
 @pytest.mark.parametrize(("seed", "disorder_days", "batch", "shards"), [(3, 20, 7, 3), (4, 2, 1, 1), (9, 60, 50, 2)])
@@ -44,3 +51,46 @@ def test_points_at_past_midnights_equal_the_reference(
             records, RefSettings(fx_rates={"EUR": 1.08}, allowed_lateness_s=LATENESS_DAYS * 86400), as_of_us=day
         )
         assert_same({s.key: s.value for s in series}, expected.series)
+
+
+def test_final_points_leave_the_shards_and_a_rollup_rebuilt_from_the_partials_topic_agrees() -> None:
+    """Points older than the final horizon leave the shards' state; every other worker's rollup, and one that
+    restarts, reads them from the partials topic (whole, or compacted to each key's last record), through a
+    shard changing hands, and ends with the same points and live cells as the rollup fed directly."""
+    records = random_log(12, 4000, days=330, accounts=25, disorder_days=40)
+    settings = Settings(
+        clock="event", allowed_lateness=LATENESS_DAYS * 86400, shards=2, history_days=150, fx_rates={"EUR": 1.08}
+    )
+    pipeline = Pipeline(settings)
+    written: list[tuple[int, Key, int]] = []
+    update = pipeline.rollup.update
+
+    def recording(shard: int, partials: dict[Key, int]) -> None:
+        written.extend((shard, key, value) for key, value in partials.items())
+        update(shard, partials)
+
+    pipeline.rollup.update = recording  # type: ignore[method-assign]
+    inputs = [InputRecord(topic, 0, offset, value, 0.0) for offset, (topic, value) in enumerate(records)]
+    for start in range(0, len(inputs), 40):
+        pipeline.process(inputs[start : start + 40])
+        if start == 40 * 90:
+            recording(1, pipeline.shards[1].all_partials())  # shard 1 changes hands
+    for shard in pipeline.shards:
+        finals = shard.state.engine.history_finals
+        assert finals.hour > 150 * 24 and finals.cut > 0, "points became final, and some aged out"
+        assert not [key for key in shard.state.engine.history.values if key[2] <= finals.hour and key[0] in BASE]
+        assert not [key for key in pipeline.rollup.partials[shard.id] if key[2] <= finals.hour and key[0] in BASE]
+    expected = pipeline.outputs.history()
+    assert len(expected) == 150
+    last: dict[tuple[int, Key], int] = {}
+    for index, (shard, key, _) in enumerate(written):
+        last[(shard, key)] = index
+    compacted = [written[index] for index in sorted(last.values())]
+    for log in (written, compacted):
+        rollup = Rollup()
+        pending = Pending(rollup)
+        for shard, key, value in log:
+            pending.add(shard, key, value)
+        pending.apply()
+        assert Outputs(settings, rollup, Counter).history() == expected
+        assert rollup.ledger.items() == pipeline.rollup.ledger.items()

@@ -15,7 +15,7 @@ from revpulse.streams import quantities as q
 from revpulse.streams.ledger import Key, Ledger
 from revpulse.streams.series import SeriesParams, compute_series
 from revpulse.streams.windows import HOUR_US
-from revpulse.streams.wire import RESET, SEGMENT_SEEN, WATERMARK
+from revpulse.streams.wire import CUT, FINAL, RESET, SEGMENT_SEEN, WATERMARK
 from revpulse.synth.config import SynthConfig
 from revpulse.synth.delivery import generate
 from tests.support.harness import Harness
@@ -80,7 +80,7 @@ def published(harness: Harness, mix: Mix, monkeypatch: pytest.MonkeyPatch) -> se
     monkeypatch.setattr(harness.pipeline.rollup, "update", spy)
     for topic, event in mix:
         harness.send(event, topic=topic)
-    return seen - {WATERMARK, RESET, SEGMENT_SEEN}
+    return seen - {WATERMARK, RESET, SEGMENT_SEEN, FINAL, CUT}
 
 
 class ReadLog(Ledger):

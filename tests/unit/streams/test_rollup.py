@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from revpulse.streams.rollup import Rollup
-from revpulse.streams.wire import RESET, SEGMENT_SEEN, WATERMARK
+from revpulse.streams import history
+from revpulse.streams.rollup import Pending, Rollup
+from revpulse.streams.wire import CUT, FINAL, RESET, SEGMENT_SEEN, WATERMARK
 
 
 def test_sums_shards_and_reapplying_changes_nothing() -> None:
@@ -41,3 +42,36 @@ def test_version_moves_only_when_something_changed() -> None:
         rollup.update(0, update)
     rollup.update(0, {(RESET, "", 0): 1})
     assert rollup.version == 5
+
+
+SIGNUPS_1D = history.WINDOW_KEY[("signups", "1d")]
+
+
+def test_a_final_point_is_held_once_and_survives_a_change_of_hands() -> None:
+    rollup = Rollup()
+    rollup.update(0, {(SIGNUPS_1D, "all", 240): 3, (SIGNUPS_1D, "all", 264): 5})
+    rollup.update(1, {(SIGNUPS_1D, "all", 240): 4})
+    rollup.update(0, {(FINAL, "", 0): 240})
+    assert rollup.points[240] == {(SIGNUPS_1D, "all"): 7}
+    assert rollup.partials[0] == {(SIGNUPS_1D, "all", 264): 5}, "shard 0's cell of the final point is in the sum only"
+    # a copy of the final cell (a replay, a new owner) changes nothing; a revision of it comes as an overlay
+    rollup.update(0, {(SIGNUPS_1D, "all", 240): 99, (history.OVERLAY[SIGNUPS_1D], "all", 240): 2})
+    assert rollup.points[240] == {(SIGNUPS_1D, "all"): 9}
+    # a new owner resets the shard: the final point stays, the rest is what the new owner says (overlay included)
+    rollup.update(0, {(RESET, "", 0): 241, (SIGNUPS_1D, "all", 264): 6, (history.OVERLAY[SIGNUPS_1D], "all", 240): 2})
+    assert rollup.points[240] == {(SIGNUPS_1D, "all"): 9}
+    assert rollup.points[264] == {(SIGNUPS_1D, "all"): 6}
+    rollup.update(0, {(CUT, "", 0): 250})
+    assert list(rollup.points) == [264]
+
+
+def test_pending_partials_never_move_a_value_before_a_reset() -> None:
+    rollup = Rollup()
+    pending = Pending(rollup)
+    pending.add(0, ("signups", "all", 10), 3)
+    pending.add(0, ("signups", "all", 11), 1)
+    pending.add(0, (RESET, "", 0), 1)
+    pending.add(0, ("signups", "all", 10), 4)  # merged by key, it would land before the reset and be forgotten
+    pending.apply()
+    assert rollup.partials[0] == {("signups", "all", 10): 4}
+    assert rollup.ledger.get(("signups", "all", 10)) == 4

@@ -69,6 +69,7 @@ def test_the_fed_state_covers_what_a_snapshot_holds(fed: Pipeline) -> None:
     assert any(account.first_trial is not None for account in accounts)
     assert any(engine.folded_at is not None and engine.leads and engine.opportunities for engine in engines)
     assert any(engine.lead_opportunities and engine.channels for engine in engines)
+    assert all(engine.history_finals.shapes and engine.history_finals.hour for engine in engines)
 
 
 def test_a_real_state_round_trips_exactly_and_goes_on_to_the_same_metrics(fed: Pipeline) -> None:
@@ -338,6 +339,11 @@ def test_a_value_of_a_wrong_type_anywhere_is_refused_even_with_a_valid_checksum(
         (lambda head: head["engine"]["ledger"][0][2].__setitem__(0, "9" * 201), "integer"),
         (lambda head: head["engine"]["lead_opportunities"].update(l9=["no-such-opportunity"]), "does not hold"),
         (lambda head: head.update(outcomes=[["t" * 300, "x", "accepted", 1]]), "at most 256"),
+        (lambda head: head["engine"].update(history_finals=[0, 0, [["mrr", "all"]], []]), "distinct"),
+        (lambda head: head["engine"].update(history_finals=[0, 0, [["h:captured", ""]] * 2, []]), "distinct"),
+        (lambda head: head["engine"].update(history_finals=[0, 0, [["h:captured", ""]], [[24, "2"]]]), "not listed"),
+        (lambda head: head["engine"].update(history_finals=[0, 0, [["h:captured", ""]], [[24, "g"]]]), "hex"),
+        (lambda head: head["engine"].update(history_finals=[0, 0, [], [[24, "f" * 99]]]), "at most 1"),
     ],
 )
 def test_a_head_that_is_not_ours_is_refused(small: bytes, change: Any, reason: str) -> None:

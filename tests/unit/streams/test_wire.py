@@ -11,9 +11,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from revpulse.schemas.models import EventDecoder, latest_occurred_at
+from revpulse.streams.history import OVERLAY, SNAPSHOT_KEY
 from revpulse.streams.partition import InputRecord, Router
 from revpulse.streams.quantities import MRR_NOW
 from revpulse.streams.wire import (
+    CUT,
+    FINAL,
     RESET,
     SEGMENT_SEEN,
     WATERMARK,
@@ -94,6 +97,8 @@ def test_a_record_that_is_not_a_list_of_items_is_a_wire_error(value: bytes | Non
 def test_partials_a_shard_wrote_come_back() -> None:
     cells = {(MRR_NOW, "smb", 0): 10**21 * 7, (WATERMARK, "", 0): 1_710_666_000_000_000, (RESET, "", 0): 1}
     cells[(SEGMENT_SEEN, "other", 0)] = 1
+    cells[(FINAL, "", 0)] = cells[(CUT, "", 0)] = 490_000
+    cells[(OVERLAY[SNAPSHOT_KEY[MRR_NOW]], "smb", 490_000)] = 5
     for key, value in cells.items():
         assert parse_partial(partial_key(3, key), partial_value(value), 8) == (3, key, value)
     assert parse_partial(partial_key(3, (MRR_NOW, "smb", 0)), partial_value(0), 8) == (3, (MRR_NOW, "smb", 0), 0)
@@ -113,6 +118,8 @@ def test_partials_a_shard_wrote_come_back() -> None:
         (b"3|mrr_now|smb|99999999999", b"1"),
         (b"3|__watermark|smb|0", b"1"),
         (b"3|__reset||0", b"-1"),
+        (b"3|__final||0", b"9000002"),  # an hour past any the cells may have
+        (b"3|__cut|smb|0", b"1"),
         (b"\xff|mrr_now|smb|0", b"1"),
         (None, b"1"),
     ],
