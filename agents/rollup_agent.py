@@ -1,16 +1,27 @@
 """The rollup agent: reads every shard's partials (all partitions, no consumer group) into the global ledger,
 so this worker serves global values. Partials of shards this worker owns arrive directly from its shard agent;
-their echo on the topic is older or equal, so it is skipped."""
+their echo on the topic is older or equal, so it is skipped.
+
+Once caught up it checkpoints the rollup in the data dir (`rollup_codec`), with the offsets it covers, at most
+once per snapshot interval; a restart takes the checkpoint and reads on from there. A record delivered from
+before a checkpoint's offset means the topic is not the one it read (re-created): the rollup starts over."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from revpulse.agents.base import BatchAgent, Batches
+from revpulse.agents.base import BatchAgent, Batches, topic_partitions
+from revpulse.agents.snapshots import private_file
 from revpulse.settings import Settings
 from revpulse.streams.rollup import Pending, Rollup
+from revpulse.streams.rollup_codec import decode_rollup, encode_rollup
+from revpulse.streams.state_codec import SnapshotError
 from revpulse.streams.wire import WireError, parse_partial
 from revpulse.topics import partials_topic
 
@@ -32,9 +43,56 @@ class RollupAgent(BatchAgent):
         self.on_skip = on_skip  # (topic role, reason) of a record skipped as invalid
         self.max_batch = 50_000
         self.caught_up = False
+        self.path = Path(settings.data_dir) / settings.app_id / "rollup.state"
+        self.key = settings.state_key.encode() if settings.state_key else None
+        self.restored_from: dict[int, int] = {}  # partition -> the checkpoint's offset, until caught up
+        self._saved_at = time.monotonic()
+
+    async def on_start(self) -> None:
+        await super().on_start()
+        assert self.consumer is not None
+        tps = await topic_partitions(self.consumer, self.topics[0])
+        positions = self._restore(len(tps))
+        if positions:
+            for tp in tps:
+                self.consumer.seek(tp, positions[tp.partition])
+            self.restored_from = positions
+
+    def _restore(self, partitions: int) -> dict[int, int] | None:
+        """Fill the (empty) rollup from the checkpoint, if there is one to trust; the offsets it covers."""
+        try:
+            blob = self.path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            log.warning("rollup checkpoint %s unreadable (%r): reading the partials from the start", self.path, exc)
+            return None
+        try:
+            restored, positions = decode_rollup(blob, self.settings.shards, partitions, self.key)
+        except SnapshotError as exc:
+            log.warning("rollup checkpoint %s refused (%s): reading the partials from the start", self.path, exc)
+            self.on_skip("partials", "invalid_checkpoint")
+            return None
+        vars(self.rollup).update(vars(restored))
+        log.info("rollup restored from its checkpoint; reading the partials on from %s", positions)
+        return positions
+
+    async def _start_over(self) -> None:
+        """The checkpoint is of another topic: forget it and what it gave, and read the topic from the start."""
+        assert self.consumer is not None
+        log.warning("the partials topic is not the one the rollup checkpoint read: reading it from the start")
+        self.path.unlink(missing_ok=True)
+        vars(self.rollup).update(vars(Rollup()))
+        self.restored_from = {}
+        await self.consumer.seek_to_beginning(*self.consumer.assignment())
 
     async def handle(self, batches: Batches) -> None:
         """Apply a batch of partials (called with empty batches too, until the reader has caught up)."""
+        if self.restored_from and any(
+            records and records[0].offset < self.restored_from.get(tp.partition, 0) for tp, records in batches.items()
+        ):
+            await self._start_over()
+            return
         pending = Pending(self.rollup)
         for tp, records in batches.items():
             if self._all_owned(tp.partition):
@@ -53,6 +111,18 @@ class RollupAgent(BatchAgent):
         pending.apply()
         if not self.caught_up:
             self.caught_up = await self._at_end()
+        elif time.monotonic() - self._saved_at >= self.settings.snapshot_interval:
+            await self._checkpoint()
+
+    async def _checkpoint(self) -> None:
+        assert self.consumer is not None
+        self._saved_at = time.monotonic()
+        positions = {tp.partition: await self.consumer.position(tp) for tp in self.consumer.assignment()}
+        blob = encode_rollup(self.rollup, positions, self.key)
+        try:
+            await asyncio.to_thread(_write, self.path, blob)
+        except OSError as exc:
+            log.warning("rollup checkpoint not written (%r); the next turn retries", exc)
 
     def _all_owned(self, partition: int) -> bool:
         """Whether every shard writing to this partition of the partials topic is owned here (the shard agent
@@ -65,6 +135,22 @@ class RollupAgent(BatchAgent):
         assert self.consumer is not None
         for tp in self.consumer.assignment():
             highwater = self.consumer.highwater(tp)
-            if highwater is None or await self.consumer.position(tp) < highwater:
+            position = await self.consumer.position(tp)
+            if position < self.restored_from.get(tp.partition, 0):
+                await self._start_over()  # reset to before the checkpoint: the topic is shorter than it was
                 return False
+            if highwater is None or position < highwater:
+                return False
+        self.restored_from = {}
         return True
+
+
+def _write(path: Path, blob: bytes) -> None:
+    """`blob` in `path`, whole or not at all, for the worker's user only."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    saving = path.with_suffix(".saving")
+    with private_file(saving) as handle:
+        handle.write(blob)
+        handle.flush()
+        os.fsync(handle.fileno())
+    saving.replace(path)

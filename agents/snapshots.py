@@ -93,7 +93,7 @@ class Encoding:
                 path.unlink(missing_ok=True)
 
 
-def _private(path: Path) -> BinaryIO:
+def private_file(path: Path) -> BinaryIO:
     """`path` opened for writing from empty, readable and writable by the worker's user only."""
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.fchmod(descriptor, 0o600)  # an existing file keeps its mode through O_CREAT
@@ -205,7 +205,7 @@ class SnapshotStore:
         self._make_directory()
         path = self.directory / f"shard-{shard}.saving"
         try:
-            with _private(path) as handle:
+            with private_file(path) as handle:
                 write_state(handle, state, shard, self.key)
             await self.write(shard, state.next_offset, path)
         finally:
@@ -236,7 +236,7 @@ class SnapshotStore:
                 gc.disable()  # a collection would touch, and so copy, pages of the whole heap
                 os.nice(ENCODING_NICENESS)
                 for shard, state in states.items():
-                    with _private(paths[shard]) as handle:
+                    with private_file(paths[shard]) as handle:
                         write_state(handle, state, shard, self.key)
                         # Synced here, off the worker's loop: `_write` syncs it again, then with nothing to write.
                         handle.flush()

@@ -28,7 +28,7 @@ import io
 import reprlib
 import struct
 from collections import Counter
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, fields
 from itertools import chain, repeat
 from typing import Any, BinaryIO, Final, NoReturn
@@ -353,10 +353,14 @@ def _scalar(check: Callable[[object, str], object]) -> Callable[[Any, str, Engin
 
 
 def _dump_cells(cells: Cells) -> list[object]:
-    # [[quantity, segment, [hour, amount, hour, amount, ...]], ...]: a quantity and segment once for all their
-    # hours. Quantities may be any string and hours any integer (not only the declared quantities'), amounts too.
+    return cell_groups(cells.values)
+
+
+def cell_groups(values: Mapping[tuple[str, str, int], int]) -> list[object]:
+    """[[quantity, segment, [hour, amount, hour, amount, ...]], ...]: a quantity and segment once for all their
+    hours. Quantities may be any string and hours any integer (not only the declared quantities'), amounts too."""
     groups: dict[tuple[str, str], list[int]] = {}
-    for (quantity, segment, hour), amount in cells.values.items():
+    for (quantity, segment, hour), amount in values.items():
         group = groups.get((quantity, segment))
         if group is None:
             group = groups[(quantity, segment)] = []
@@ -368,12 +372,12 @@ def _cells(attribute: str) -> Callable[[Any, str, Engine], Cells]:
     """Loads cells as the class a new engine holds in `attribute` (the ledger's keeps sums derived from them)."""
 
     def load(value: object, where: str, engine: Engine) -> Cells:
-        return type(getattr(engine, attribute))(_cell_values(value, where))
+        return type(getattr(engine, attribute))(cell_values(value, where))
 
     return load
 
 
-def _cell_values(value: object, where: str) -> dict[tuple[str, str, int], int]:
+def cell_values(value: object, where: str) -> dict[tuple[str, str, int], int]:
     values: dict[tuple[str, str, int], int] = {}
     count = 0
     for group in _list(value, where):

@@ -82,3 +82,44 @@ def test_restart_rebuilds_state_and_writes_no_dead_letter_twice(broker: str, tmp
     assert len(before) > 1000 and after == before
     letters_after = asyncio.run(read_topic(worker.settings, worker.settings.topics.deadletter))
     assert len(letters_before) == len(letters_after) > 0
+
+
+def test_a_restart_reads_the_partials_on_from_the_rollup_checkpoint(broker: str, tmp_path: Path) -> None:
+    """The rollup checkpoints itself in the data dir; a restart takes it and reads only what the partials topic
+    got since, and answers the same series and history. A damaged checkpoint is counted and read past: the
+    rollup then reads the topic from its start, to the same answers."""
+    workers = deployment(broker, tmp_path, REVPULSE_SNAPSHOT_INTERVAL="1s")
+    # 200 days: history points become final (SPEC §5) and leave the shards, so only the rollup holds them.
+    lines = [orjson.dumps(event) for _, event in generate(SynthConfig(accounts=60, days=200), events=6_000)]
+    history = "/api/history?metric=mrr&segment=all"
+    worker = workers.start("w1")
+    try:
+        sent = asyncio.run(_produce_log(broker, workers.env, lines))
+        _wait_for_counts(worker, sent)
+        checkpoint = worker.settings.data_dir / worker.settings.app_id / "rollup.state"
+        counted = time.time()
+        deadline = time.monotonic() + 30
+        while not (checkpoint.exists() and checkpoint.stat().st_mtime > counted + 1):
+            assert time.monotonic() < deadline, "no rollup checkpoint written"
+            time.sleep(0.2)
+        before = orjson.loads(worker.get("/api/metrics")[1]), orjson.loads(worker.get(history)[1])
+    finally:
+        workers.stop("w1")
+    assert len(before[1]["points"]) > 150
+
+    for damage in (False, True):
+        if damage:
+            blob = checkpoint.read_bytes()
+            checkpoint.write_bytes(blob[:100] + bytes([blob[100] ^ 1]) + blob[101:])
+        log_start = worker.log.stat().st_size
+        worker = workers.start("w1")
+        try:
+            after = orjson.loads(worker.get("/api/metrics")[1]), orjson.loads(worker.get(history)[1])
+            exposition = worker.get("/metrics")[1].decode()
+        finally:
+            workers.stop("w1")
+        assert after == before
+        said = worker.log.read_text(errors="replace")[log_start:]
+        skipped = 'revpulse_internal_records_skipped_total{reason="invalid_checkpoint",role="partials"} 1.0'
+        assert ("rollup restored from its checkpoint" in said) is not damage
+        assert (skipped in exposition) is damage

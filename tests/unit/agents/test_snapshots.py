@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from revpulse.agents.base import ProducerService
-from revpulse.agents.snapshots import Encoding, Manifest, SnapshotStore, SpilledValues, _private, parse_manifest
+from revpulse.agents.snapshots import Encoding, Manifest, SnapshotStore, SpilledValues, parse_manifest, private_file
 from revpulse.settings import Settings, SettingsError
 from revpulse.streams.engine import EngineConfig
 from revpulse.streams.partition import InputRecord, Router, Shard, ShardState
@@ -273,7 +273,7 @@ def test_snapshots_are_private_to_the_workers_user(tmp_path: Path) -> None:
     path.write_bytes(b"old")
     path.chmod(0o644)
     store._make_directory()
-    with _private(path) as handle:
+    with private_file(path) as handle:
         handle.write(b"new")
     assert (store.directory.stat().st_mode & 0o777, path.stat().st_mode & 0o777) == (0o700, 0o600)
     assert path.read_bytes() == b"new"

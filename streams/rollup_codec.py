@@ -1,0 +1,108 @@
+"""A rollup's checkpoint: its state and the partials-topic offsets it covers, sealed like a shard snapshot.
+
+A restarting worker takes it from its data dir and reads the partials topic from those offsets on, instead of
+from the start: the topic holds every value ever written where the broker compacts nothing, and every final
+history point where it does. The bytes are as hostile as a snapshot's: checked throughout, a SnapshotError
+saying why, never a rollup.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import orjson
+
+from revpulse.streams.history import QUANTITIES_OF_HISTORY, is_history
+from revpulse.streams.ledger import Key
+from revpulse.streams.quantities import QUANTITIES
+from revpulse.streams.rollup import Rollup
+from revpulse.streams.state_codec import (
+    SnapshotError,
+    _dumps,
+    _fail,
+    _int,
+    _list,
+    _map,
+    _texts,
+    cell_groups,
+    cell_values,
+    seal,
+    unseal,
+)
+
+FORMAT: Final = "rollup-1"
+_KEYS: Final = frozenset({"format", "positions", "watermarks", "segments_seen", "final", "cut", "captured"})
+_KEYS_WITH_CELLS: Final = _KEYS | {"partials", "points"}
+
+
+def encode_rollup(rollup: Rollup, positions: dict[int, int], key: bytes | None = None) -> bytes:
+    """`rollup` as it stands after reading the partials topic up to `positions` (partition -> next offset)."""
+    body = {
+        "format": FORMAT,
+        "positions": {str(partition): offset for partition, offset in positions.items()},
+        "watermarks": {str(shard): watermark for shard, watermark in rollup.watermarks.items()},
+        "segments_seen": sorted(rollup.segments_seen),
+        "final": {str(shard): hour for shard, hour in rollup.final.items()},
+        "cut": rollup.cut,
+        "captured": {str(shard): sorted(hours) for shard, hours in rollup.captured.items()},
+        "partials": {str(shard): cell_groups(values) for shard, values in rollup.partials.items()},
+        "points": cell_groups(
+            {
+                (quantity, segment, hour): value
+                for hour, cells in rollup.points.items()
+                for (quantity, segment), value in cells.items()
+            }
+        ),
+    }
+    return seal(_dumps(body), key)
+
+
+def decode_rollup(blob: bytes, shards: int, partitions: int, key: bytes | None = None) -> tuple[Rollup, dict[int, int]]:
+    """The rollup and the offsets a checkpoint holds, for `shards` shards and a partials topic of `partitions`."""
+    try:
+        body = orjson.loads(unseal(blob, key))
+    except orjson.JSONDecodeError as exc:
+        raise SnapshotError(f"rollup checkpoint: not JSON ({exc})") from None
+    body = _map(body, "rollup")
+    if body.keys() != _KEYS_WITH_CELLS or body["format"] != FORMAT:
+        _fail("rollup", f"expected the keys {sorted(_KEYS_WITH_CELLS)} of format {FORMAT}")
+    positions = _numbered(body["positions"], "positions", partitions)
+    if positions.keys() != set(range(partitions)) or min(positions.values(), default=0) < 0:
+        _fail("positions", f"expected an offset for each of {partitions} partitions")
+    rollup = Rollup()
+    rollup.watermarks = _numbered(body["watermarks"], "watermarks", shards)
+    rollup.segments_seen = set(_texts(_list(body["segments_seen"], "segments_seen"), "segments_seen"))
+    rollup.final = _numbered(body["final"], "final", shards)
+    rollup.cut = _int(body["cut"], "cut")
+    for shard, hours in _map(body["captured"], "captured").items():
+        rollup.captured[_shard(shard, shards, "captured")] = {_int(h, "captured") for h in _list(hours, "captured")}
+    for shard, groups in _map(body["partials"], "partials").items():
+        values = cell_values(groups, f"partials[{shard}]")
+        _check_quantities(values, f"partials[{shard}]")
+        rollup.partials[_shard(shard, shards, "partials")] = values
+        for cell, value in values.items():
+            if not is_history(cell[0]):
+                rollup.ledger.add(cell, value)
+    points = cell_values(body["points"], "points")
+    _check_quantities(points, "points")
+    for (quantity, segment, hour), value in points.items():
+        rollup.points.setdefault(hour, {})[(quantity, segment)] = value
+    rollup.version = 1
+    return rollup, positions
+
+
+def _check_quantities(values: dict[Key, int], where: str) -> None:
+    unknown = {quantity for quantity, _, _ in values} - QUANTITIES.keys() - QUANTITIES_OF_HISTORY
+    if unknown:
+        _fail(where, f"quantities no shard writes: {sorted(unknown)[:3]}")
+
+
+def _shard(text: str, shards: int, where: str) -> int:
+    if not (text.isdigit() and len(text) <= 6 and int(text) < shards):
+        _fail(where, f"not a shard of {shards}: {text[:20]!r}")
+    return int(text)
+
+
+def _numbered(value: Any, where: str, count: int) -> dict[int, int]:
+    """An object of integers by a number below `count` (a shard or a partition)."""
+    return {_shard(k, count, where): _int(v, where) for k, v in _map(value, where).items()}
