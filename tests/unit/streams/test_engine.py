@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 import pytest
+import zstandard
 
 from revpulse.schemas.models import NANOS, Event
 from revpulse.settings import Settings
@@ -196,34 +197,39 @@ def test_the_store_encodes_the_least_recently_used_beyond_its_limit() -> None:
     assert (len(store), sorted(store)) == (3, ["a", "b", "c"])
 
 
-def test_encoded_accounts_lie_in_slots_of_one_arena_that_churn_reuses() -> None:
+def _slot(account: Account) -> int:
+    """The arena slot an account's encoding takes, compressed as the store compresses it."""
+    return slot_size(len(zstandard.ZstdCompressor(level=3).compress(account.encode())))
+
+
+def test_encoded_accounts_lie_compressed_in_slots_of_one_arena_that_churn_reuses() -> None:
     store = AccountStore(hot_limit=0)
     for i in range(100):
         store.add(f"a{i}").segment_values.append("x" * 2_500)
     store.evict(lateness_us=0)
-    length = len(Account(segment_values=["x" * 2_500]).encode())
-    assert (length, slot_size(length)) == (2_548, 2_560)  # 2,048 and steps of 256
-    assert store.arena_bytes == 100 * 2_560
+    slot = _slot(Account(segment_values=["x" * 2_500]))
+    assert slot < 100 and store.arena_bytes == 100 * slot  # 2,548 bytes encoded, compressed to one small slot
     # Taken out, changed, encoded again: each takes a slot another left, and the arena does not grow.
     for i in range(50):
         account = store.get(f"a{i}")
         assert account is not None
         account.segment_values[0] = "y" * 2_510
+    assert _slot(Account(segment_values=["y" * 2_510])) == slot
     store.evict(lateness_us=0)
-    assert store.arena_bytes == 100 * 2_560 and len(store) == 100
+    assert store.arena_bytes == 100 * slot and len(store) == 100
     # While a forked copy reads the arena, no freed slot is written: the encoding goes to the end.
     store.holds = 1
     held = store.get("a60")
     assert held is not None
     store.evict(lateness_us=0)
-    assert store.arena_bytes == 101 * 2_560
+    assert store.arena_bytes == 101 * slot
     store.holds = 0
     # One that outgrows its size takes a new slot at the end; its old one is free for the next.
     grown = store.get("a0")
     assert grown is not None
-    grown.segment_values[0] = "z" * 3_000
+    grown.segment_values = [f"{i * 7919 % 10007:05d}" for i in range(600)]
     store.evict(lateness_us=0)
-    assert store.arena_bytes == 101 * 2_560 + slot_size(len(grown.encode()))
+    assert store.arena_bytes == 101 * slot + _slot(grown) > 102 * slot
     values = {i: bytes(data) for i, data in store.encoded()}
     assert values["a0"] == grown.encode() and values["a1"] == Account(segment_values=["y" * 2_510]).encode()
     cold = [(i, data) for i, data in store.cold_encoded()]
