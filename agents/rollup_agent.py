@@ -3,8 +3,9 @@ so this worker serves global values. Partials of shards this worker owns arrive 
 their echo on the topic is older or equal, so it is skipped.
 
 Once caught up it checkpoints the rollup in the data dir (`rollup_codec`), with the offsets it covers, at most
-once per snapshot interval; a restart takes the checkpoint and reads on from there. A record delivered from
-before a checkpoint's offset means the topic is not the one it read (re-created): the rollup starts over."""
+once per snapshot interval; a restart takes the checkpoint and reads on from there. A topic that ends before a
+checkpoint's offset, or delivers a record from before it, is not the one it read (re-created): the rollup starts
+over."""
 
 from __future__ import annotations
 
@@ -136,8 +137,9 @@ class RollupAgent(BatchAgent):
         for tp in self.consumer.assignment():
             highwater = self.consumer.highwater(tp)
             position = await self.consumer.position(tp)
-            if position < self.restored_from.get(tp.partition, 0):
-                await self._start_over()  # reset to before the checkpoint: the topic is shorter than it was
+            checkpoint = self.restored_from.get(tp.partition, 0)
+            if position < checkpoint or (highwater is not None and highwater < checkpoint):
+                await self._start_over()  # the topic ends before the checkpoint's offset: it is another one
                 return False
             if highwater is None or position < highwater:
                 return False

@@ -15,13 +15,14 @@ from pathlib import Path
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
 
 from revpulse.agents.base import read_topic
 from revpulse.local.processes import WorkerProcess
 from revpulse.synth.bad_records import bad_record_cases
 from revpulse.synth.config import SynthConfig
 from revpulse.synth.delivery import generate
-from revpulse.topics import route_line
+from revpulse.topics import partials_topic, route_line
 from tests.support.deployment import deployment
 
 pytestmark = pytest.mark.integration
@@ -123,3 +124,42 @@ def test_a_restart_reads_the_partials_on_from_the_rollup_checkpoint(broker: str,
         skipped = 'revpulse_internal_records_skipped_total{reason="invalid_checkpoint",role="partials"} 1.0'
         assert ("rollup restored from its checkpoint" in said) is not damage
         assert (skipped in exposition) is damage
+
+
+async def _delete_topic(bootstrap: str, topic: str) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_topics([topic])
+    finally:
+        await admin.close()
+
+
+def test_a_checkpoint_of_a_partials_topic_since_re_created_is_dropped(broker: str, tmp_path: Path) -> None:
+    """The partials topic deleted (and re-created by the worker) while the data dir kept a checkpoint of it: the
+    rollup starts over from the new topic's start instead of trusting offsets of another topic, and the live
+    series come back whole from the shards."""
+    workers = deployment(broker, tmp_path, REVPULSE_SNAPSHOT_INTERVAL="1s")
+    lines = [orjson.dumps(event) for _, event in generate(SynthConfig(accounts=60, days=30), events=3_000)]
+    worker = workers.start("w1")
+    try:
+        sent = asyncio.run(_produce_log(broker, workers.env, lines))
+        _wait_for_counts(worker, sent)
+        checkpoint = worker.settings.data_dir / worker.settings.app_id / "rollup.state"
+        counted = time.time()
+        deadline = time.monotonic() + 30
+        while not (checkpoint.exists() and checkpoint.stat().st_mtime > counted + 1):
+            assert time.monotonic() < deadline, "no rollup checkpoint written"
+            time.sleep(0.2)
+        before = orjson.loads(worker.get("/api/metrics")[1])
+    finally:
+        workers.stop("w1")
+    asyncio.run(_delete_topic(broker, partials_topic(worker.settings)))
+    log_start = worker.log.stat().st_size
+    worker = workers.start("w1")
+    try:
+        after = orjson.loads(worker.get("/api/metrics")[1])
+    finally:
+        workers.stop("w1")
+    assert after == before
+    assert "not the one the rollup checkpoint read" in worker.log.read_text(errors="replace")[log_start:]
