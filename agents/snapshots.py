@@ -29,15 +29,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import gc
 import logging
 import os
+import signal
 import tempfile
 import traceback
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, NamedTuple
+from typing import BinaryIO, Final, NamedTuple
 
 import orjson
 from aiokafka import AIOKafkaProducer
@@ -91,6 +93,18 @@ class Encoding:
         finally:
             for path in self.paths.values():
                 path.unlink(missing_ok=True)
+
+
+_PR_SET_PDEATHSIG: Final = 1
+
+
+def _die_with(parent: int) -> None:
+    """Have this forked copy killed when the worker dies (Linux), so that no copy outlives a killed worker,
+    writing into a data dir that may be wiped or taken by a new worker meanwhile."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the worker died before the request took effect
+        os._exit(1)
 
 
 def private_file(path: Path) -> BinaryIO:
@@ -229,10 +243,12 @@ class SnapshotStore:
         stores = [state.engine.accounts for state in states.values()]
         for store in stores:
             store.holds += 1
+        worker = os.getpid()
         pid = os.fork()
         if pid == 0:
             status = 1
             try:
+                _die_with(worker)
                 gc.disable()  # a collection would touch, and so copy, pages of the whole heap
                 os.nice(ENCODING_NICENESS)
                 for shard, state in states.items():

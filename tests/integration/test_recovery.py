@@ -85,6 +85,17 @@ def test_restart_rebuilds_state_and_writes_no_dead_letter_twice(broker: str, tmp
     assert len(letters_before) == len(letters_after) > 0
 
 
+def _wait_for_checkpoint(worker: WorkerProcess) -> Path:
+    """The rollup checkpoint, once one was written a second after everything was counted."""
+    checkpoint = worker.settings.data_dir / worker.settings.app_id / "rollup.state"
+    counted = time.time()
+    deadline = time.monotonic() + 30
+    while not (checkpoint.exists() and checkpoint.stat().st_mtime > counted + 1):
+        assert time.monotonic() < deadline, "no rollup checkpoint written"
+        time.sleep(0.2)
+    return checkpoint
+
+
 def test_a_restart_reads_the_partials_on_from_the_rollup_checkpoint(broker: str, tmp_path: Path) -> None:
     """The rollup checkpoints itself in the data dir; a restart takes it and reads only what the partials topic
     got since, and answers the same series and history. A damaged checkpoint is counted and read past: the
@@ -97,12 +108,7 @@ def test_a_restart_reads_the_partials_on_from_the_rollup_checkpoint(broker: str,
     try:
         sent = asyncio.run(_produce_log(broker, workers.env, lines))
         _wait_for_counts(worker, sent)
-        checkpoint = worker.settings.data_dir / worker.settings.app_id / "rollup.state"
-        counted = time.time()
-        deadline = time.monotonic() + 30
-        while not (checkpoint.exists() and checkpoint.stat().st_mtime > counted + 1):
-            assert time.monotonic() < deadline, "no rollup checkpoint written"
-            time.sleep(0.2)
+        checkpoint = _wait_for_checkpoint(worker)
         before = orjson.loads(worker.get("/api/metrics")[1]), orjson.loads(worker.get(history)[1])
     finally:
         workers.stop("w1")
@@ -145,12 +151,7 @@ def test_a_checkpoint_of_a_partials_topic_since_re_created_is_dropped(broker: st
     try:
         sent = asyncio.run(_produce_log(broker, workers.env, lines))
         _wait_for_counts(worker, sent)
-        checkpoint = worker.settings.data_dir / worker.settings.app_id / "rollup.state"
-        counted = time.time()
-        deadline = time.monotonic() + 30
-        while not (checkpoint.exists() and checkpoint.stat().st_mtime > counted + 1):
-            assert time.monotonic() < deadline, "no rollup checkpoint written"
-            time.sleep(0.2)
+        _wait_for_checkpoint(worker)
         before = orjson.loads(worker.get("/api/metrics")[1])
     finally:
         workers.stop("w1")

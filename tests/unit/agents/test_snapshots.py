@@ -8,6 +8,9 @@ import asyncio
 import logging
 import os
 import pickle
+import subprocess
+import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -286,3 +289,39 @@ def test_the_state_key_is_a_setting_kept_out_of_reprs() -> None:
     with pytest.raises(SettingsError, match="REVPULSE_STATE_KEY: must be at least 32 characters") as raised:
         Settings.from_env({"REVPULSE_STATE_KEY": "short-secret"})
     assert "short-secret" not in str(raised.value)
+
+
+_COPY = """
+import os, time
+from revpulse.agents.snapshots import _die_with
+worker = os.getpid()
+pid = os.fork()
+if pid == 0:
+    _die_with(worker)
+    time.sleep(60)
+    os._exit(0)
+print(pid, flush=True)
+time.sleep(60)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def test_a_forked_copy_dies_with_its_worker() -> None:
+    """A worker killed (-9) takes its snapshot copy with it: no copy goes on writing into its data dir."""
+    worker = subprocess.Popen([sys.executable, "-c", _COPY], stdout=subprocess.PIPE)
+    assert worker.stdout is not None
+    copy = int(worker.stdout.readline())
+    assert _alive(copy)
+    worker.kill()
+    worker.wait()
+    deadline = time.monotonic() + 5
+    while _alive(copy):
+        assert time.monotonic() < deadline, "the copy outlived its worker"
+        time.sleep(0.05)
