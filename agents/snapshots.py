@@ -157,13 +157,6 @@ class SpilledValues(Mapping[bytes, bytes]):
         self._file = tempfile.TemporaryFile(dir=directory)  # noqa: SIM115 (closed by `close`, which owners call)
         self._where: dict[bytes, tuple[int, int]] = {}  # key -> (offset, length) of its value in the file
 
-    @classmethod
-    def of(cls, directory: Path, values: Mapping[bytes, bytes | None]) -> SpilledValues:
-        spilled = cls(directory)
-        for key, value in values.items():
-            spilled.put(key, value)
-        return spilled
-
     def put(self, key: bytes, value: bytes | None) -> None:
         """A record of the topic, in order: a tombstone (None) drops the key."""
         if value is None:

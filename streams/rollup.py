@@ -103,9 +103,11 @@ class Rollup:
         if hour <= final:
             return final
         values = self.partials.get(shard, {})
-        for key in [key for key in values if key[2] <= hour and history.is_history(key[0])]:
-            if key[0] not in history.BASE_OF:
-                del values[key]
+        base = [
+            key for key in values if key[2] <= hour and history.is_history(key[0]) and key[0] not in history.BASE_OF
+        ]
+        for key in base:
+            del values[key]
         captured = self.captured.get(shard)
         if captured:
             captured.difference_update([h for h in captured if h <= hour])

@@ -31,8 +31,9 @@ from revpulse.streams.state_codec import (
 )
 
 FORMAT: Final = "rollup-1"
-_KEYS: Final = frozenset({"format", "positions", "watermarks", "segments_seen", "final", "cut", "captured"})
-_KEYS_WITH_CELLS: Final = _KEYS | {"partials", "points"}
+_KEYS: Final = frozenset(
+    {"format", "positions", "watermarks", "segments_seen", "final", "cut", "captured", "partials", "points"}
+)
 
 
 def encode_rollup(rollup: Rollup, positions: dict[int, int], key: bytes | None = None) -> bytes:
@@ -64,8 +65,8 @@ def decode_rollup(blob: bytes, shards: int, partitions: int, key: bytes | None =
     except orjson.JSONDecodeError as exc:
         raise SnapshotError(f"rollup checkpoint: not JSON ({exc})") from None
     body = _map(body, "rollup")
-    if body.keys() != _KEYS_WITH_CELLS or body["format"] != FORMAT:
-        _fail("rollup", f"expected the keys {sorted(_KEYS_WITH_CELLS)} of format {FORMAT}")
+    if body.keys() != _KEYS or body["format"] != FORMAT:
+        _fail("rollup", f"expected the keys {sorted(_KEYS)} of format {FORMAT}")
     positions = _numbered(body["positions"], "positions", partitions)
     if positions.keys() != set(range(partitions)) or min(positions.values(), default=0) < 0:
         _fail("positions", f"expected an offset for each of {partitions} partitions")

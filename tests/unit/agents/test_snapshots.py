@@ -88,7 +88,10 @@ def _restore(store: SnapshotStore, topic: dict[bytes, bytes | None], committed: 
     async def values(name: str) -> SpilledValues:
         assert name == store.topic
         store._make_directory()
-        return SpilledValues.of(store.directory, topic)
+        spilled = SpilledValues(store.directory)
+        for key, value in topic.items():
+            spilled.put(key, value)
+        return spilled
 
     store._topic_values = values  # type: ignore[method-assign]
     return asyncio.run(store.load({0: committed}))[0]
