@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import time
 from dataclasses import dataclass
 
 import faust
@@ -23,13 +24,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from revpulse.agents.base import ProducerService
 from revpulse.agents.board import register_board
+from revpulse.agents.collector import Collector
 from revpulse.agents.connector_agent import ConnectorAgent
 from revpulse.agents.ingest import configure_web_server, register_ingest
 from revpulse.agents.publisher import Publisher
 from revpulse.agents.rollup_agent import RollupAgent
 from revpulse.agents.router_agent import RouterAgent
 from revpulse.agents.shard_agent import ShardAgent
-from revpulse.agents.snapshots import SnapshotStore
+from revpulse.agents.snapshots import SnapshotStore, copy_running
 from revpulse.kafka_security import client_options, faust_options
 from revpulse.settings import Settings
 from revpulse.streams.history_query import QueryError, parse_query
@@ -49,9 +51,8 @@ PARTIALS_PARTITIONS = 4
 REFRESH_INTERVAL = 0.025  # seconds between checks for a changed rollup
 # The state is millions of long-lived objects without cycles: Python's collector walking them again and again
 # cost a third of the throughput. What survives a second is frozen (young collections then skip it), and a
-# full collection now and then frees the cycles the libraries leave behind among frozen objects.
+# full collection (`Collector`) frees the cycles the libraries leave behind among frozen objects.
 FREEZE_INTERVAL = 1.0
-FULL_COLLECTION_INTERVAL = 600.0
 YOUNG_COLLECTION_THRESHOLD = 100_000  # allocations between young collections (Python's default: 700)
 
 
@@ -119,14 +120,11 @@ def create_worker(settings: Settings) -> Worker:
 
     gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, *gc.get_threshold()[1:])
 
+    collector = Collector(busy=copy_running)
+
     @app.timer(interval=FREEZE_INTERVAL)
     async def freeze_survivors() -> None:
-        gc.freeze()
-
-    @app.timer(interval=FULL_COLLECTION_INTERVAL)
-    async def collect_cycles() -> None:
-        gc.unfreeze()
-        gc.collect()
+        collector.tick(time.monotonic())
 
     @app.timer(interval=settings.publish_interval)
     async def publish() -> None:

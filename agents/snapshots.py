@@ -82,6 +82,7 @@ class Encoding:
                 if pid:
                     break
                 await asyncio.sleep(ENCODING_POLL)
+            _copies.discard(self.pid)
             for store in self.stores:
                 store.holds -= 1
             code = os.waitstatus_to_exitcode(status)
@@ -96,6 +97,12 @@ class Encoding:
 
 
 _PR_SET_PDEATHSIG: Final = 1
+_copies: set[int] = set()  # the pids of this worker's copies still encoding
+
+
+def copy_running() -> bool:
+    """Whether a forked copy is encoding: what the worker writes meanwhile is paid twice (copy-on-write)."""
+    return bool(_copies)
 
 
 def _die_with(parent: int) -> None:
@@ -255,6 +262,7 @@ class SnapshotStore:
                 traceback.print_exc()
             finally:
                 os._exit(status)  # none of the worker's exit handlers, buffers or connections are the copy's
+        _copies.add(pid)
         return Encoding(pid, paths, stores)
 
     def _make_directory(self) -> None:

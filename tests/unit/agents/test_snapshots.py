@@ -18,7 +18,15 @@ import orjson
 import pytest
 
 from revpulse.agents.base import ProducerService
-from revpulse.agents.snapshots import Encoding, Manifest, SnapshotStore, SpilledValues, parse_manifest, private_file
+from revpulse.agents.snapshots import (
+    Encoding,
+    Manifest,
+    SnapshotStore,
+    SpilledValues,
+    copy_running,
+    parse_manifest,
+    private_file,
+)
 from revpulse.settings import Settings, SettingsError
 from revpulse.streams.engine import EngineConfig
 from revpulse.streams.partition import InputRecord, Router, Shard, ShardState
@@ -114,10 +122,12 @@ def test_a_forked_encoding_holds_the_state_as_it_was_at_the_fork(tmp_path: Path)
     signups(shard, router, 3, 2)  # the worker goes on while the copy encodes
 
     assert shard.state.engine.accounts.holds == 1  # freed slots wait while the copy reads the arena
+    assert copy_running()  # the worker's full collections wait for it
     blobs = dict(results(encoding))
 
     assert blobs.keys() == {0} and not encoding.paths[0].exists()
     assert shard.state.engine.accounts.holds == 0
+    assert not copy_running()
     restored = store.decode(0, blobs[0])
     assert (restored.next_offset, restored.engine.ledger.items()) == before
     assert restored.next_offset == 1
@@ -133,6 +143,7 @@ def test_a_failed_encoding_yields_nothing_and_leaves_no_file(tmp_path: Path) -> 
 
     assert results(encoding) == []
     assert not encoding.paths[0].exists()
+    assert not copy_running()
 
 
 def test_spilled_values_keep_the_latest_value_of_each_key_in_a_file(tmp_path: Path) -> None:
