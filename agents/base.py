@@ -17,7 +17,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 from mode import Service
 
-from revpulse.kafka_security import client_options
+from revpulse.kafka_security import client_options, producer_options
 from revpulse.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -276,7 +276,7 @@ class ProducerService(Service):
 
     async def on_start(self) -> None:
         self._producer = AIOKafkaProducer(
-            **client_options(self.settings), linger_ms=5, max_batch_size=1024 * 1024, acks="all"
+            **producer_options(self.settings), linger_ms=5, max_batch_size=1024 * 1024, acks="all"
         )
         await self._producer.start()
 

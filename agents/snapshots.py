@@ -47,7 +47,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from revpulse.agents.base import ProducerService, scan_topic, send_all
-from revpulse.kafka_security import client_options
+from revpulse.kafka_security import client_options, producer_options
 from revpulse.settings import Settings
 from revpulse.streams.engine import AccountStore, EngineConfig
 from revpulse.streams.partition import ShardState
@@ -324,7 +324,7 @@ class SnapshotStore:
                 await admin.create_topics([NewTopic(topic, 1, self.settings.replication_factor)])
             # A producer of its own: a producer keeps asking for the metadata of every topic it has sent to, and
             # a broker that creates topics on demand would bring a deleted generation back.
-            producer = AIOKafkaProducer(**client_options(self.settings), max_batch_size=CHUNK_BYTES * 2, acks="all")
+            producer = AIOKafkaProducer(**producer_options(self.settings), max_batch_size=CHUNK_BYTES * 2, acks="all")
             await producer.start()
             try:
                 await self._send_chunks(producer, topic, keys, path)

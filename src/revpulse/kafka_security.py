@@ -58,6 +58,12 @@ def client_options(settings: Settings) -> dict[str, Any]:
     return {"bootstrap_servers": settings.bootstrap_servers, **kafka_security(settings)}
 
 
+def producer_options(settings: Settings) -> dict[str, Any]:
+    """`client_options` and the batch compression of the worker's producers."""
+    compression = None if settings.compression == "none" else settings.compression
+    return {**client_options(settings), "compression_type": compression}
+
+
 def faust_options(settings: Settings) -> dict[str, Any]:
     """The broker and its credentials for `faust.App(...)`: Faust builds its own aiokafka clients from them."""
     import faust

@@ -16,7 +16,7 @@ from typing import Any, TextIO
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from revpulse.kafka_security import client_options
+from revpulse.kafka_security import producer_options
 from revpulse.settings import Settings
 from revpulse.topics import route_line
 
@@ -57,7 +57,7 @@ async def send(
     A dead-lettered line's source headers name `source` (the log) and its 0-based line number.
     """
     summary = ReplaySummary()
-    producer = AIOKafkaProducer(**client_options(settings), linger_ms=20, max_batch_size=256 * 1024, acks="all")
+    producer = AIOKafkaProducer(**producer_options(settings), linger_ms=20, max_batch_size=256 * 1024, acks="all")
     await producer.start()
     try:
         pending: list[asyncio.Future[Any]] = []

@@ -16,6 +16,8 @@ import orjson
 
 Clock = Literal["wall", "event"]
 Retention = Literal["compact", "rotate"]
+Compression = Literal["none", "gzip", "lz4", "zstd"]
+COMPRESSIONS: tuple[Compression, ...] = ("none", "gzip", "lz4", "zstd")
 T = TypeVar("T")
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
@@ -171,6 +173,10 @@ class Settings:
     # embedded one), each snapshot goes to a topic of its own, `<app id>-snapshots.<shard>.<offset>`, and the
     # shard's older ones are deleted once it is written.
     internal_retention: Retention = "compact"
+    # Not in SPEC §6: how the worker's producers compress what they write (shard topic, partials, snapshots, the
+    # metric and dead-letter topics): Kafka's own batch compression, which every Kafka client reads. The shard
+    # topic repeats every event a second time; on the embedded broker, which deletes nothing, it is what grows.
+    compression: Compression = "lz4"
     # Not in SPEC §6: the deployment key snapshots are signed with (HMAC-SHA256), the same on every worker. With
     # one set, a snapshot not signed with it is never read; without, snapshots are checksummed only.
     state_key: str | None = field(default=None, repr=False)
@@ -268,6 +274,7 @@ class Settings:
             shards=parse("REVPULSE_SHARDS", defaults.shards, _shards),
             snapshot_interval=parse("REVPULSE_SNAPSHOT_INTERVAL", defaults.snapshot_interval, _positive_duration),
             internal_retention=parse("REVPULSE_INTERNAL_RETENTION", defaults.internal_retention, _retention),
+            compression=parse("REVPULSE_COMPRESSION", defaults.compression, _compression),
             state_key=parse("REVPULSE_STATE_KEY", defaults.state_key, _state_key),
             standby_replicas=parse("REVPULSE_STANDBY_REPLICAS", defaults.standby_replicas, _non_negative_int),
             hot_accounts=parse("REVPULSE_HOT_ACCOUNTS", defaults.hot_accounts, _non_negative_int),
@@ -340,6 +347,12 @@ def _clock(raw: str) -> Clock:
 def _retention(raw: str) -> Retention:
     if raw not in ("compact", "rotate"):
         raise ValueError(f"expected 'compact' or 'rotate', got {raw!r}")
+    return raw  # type: ignore[return-value]
+
+
+def _compression(raw: str) -> Compression:
+    if raw not in COMPRESSIONS:
+        raise ValueError(f"expected one of {', '.join(COMPRESSIONS)}, got {raw!r}")
     return raw  # type: ignore[return-value]
 
 

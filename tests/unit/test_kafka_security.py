@@ -14,7 +14,7 @@ import faust
 import pytest
 from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 
-from revpulse.kafka_security import client_options, faust_options, kafka_security
+from revpulse.kafka_security import client_options, faust_options, kafka_security, producer_options
 from revpulse.settings import KAFKA_ENV, Settings, SettingsError
 from tests.support.paths import ROOT
 from tests.support.tls import Pem, make_ca, make_cert
@@ -39,6 +39,12 @@ def test_plaintext_by_default() -> None:
     assert settings.kafka.protocol == "PLAINTEXT"
     assert client_options(settings) == {"bootstrap_servers": "localhost:9092", "security_protocol": "PLAINTEXT"}
     assert faust_options(settings) == {"broker": "kafka://localhost:9092", "broker_credentials": None}
+
+
+@pytest.mark.parametrize(("value", "expected"), [(None, "lz4"), ("zstd", "zstd"), ("gzip", "gzip"), ("none", None)])
+def test_producers_compress_their_batches(value: str | None, expected: str | None) -> None:
+    settings = Settings.from_env({} if value is None else {"REVPULSE_COMPRESSION": value})
+    assert producer_options(settings) == client_options(settings) | {"compression_type": expected}
 
 
 def test_sasl_ssl_with_scram(pki: tuple[Pem, Pem]) -> None:
@@ -152,7 +158,8 @@ def test_every_variable_is_listed_for_the_demo_to_clear() -> None:
 # Every client takes the options: statically, in every product module, and at run time where it is built.
 
 PRODUCT = [ROOT / "src" / "revpulse", ROOT / "agents", ROOT / "connectors", ROOT / "streams", ROOT / "schemas"]
-BUILDERS = {"AIOKafka": "client_options", "App": "faust_options"}
+# Producers also take the batch compression (`producer_options` spreads `client_options`).
+BUILDERS = {"AIOKafkaProducer": "producer_options", "AIOKafka": "client_options", "App": "faust_options"}
 
 
 def _constructions() -> list[tuple[str, int, str, ast.Call]]:
@@ -190,13 +197,19 @@ def test_every_kafka_client_in_the_product_takes_the_security_options() -> None:
     } <= where
     missing = []
     for path, line, name, call in constructions:
-        builder = BUILDERS["App" if name == "App" else "AIOKafka"]
+        builder = BUILDERS[name if name in BUILDERS else "AIOKafka"]
         spread = [
             kw.value
             for kw in call.keywords
             if kw.arg is None and isinstance(kw.value, ast.Call) and ast.unparse(kw.value.func) == builder
         ]
-        direct = {kw.arg for kw in call.keywords} & {"bootstrap_servers", "broker", "security_protocol", "ssl_context"}
+        direct = {kw.arg for kw in call.keywords} & {
+            "bootstrap_servers",
+            "broker",
+            "security_protocol",
+            "ssl_context",
+            "compression_type",
+        }
         if not spread or direct:
             missing.append(f"{path}:{line} {name}(...) must take **{builder}(settings) and nothing it sets")
     assert missing == []
@@ -262,6 +275,7 @@ def test_each_client_is_built_with_the_security_options_at_run_time(
     assert len(made) == 4
     for kwargs in made:
         assert kwargs.items() >= expected.items()
+    assert [kwargs["compression_type"] for kwargs in producer.made] == ["lz4", "lz4"]
 
 
 def test_topics_are_created_with_the_replication_factor(monkeypatch: pytest.MonkeyPatch) -> None:

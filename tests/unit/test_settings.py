@@ -56,6 +56,8 @@ def test_durations(text: str, seconds: float) -> None:
         ("REVPULSE_STRIPE_TOLERANCE", "5 minutes"),
         ("REVPULSE_STRIPE_TOLERANCE", "0"),
         ("REVPULSE_HOT_ACCOUNTS", "-1"),
+        ("REVPULSE_COMPRESSION", "brotli"),
+        ("REVPULSE_COMPRESSION", "LZ4"),
         ("REVPULSE_HOT_ACCOUNTS", "many"),
         ("REVPULSE_INGEST_MAX_BYTES", "1MB"),
         ("REVPULSE_INGEST_MAX_BYTES", "0"),

@@ -19,7 +19,7 @@ import aiohttp
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from revpulse.kafka_security import client_options
+from revpulse.kafka_security import producer_options
 from revpulse.local.broker import EmbeddedBroker, free_port
 from revpulse.settings import KAFKA_ENV, KafkaSecurity, Settings
 from revpulse.synth.bad_records import bad_records
@@ -130,7 +130,7 @@ async def _drive(settings: Settings, config: SynthConfig, *, rate: float, durati
             f"{ACCELERATION:g}x real time, then live. Ctrl-C stops.\n",
             flush=True,
         )
-        producer = AIOKafkaProducer(**client_options(settings), linger_ms=10)
+        producer = AIOKafkaProducer(**producer_options(settings), linger_ms=10)
         await producer.start()
         try:
             # Dated at the start of the history: the one valid event among them (accepted) starts no earlier one.
