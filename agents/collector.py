@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 # that were alive at a freeze and die later are then only freed by a full collection, which must unfreeze and
 # walk every object (0.3–0.7 s on a 720-day state). On a clock of ten minutes, a backfill at full speed left
 # hundreds of MiB of such cycles behind between two collections; so a collection also runs whenever the
-# resident size grew by `growth` since the last one, but not more often than `min_interval`, and not while a
-# forked snapshot copy runs (walking every object then copies every page the copy still shares).
+# resident size grew by `growth` since the last one, but not more often than `min_interval` (at most ~2 % of
+# the worker's time), and not while a forked snapshot copy runs (walking every object then copies every page
+# the copy still shares).
 GROWTH = 1.25
-MIN_INTERVAL = 10.0  # seconds
+MIN_INTERVAL = 30.0  # seconds
 MAX_INTERVAL = 600.0  # seconds: cycles are freed at least this often, however flat the memory
 
 
