@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import statistics
 import tempfile
 import time
 from collections.abc import Sequence
@@ -114,6 +115,25 @@ def verdicts(rows: Sequence[dict[str, Any]], targets: Sequence[Target] = TARGETS
     return out
 
 
+def median_row(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One span's runs as one row: the median of every number (nested ones too), the rest from the first run;
+    and each run's target figures under "each", so the spread shows beside the median."""
+
+    def merge(values: Sequence[Any]) -> Any:
+        first = values[0]
+        if isinstance(first, dict):
+            return {key: merge([value[key] for value in values]) for key in first}
+        if isinstance(first, int | float) and not isinstance(first, bool):
+            middle = statistics.median(values)
+            return round(middle) if all(isinstance(v, int) for v in values) else round(middle, 2)
+        return first
+
+    row: dict[str, Any] = merge(runs)
+    row["runs"] = len(runs)
+    row["each"] = {t.figure: [run[t.figure] for run in runs] for t in TARGETS}
+    return row
+
+
 def rate_after(series: Sequence[tuple[float, int]], fraction: float) -> float:
     """Events/s over the events after the first `fraction` of them: from the first poll that counted at least
     `fraction` × the final count to the last poll. `series`: (time, events counted) in time order."""
@@ -188,6 +208,7 @@ def markdown(part: dict[str, Any]) -> str:
         f"{figures}\n\nRatios to {rows[0]['days']} days:\n\n{relative}\n\n{checks}\n\n"
         f"Idle worker: {part['idle_pss_mib']:,.0f} MiB PSS. Snapshots every {part['snapshot_interval']:g} s; PSS "
         f"sampled every {part['sample_interval']:g} s."
+        + (f" Medians of {repeat} runs per span (spans in turn)." if (repeat := part.get("repeat", 1)) > 1 else "")
     )
 
 
@@ -297,8 +318,11 @@ def run_history(
     *,
     snapshot_interval: float = 5.0,
     sample_interval: float = 0.2,
+    repeat: int = 1,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The part's results, and the facts of its data sets (by name)."""
+    """The part's results, and the facts of its data sets (by name). With `repeat` > 1 every span is read that
+    many times, the spans taken in turn (so that a slow spell of the machine does not fall on one span), and
+    each row is the median of its runs (`median_row`)."""
     datasets = {}
     spans = []
     for span in sorted(days):
@@ -307,12 +331,23 @@ def run_history(
         spans.append(data)
     idle = idle_pss(root, sample_interval)
     print(f"idle worker: {idle / MIB:,.0f} MiB PSS", flush=True)
-    rows = [
-        measure(data, accounts, root, idle=idle, snapshot_interval=snapshot_interval, sample_interval=sample_interval)
-        for data in spans
-    ]
+    runs: list[list[dict[str, Any]]] = [[] for _ in spans]
+    for _ in range(repeat):
+        for data, span_runs in zip(spans, runs, strict=True):
+            span_runs.append(
+                measure(
+                    data,
+                    accounts,
+                    root,
+                    idle=idle,
+                    snapshot_interval=snapshot_interval,
+                    sample_interval=sample_interval,
+                )
+            )
+    rows = [median_row(span_runs) for span_runs in runs]
     part = {
         "accounts": accounts,
+        "repeat": repeat,
         "idle_pss_mib": round(idle / MIB, 1),
         "snapshot_interval": snapshot_interval,
         "sample_interval": sample_interval,
@@ -329,6 +364,7 @@ def main() -> None:
     parser.add_argument("--days", default=",".join(map(str, DAYS)), help="the spans, comma-separated")
     parser.add_argument("--snapshot-interval", type=float, default=5.0, help="the worker's, seconds (5)")
     parser.add_argument("--sample-interval", type=float, default=0.2, help="PSS sampling, seconds (0.2)")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per span, the median reported (1)")
     parser.add_argument("--cache-dir", type=Path, default=Path(tempfile.gettempdir()) / "revpulse-bench-cache")
     parser.add_argument("--output", type=Path, default=Path("bench/growth.json"), help="and .md beside it")
     args = parser.parse_args()
@@ -340,6 +376,7 @@ def main() -> None:
             Path(root),
             snapshot_interval=args.snapshot_interval,
             sample_interval=args.sample_interval,
+            repeat=args.repeat,
         )
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_bytes(orjson.dumps(part | {"datasets": datasets}, option=orjson.OPT_INDENT_2))

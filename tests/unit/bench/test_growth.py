@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 
 from bench.fixed_book import FixedBook, generate_fixed
-from bench.growth import Target, markdown, rate_after, ratios, verdicts
+from bench.growth import Target, markdown, median_row, rate_after, ratios, verdicts
 from revpulse.synth.config import SynthConfig
 
 
@@ -33,6 +33,23 @@ ROWS = [
     _row(180, 240.0, 140.0, 4_400, 27_000, 30_000, 9.0),
     _row(720, 260.0, 160.0, 6_000, 24_000, 20_000, 10.5),
 ]
+
+
+def test_a_span_read_three_times_is_the_median_of_each_figure() -> None:
+    runs = [
+        _row(90, 244.5, 190.0, 5_855, 25_940, 22_800, 9.26),
+        _row(90, 316.1, 262.0, 5_855, 28_826, 28_967, 9.12),
+        _row(90, 283.0, 229.0, 5_857, 25_358, 24_498, 9.31),
+    ]
+    runs[1]["snapshot_topic"] = {"records": 12, "bytes": 2_600_000, "highwater": 12}
+    row = median_row(runs)
+    assert row["peak_pss_mib"] == 283.0 and row["state_pss_mib"] == 229.0
+    assert row["snapshot_bytes_per_account"] == 5_855 and isinstance(row["snapshot_bytes_per_account"], int)
+    assert row["events_per_second"] == 25_940 and row["restart_seconds"] == 9.26
+    assert row["snapshot_topic"] == {"records": 10, "bytes": 2_500_000, "highwater": 10}
+    assert row["days"] == 90 and row["runs"] == 3
+    assert row["each"]["peak_pss_mib"] == [244.5, 316.1, 283.0]
+    assert row["each"].keys() == {"peak_pss_mib", "snapshot_bytes_per_account", "events_per_second", "restart_seconds"}
 
 
 def test_ratios_are_to_the_shortest_span() -> None:
