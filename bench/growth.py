@@ -332,13 +332,17 @@ def run_history(
     idle = idle_pss(root, sample_interval)
     print(f"idle worker: {idle / MIB:,.0f} MiB PSS", flush=True)
     runs: list[list[dict[str, Any]]] = [[] for _ in spans]
-    for _ in range(repeat):
+    for index in range(repeat):
+        # A data dir of its own per run: on the last run's dir, a worker would restore its state and count
+        # every event at once.
+        run_root = root / f"run-{index + 1}"
+        run_root.mkdir(parents=True, exist_ok=True)
         for data, span_runs in zip(spans, runs, strict=True):
             span_runs.append(
                 measure(
                     data,
                     accounts,
-                    root,
+                    run_root,
                     idle=idle,
                     snapshot_interval=snapshot_interval,
                     sample_interval=sample_interval,
