@@ -10,14 +10,14 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
 import orjson
 
 Clock = Literal["wall", "event"]
 Retention = Literal["compact", "rotate"]
 Compression = Literal["none", "gzip", "lz4", "zstd"]
-COMPRESSIONS: tuple[Compression, ...] = ("none", "gzip", "lz4", "zstd")
+COMPRESSIONS: tuple[Compression, ...] = get_args(Compression)
 T = TypeVar("T")
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
