@@ -6,9 +6,11 @@ backfill, then live traffic at `--rate` events/s) and every `--interval` seconds
 * the broker's and the worker's memory: RSS and PSS from /proc/<pid>/smaps_rollup; for the worker, also Σ PSS over
   it and its children (its forked snapshot copies), as `bench.procmem` measures it: a sample taken while a copy
   runs is higher by what the copy costs, so that figure's slope depends on which samples caught one;
-* every topic's records and payload bytes (key + value), read from the broker (`bench.topicmeter`: the
-  embedded broker compacts nothing, so this is what it holds): the inputs, the metric and dead-letter topics,
-  and RevPulse's internal ones (`<app id>-shards`, `-partials`, `-snapshots`);
+* every `--topic-interval` seconds, by a task of its own, every topic's records and payload bytes (key + value),
+  read from the broker (`bench.topicmeter`: the embedded broker compacts nothing, so this is what it holds): the
+  inputs, the metric and dead-letter topics, and RevPulse's internal ones (`<app id>-shards`, `-partials`,
+  `-snapshots`). Apart and seldom, because a read loads the broker: read every 10 s, it took minutes once the
+  log was long, and held the memory samples back with it;
 * the events the worker counted (`/healthz`).
 
 Then per figure: the value at the end of the warm-up (`--warmup` minutes: the backfill and the first snapshots),
@@ -136,6 +138,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"### Long-running demo — {result['minutes']:g} minutes at {result['rate']:g} events/s, warm-up "
         f"{result['warmup_minutes']:g} min, sampled every {result['interval']:g} s\n\n"
         f"{memory_table(result['memory'])}\n\n{topic_table(result['topics'])}\n\n"
+        f"Topics read {len(result['topic_reads'])} times; the longest read took "
+        f"{max((s for _, s in result['topic_reads']), default=0.0):,.1f} s.\n"
         f"Events counted by the worker: {result['events_at_warmup_end']:,} after the warm-up, "
         f"{result['events_at_end']:,} at the end ({result['events_per_second_after_warmup']:,.0f}/s after it)."
     )
@@ -181,50 +185,98 @@ def topic_roles(settings: Settings) -> dict[str, str]:
 
 
 async def sample(
-    demo: subprocess.Popen[bytes], web_port: int, settings: Settings, minutes: float, interval: float
-) -> list[dict[str, Any]]:
+    demo: subprocess.Popen[bytes],
+    web_port: int,
+    settings: Settings,
+    minutes: float,
+    interval: float,
+    topic_interval: float,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Memory and events every `interval` seconds; topic sizes, read by a task of their own, every
+    `topic_interval`: reading the topics loads the broker and can take minutes on a long embedded log."""
     broker = await asyncio.to_thread(find, demo.pid, "broker")
     bootstrap = listener(cmdline(broker))
     worker = await asyncio.to_thread(find, demo.pid, "worker")
     roles = topic_roles(settings)
     samples: list[dict[str, Any]] = []
+    topic_samples: list[dict[str, Any]] = []
     started = time.monotonic()
     stop_at = started + minutes * 60 - interval / 2  # before the demo stops its worker
     async with TopicMeter(bootstrap, roles) as meter:
-        while time.monotonic() < stop_at and demo.poll() is None:
-            tick = time.monotonic()
-            group = sample_group(worker)
-            broker_memory = memory(broker)
-            sizes = await meter.catch_up()
-            samples.append(
-                {
-                    "t": round(tick - started, 2),
-                    "broker_rss": broker_memory.get("Rss", 0),
-                    "broker_pss": broker_memory.get("Pss", 0),
-                    "worker_rss": group.root_rss,
-                    "worker_own_pss": group.root_pss,
-                    "worker_pss": group.pss,
-                    "worker_processes": group.processes,
-                    "events": await asyncio.to_thread(events_counted, web_port),
-                    "topics": {name: size.as_dict() for name, size in sizes.items()},
-                }
-            )
-            last = samples[-1]
-            print(
-                f"t={last['t']:7.0f}s broker RSS {last['broker_rss'] / MIB:7.1f} MiB, worker PSS "
-                f"{last['worker_pss'] / MIB:7.1f} MiB, events {last['events']:,}, topics "
-                f"{sum(s.bytes for s in sizes.values()) / 1e6:,.1f} MB",
-                flush=True,
-            )
-            await asyncio.sleep(max(0.0, interval - (time.monotonic() - tick)))
-    return samples
+        reading = asyncio.create_task(read_topics(meter, started, stop_at, topic_interval, topic_samples))
+        try:
+            while time.monotonic() < stop_at and demo.poll() is None:
+                tick = time.monotonic()
+                group = sample_group(worker)
+                broker_memory = memory(broker)
+                samples.append(
+                    {
+                        "t": round(tick - started, 2),
+                        "broker_rss": broker_memory.get("Rss", 0),
+                        "broker_pss": broker_memory.get("Pss", 0),
+                        "worker_rss": group.root_rss,
+                        "worker_own_pss": group.root_pss,
+                        "worker_pss": group.pss,
+                        "worker_processes": group.processes,
+                        "events": await asyncio.to_thread(events_counted, web_port),
+                    }
+                )
+                last = samples[-1]
+                print(
+                    f"t={last['t']:7.0f}s broker RSS {last['broker_rss'] / MIB:7.1f} MiB, worker PSS "
+                    f"{last['worker_pss'] / MIB:7.1f} MiB, events {last['events']:,}",
+                    flush=True,
+                )
+                await asyncio.sleep(max(0.0, interval - (time.monotonic() - tick)))
+        finally:
+            reading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reading
+    return samples, topic_samples
+
+
+async def read_topics(
+    meter: TopicMeter, started: float, stop_at: float, every: float, out: list[dict[str, Any]]
+) -> None:
+    """Append each completed read of the topics to `out`, with when it started and how long it took."""
+    while time.monotonic() < stop_at:
+        tick = time.monotonic()
+        try:
+            sizes = await meter.catch_up(timeout=max(every, stop_at - tick))
+        except TimeoutError as exc:
+            print(f"topics: {exc}", flush=True)
+            continue
+        read = time.monotonic() - tick
+        out.append(
+            {
+                "t": round(tick - started, 2),
+                "read_seconds": round(read, 2),
+                "topics": {name: size.as_dict() for name, size in sizes.items()},
+            }
+        )
+        print(
+            f"topics at t={tick - started:7.0f}s: {sum(s.bytes for s in sizes.values()) / 1e6:,.1f} MB, "
+            f"read in {read:.1f} s",
+            flush=True,
+        )
+        await asyncio.sleep(max(0.0, every - read))
 
 
 def summarize(
-    samples: list[dict[str, Any]], roles: dict[str, str], *, minutes: float, warmup: float, rate: float, interval: float
+    samples: list[dict[str, Any]],
+    topic_samples: list[dict[str, Any]],
+    roles: dict[str, str],
+    *,
+    minutes: float,
+    warmup: float,
+    rate: float,
+    interval: float,
 ) -> dict[str, Any]:
     seconds = warmup * 60
-    flat = [s | {f"{name}:{k}": v for name, size in s["topics"].items() for k, v in size.items()} for s in samples]
+    flat = [
+        {"t": s["t"]} | {f"{name}:{k}": v for name, size in s["topics"].items() for k, v in size.items()}
+        for s in topic_samples
+    ]
     after = [s for s in samples if s["t"] >= seconds] or samples[-1:]
     span = after[-1]["t"] - after[0]["t"]
     return {
@@ -240,11 +292,15 @@ def summarize(
                 "bytes": trend(flat, f"{name}:bytes", seconds),
             }
             for name, role in roles.items()
-        },
+        }
+        if flat
+        else {},
+        "topic_reads": [(s["t"], s["read_seconds"]) for s in topic_samples],
         "events_at_warmup_end": after[0]["events"],
         "events_at_end": after[-1]["events"],
         "events_per_second_after_warmup": (after[-1]["events"] - after[0]["events"]) / span if span else 0.0,
         "samples": samples,
+        "topic_samples": topic_samples,
     }
 
 
@@ -267,7 +323,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=30.0, help="how long the demo runs (30)")
     parser.add_argument("--warmup", type=float, help="minutes left out of the slopes (a sixth of the run, ≥ 2)")
-    parser.add_argument("--interval", type=float, default=10.0, help="seconds between samples (10)")
+    parser.add_argument("--interval", type=float, default=10.0, help="seconds between memory samples (10)")
+    parser.add_argument("--topic-interval", type=float, default=300.0, help="seconds between reads of the topics (300)")
     parser.add_argument("--rate", type=float, default=200.0, help="the demo's live events/s (200, its default)")
     parser.add_argument("--output", type=Path, default=Path("bench/demo_flat.json"), help="and .md beside it")
     args = parser.parse_args()
@@ -281,11 +338,19 @@ def main() -> None:
     with log.open("wb") as handle:
         demo = subprocess.Popen([*command, "--rate", f"{args.rate:g}"], env=env, stdout=handle, stderr=handle)
     try:
-        samples = asyncio.run(sample(demo, web_port, settings, args.minutes, args.interval))
+        samples, topic_samples = asyncio.run(
+            sample(demo, web_port, settings, args.minutes, args.interval, args.topic_interval)
+        )
     finally:
         stop(demo)
     result = summarize(
-        samples, topic_roles(settings), minutes=args.minutes, warmup=warmup, rate=args.rate, interval=args.interval
+        samples,
+        topic_samples,
+        topic_roles(settings),
+        minutes=args.minutes,
+        warmup=warmup,
+        rate=args.rate,
+        interval=args.interval,
     )
     args.output.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
     text = markdown(result)

@@ -4,9 +4,20 @@ from __future__ import annotations
 
 import pytest
 
-from bench.demo_flat import listener, memory_table, process_of, slope, summarize, topic_table, trend
+from bench.demo_flat import (
+    MEMORY_FIGURES,
+    listener,
+    markdown,
+    memory_table,
+    process_of,
+    slope,
+    summarize,
+    topic_table,
+    trend,
+)
 
 MIB = 2**20
+KEYS = [key for key, _ in MEMORY_FIGURES]
 
 
 def test_slope_is_the_least_squares_fit() -> None:
@@ -51,13 +62,16 @@ def test_summary_and_tables() -> None:
             "worker_own_pss": 170 * MIB,
             "worker_pss": 180 * MIB,
             "events": 1000 * t,
-            "topics": {"p-snapshots": {"records": 2 * t, "bytes": 1000 * t, "highwater": 2 * t}},
         }
         for t in range(0, 3601, 600)
     ]
-    result = summarize(
-        samples, {"p-snapshots": "internal: snapshots"}, minutes=60.0, warmup=10.0, rate=200.0, interval=600.0
-    )
+    # The topics are read apart, seldom: at 0, 20 and 40 minutes, then at the end.
+    topic_samples = [
+        {"t": float(t), "read_seconds": 5.0 + t / 600, "topics": {"p-snapshots": {"records": 2 * t, "bytes": 1000 * t}}}
+        for t in (0, 1200, 2400, 3600)
+    ]
+    roles = {"p-snapshots": "internal: snapshots"}
+    result = summarize(samples, topic_samples, roles, minutes=60.0, warmup=10.0, rate=200.0, interval=600.0)
     assert result["events_per_second_after_warmup"] == 1000.0
     assert result["memory"]["broker_rss"]["per_hour"] == pytest.approx(60 * MIB)
     assert result["memory"]["worker_pss"]["per_hour"] == pytest.approx(0.0)
@@ -67,3 +81,12 @@ def test_summary_and_tables() -> None:
     assert memory[6] == "| worker PSS (copies incl.) | 180 | 180 | 180 | 0 | 0 |"
     row = "| p-snapshots | internal: snapshots | 7,200 | 3.6 | 3.6 | 7,200 |"
     assert topic_table(result["topics"]).splitlines()[2] == row
+    assert result["topic_reads"] == [(0.0, 5.0), (1200.0, 7.0), (2400.0, 9.0), (3600.0, 11.0)]
+    assert "Topics read 4 times; the longest read took 11.0 s." in markdown(result)
+
+
+def test_no_completed_read_of_the_topics_leaves_the_memory_figures() -> None:
+    samples = [{"t": float(t), **dict.fromkeys(KEYS, MIB), "events": t} for t in (0, 60, 120)]
+    result = summarize(samples, [], {"p-shards": "internal"}, minutes=2.0, warmup=1.0, rate=1.0, interval=60.0)
+    assert result["topics"] == {} and result["topic_reads"] == []
+    assert result["memory"]["broker_rss"]["at_end"] == MIB and result["events_per_second_after_warmup"] == 1.0
