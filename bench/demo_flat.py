@@ -11,7 +11,7 @@ backfill, then live traffic at `--rate` events/s) and every `--interval` seconds
   inputs, the metric and dead-letter topics, and RevPulse's internal ones (`<app id>-shards`, `-partials`,
   `-snapshots`). Apart and seldom, because a read loads the broker: read every 10 s, it took minutes once the
   log was long, and held the memory samples back with it;
-* the events the worker counted (`/healthz`).
+* the events the worker counted (`/healthz`), and the CPU time the broker and the worker used.
 
 Then per figure: the value at the end of the warm-up (`--warmup` minutes: the backfill and the first snapshots),
 at the end, and the slope after the warm-up (least squares, per hour), also over the last half of the run
@@ -36,7 +36,7 @@ from typing import Any
 
 import orjson
 
-from bench.procmem import children, memory, sample_group
+from bench.procmem import children, cpu_seconds, memory, sample_group
 from bench.report import table
 from bench.topicmeter import TopicMeter
 from revpulse.local.broker import free_port
@@ -134,10 +134,14 @@ def topic_table(topics: dict[str, dict[str, Any]]) -> str:
 
 
 def markdown(result: dict[str, Any]) -> str:
+    cpu = result["cpu"]
     return (
         f"### Long-running demo — {result['minutes']:g} minutes at {result['rate']:g} events/s, warm-up "
         f"{result['warmup_minutes']:g} min, sampled every {result['interval']:g} s\n\n"
         f"{memory_table(result['memory'])}\n\n{topic_table(result['topics'])}\n\n"
+        f"CPU after the warm-up (cores; over the last half): broker {cpu['broker_cpu']['per_hour'] / HOUR:.2f} "
+        f"({cpu['broker_cpu']['late_per_hour'] / HOUR:.2f}), worker {cpu['worker_cpu']['per_hour'] / HOUR:.2f} "
+        f"({cpu['worker_cpu']['late_per_hour'] / HOUR:.2f}).\n"
         f"Topics read {len(result['topic_reads'])} times; the longest read took "
         f"{max((s for _, s in result['topic_reads']), default=0.0):,.1f} s.\n"
         f"Events counted by the worker: {result['events_at_warmup_end']:,} after the warm-up, "
@@ -218,6 +222,8 @@ async def sample(
                         "worker_own_pss": group.root_pss,
                         "worker_pss": group.pss,
                         "worker_processes": group.processes,
+                        "broker_cpu": cpu_seconds(broker),
+                        "worker_cpu": cpu_seconds(worker),
                         "events": await asyncio.to_thread(events_counted, web_port),
                     }
                 )
@@ -285,6 +291,8 @@ def summarize(
         "rate": rate,
         "interval": interval,
         "memory": {key: trend(samples, key, seconds) for key, _ in MEMORY_FIGURES},
+        # cores: CPU seconds per second
+        "cpu": {key: trend(samples, key, seconds) for key in ("broker_cpu", "worker_cpu")},
         "topics": {
             name: {
                 "role": role,

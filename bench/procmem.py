@@ -34,6 +34,20 @@ def parse_ppid(stat: str) -> int:
     return int(stat[stat.rindex(")") + 2 :].split()[1])
 
 
+def parse_cpu_ticks(stat: str) -> int:
+    """User + system CPU time, in clock ticks, in a /proc/<pid>/stat line (fields 14 and 15)."""
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def cpu_seconds(pid: int, proc: Path = PROC) -> float:
+    """The CPU time `pid` has used so far (0.0 once it is gone)."""
+    try:
+        return parse_cpu_ticks((proc / str(pid) / "stat").read_text()) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 def children(pid: int, proc: Path = PROC) -> list[int]:
     """Pids whose parent is `pid` (a scan of /proc: no kernel option needed)."""
     found = []

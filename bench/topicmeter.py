@@ -79,6 +79,9 @@ class TopicMeter:
             return self.sizes
         client = self._consumer
         deadline = time.monotonic() + timeout
+        # A high watermark is only as fresh as the fetch that brought it: the end is judged on fetches answered
+        # after this call began, or a call right after another would stop at the old end.
+        since_ms = time.time() * 1000
         fetched: set[TopicPartition] = set()
         while True:
             batches = await client.getmany(timeout_ms=200, max_records=50_000)
@@ -88,7 +91,7 @@ class TopicMeter:
                 size.bytes += sum(len(r.key or b"") + len(r.value or b"") for r in records)
                 if records:
                     self._positions[tp] = records[-1].offset + 1
-            fetched.update(tp for tp in tps if client.highwater(tp) is not None)
+            fetched.update(tp for tp in tps if (client.last_poll_timestamp(tp) or 0) >= since_ms)
             if len(fetched) == len(tps) and all(
                 self._positions.get(tp, 0) >= (client.highwater(tp) or 0) for tp in tps
             ):

@@ -62,6 +62,8 @@ def test_summary_and_tables() -> None:
             "worker_own_pss": 170 * MIB,
             "worker_pss": 180 * MIB,
             "events": 1000 * t,
+            "broker_cpu": 0.5 * t,
+            "worker_cpu": 0.25 * t,
         }
         for t in range(0, 3601, 600)
     ]
@@ -82,11 +84,16 @@ def test_summary_and_tables() -> None:
     row = "| p-snapshots | internal: snapshots | 7,200 | 3.6 | 3.6 | 7,200 |"
     assert topic_table(result["topics"]).splitlines()[2] == row
     assert result["topic_reads"] == [(0.0, 5.0), (1200.0, 7.0), (2400.0, 9.0), (3600.0, 11.0)]
-    assert "Topics read 4 times; the longest read took 11.0 s." in markdown(result)
+    text = markdown(result)
+    assert "Topics read 4 times; the longest read took 11.0 s." in text
+    assert "CPU after the warm-up (cores; over the last half): broker 0.50 (0.50), worker 0.25 (0.25)." in text
 
 
 def test_no_completed_read_of_the_topics_leaves_the_memory_figures() -> None:
-    samples = [{"t": float(t), **dict.fromkeys(KEYS, MIB), "events": t} for t in (0, 60, 120)]
+    samples = [
+        {"t": float(t), **dict.fromkeys(KEYS, MIB), "events": t, "broker_cpu": 1.0, "worker_cpu": 1.0}
+        for t in (0, 60, 120)
+    ]
     result = summarize(samples, [], {"p-shards": "internal"}, minutes=2.0, warmup=1.0, rate=1.0, interval=60.0)
     assert result["topics"] == {} and result["topic_reads"] == []
     assert result["memory"]["broker_rss"]["at_end"] == MIB and result["events_per_second_after_warmup"] == 1.0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.procmem import children, parse_kb_fields, parse_ppid, sample_group, tree
+from bench.procmem import children, parse_cpu_ticks, parse_kb_fields, parse_ppid, sample_group, tree
 
 # A real smaps_rollup, as Linux 6.x writes it.
 SMAPS_ROLLUP = """\
@@ -50,6 +50,12 @@ def test_status_lines_without_kb_are_left_out() -> None:
 def test_parent_pid_after_a_command_name_with_spaces_and_parentheses() -> None:
     assert parse_ppid("4242 (python) S 17 4242 17 0 -1 4194560 1234") == 17
     assert parse_ppid("4243 (a b) c)) R 4242 4242 17 0 -1") == 4242
+
+
+def test_cpu_ticks_are_user_plus_system_time() -> None:
+    # fields 14 (utime) and 15 (stime) of proc(5), after a command name holding ") "
+    line = "4243 (a) b) S 1 4243 4243 0 -1 4194560 900 0 0 0 1500 250 0 0 20 0 3 0"
+    assert parse_cpu_ticks(line) == 1750
 
 
 def _process(proc: Path, pid: int, ppid: int, pss_kb: int | None, rss_kb: int = 0) -> None:
