@@ -62,6 +62,12 @@ class RouterAgent(BatchAgent):
         await super().on_assigned(partitions)
 
     async def handle(self, batches: Batches) -> None:
+        self._hold(batches)
+        self.idle_since = None
+        await self._route(await self._release())
+
+    def _hold(self, batches: Batches) -> None:
+        """Decode the records and add them to the alignment's queues."""
         latest_us = latest_occurred_at(self.outputs.clock())  # the wall clock bounds occurred_at
         for tp, batch in batches.items():
             held = []
@@ -74,8 +80,6 @@ class RouterAgent(BatchAgent):
             highwater = self.consumer.highwater(tp) if self.consumer is not None else None
             if highwater is not None:
                 self.outputs.consumer_lag.labels(tp.topic, str(tp.partition)).set(highwater - batch[-1].offset - 1)
-        self.idle_since = None
-        await self._route(await self._release())
 
     async def idle(self) -> None:
         """A fetch brought nothing: the partition holding others back may have been read to its end. If records
@@ -92,7 +96,7 @@ class RouterAgent(BatchAgent):
 
     async def _release(self) -> list[tuple[InputRecord, list[Decoded]]]:
         """The held records that may go now (`Merge.release`), all of them with alignment off; pauses the
-        partitions left holding records, so what is held stays one fetch a partition."""
+        partitions left holding records, so what is held stays about two fetches a partition."""
         if not self.settings.input_alignment or time.monotonic() < self.aligned_after:
             released = self.merge.release_all()
         else:
@@ -104,6 +108,10 @@ class RouterAgent(BatchAgent):
         hold = {tp for tp in self.consumer.assignment() if (tp.topic, tp.partition) in holding}
         paused = self.consumer.paused()
         if hold - paused:
+            # What the consumer fetched ahead for them is taken first: pausing would drop it, to be fetched
+            # again, and aiokafka's reader of a dropped fetch is a reference cycle holding the fetch's bytes,
+            # which the worker's frozen heap keeps until its next full collection (`collector`).
+            self._hold(await self.consumer.getmany(*(hold - paused), timeout_ms=0))
             self.consumer.pause(*(hold - paused))
         if paused - hold:
             self.consumer.resume(*(paused - hold))
