@@ -7,25 +7,11 @@ import gc
 import uuid
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from tests.support.topics import create_topic, produce
 
 COUNT = 2000
-
-
-async def _fill(bootstrap: str, topic: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, 1, 1)])
-    finally:
-        await admin.close()
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20)
-    await producer.start()
-    try:
-        await asyncio.gather(*[await producer.send(topic, b"%06d" % i) for i in range(COUNT)])
-    finally:
-        await producer.stop()
 
 
 def _fetch_readers() -> int:
@@ -63,7 +49,8 @@ async def _pause_after_fetching_ahead(broker: str, topic: str, *, take_first: bo
 @pytest.mark.asyncio
 async def test_records_taken_before_a_pause_come_once_in_order_and_leave_no_reader_behind(broker: str) -> None:
     topic = f"pause.{uuid.uuid4().hex[:8]}"
-    await _fill(broker, topic)
+    await create_topic(broker, topic, 1)
+    await produce(broker, topic, [b"%06d" % i for i in range(COUNT)])
     offsets, left = await _pause_after_fetching_ahead(broker, topic, take_first=True)
     assert offsets == list(range(COUNT)) and left == 0
     # What taking them first avoids: the pause drops the fetched-ahead records (fetched again after the resume),
