@@ -107,14 +107,15 @@ class RouterAgent(BatchAgent):
         holding = self.merge.holding()
         hold = {tp for tp in self.consumer.assignment() if (tp.topic, tp.partition) in holding}
         paused = self.consumer.paused()
+        if paused - hold:
+            self.consumer.resume(*(paused - hold))
         if hold - paused:
             # What the consumer fetched ahead for them is taken first: pausing would drop it, to be fetched
             # again, and aiokafka's reader of a dropped fetch is a reference cycle holding the fetch's bytes,
             # which the worker's frozen heap keeps until its next full collection (`collector`).
             self._hold(await self.consumer.getmany(*(hold - paused), timeout_ms=0))
-            self.consumer.pause(*(hold - paused))
-        if paused - hold:
-            self.consumer.resume(*(paused - hold))
+            # A rebalance may have come meanwhile: only a partition still assigned can be paused.
+            self.consumer.pause(*((hold - paused) & self.consumer.assignment()))
         return [record for _, record in released]
 
     async def _unread(self) -> set[tuple[str, int]]:
