@@ -51,7 +51,10 @@ async def measure(bootstrap: str, steps: int, per_step: int) -> list[Step]:
     finally:
         await admin.close()
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    # The fetch wait of a worker's consumers (`agents.base.consumer`): the broker holds a fetch that long.
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, fetch_max_wait_ms=100
+    )
     await producer.start()
     await consumer.start()
     tp = TopicPartition("tail", 0)
