@@ -29,14 +29,20 @@ def parse_kb_fields(text: str) -> dict[str, int]:
     return values
 
 
+def _fields_after_name(stat: str) -> list[str]:
+    """The fields of a /proc/<pid>/stat line from the third (state) on: the command name before them, in
+    parentheses, may hold spaces and ')'."""
+    return stat[stat.rindex(")") + 2 :].split()
+
+
 def parse_ppid(stat: str) -> int:
-    """The parent pid in a /proc/<pid>/stat line (the command name, in parentheses, may hold spaces and ')')."""
-    return int(stat[stat.rindex(")") + 2 :].split()[1])
+    """The parent pid in a /proc/<pid>/stat line (field 4)."""
+    return int(_fields_after_name(stat)[1])
 
 
 def parse_cpu_ticks(stat: str) -> int:
     """User + system CPU time, in clock ticks, in a /proc/<pid>/stat line (fields 14 and 15)."""
-    fields = stat[stat.rindex(")") + 2 :].split()
+    fields = _fields_after_name(stat)
     return int(fields[11]) + int(fields[12])
 
 

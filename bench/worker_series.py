@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.datasets import DataSet, cached, input_topics, load
-from bench.procmem import GroupSample, sample_group
+from bench.procmem import GroupSample, GroupSampler
 from bench.workers import Deployment
 from revpulse.local.broker import EmbeddedBroker
 
@@ -26,28 +26,23 @@ MIB = 2**20
 
 @dataclass
 class Series:
-    """The peaks of a worker's samples, and the lines that show them."""
+    """The lines that show a worker's samples and their peaks (`GroupSampler` takes the samples)."""
 
     total: int  # events to read
     started: float
-    peak: int = 0  # Σ PSS, copies included
-    peak_alone: int = 0
-
-    def add(self, sample: GroupSample) -> None:
-        self.peak = max(self.peak, sample.pss)
-        self.peak_alone = max(self.peak_alone, sample.root_pss)
+    sampler: GroupSampler
 
     def line(self, sample: GroupSample, counted: int) -> str:
         return (
             f"{sample.at - self.started:6.1f}s {counted / self.total:5.0%} PSS {sample.pss / MIB:5.0f} MiB "
-            f"(worker {sample.root_pss / MIB:5.0f}, {sample.processes} processes); peak {self.peak / MIB:5.0f} "
-            f"(worker {self.peak_alone / MIB:5.0f})"
+            f"(worker {sample.root_pss / MIB:5.0f}, {sample.processes} processes); "
+            f"peak {self.sampler.peak_pss / MIB:5.0f} (worker {self.sampler.peak_root_pss / MIB:5.0f})"
         )
 
     def summary(self, ended: float) -> str:
         return (
-            f"read {self.total:,} events in {ended - self.started:.0f} s; peak PSS {self.peak / MIB:.0f} MiB, "
-            f"the worker alone {self.peak_alone / MIB:.0f} MiB"
+            f"read {self.total:,} events in {ended - self.started:.0f} s; peak PSS "
+            f"{self.sampler.peak_pss / MIB:.0f} MiB, the worker alone {self.sampler.peak_root_pss / MIB:.0f} MiB"
         )
 
 
@@ -68,16 +63,14 @@ def main() -> None:
         deployment = Deployment(broker.bootstrap, topics, f"series-d{args.days}", root, env)
         try:
             [worker] = deployment.start(1, wait=False)
-            series = Series(total, time.monotonic())
-            counted, shown = 0, 0.0
-            while counted < total:
-                sample = sample_group(worker.process.pid)
-                series.add(sample)
-                if sample.at - shown >= args.every:
-                    shown = sample.at
+            with GroupSampler(worker.process.pid) as sampler:
+                series = Series(total, time.monotonic(), sampler)
+                counted = 0
+                while counted < total:
+                    time.sleep(args.every)
                     counted = deployment.events_counted()
-                    print(series.line(sample, counted), flush=True)
-                time.sleep(0.2)
+                    if sampler.samples:
+                        print(series.line(sampler.samples[-1], counted), flush=True)
             print(series.summary(time.monotonic()), flush=True)
         finally:
             deployment.stop()
