@@ -23,6 +23,7 @@ from revpulse.schemas.models import NANOS, Event, event_fields
 from revpulse.streams import history
 from revpulse.streams.ledger import Cells, Contribution, LiveCells, add
 from revpulse.streams.plain import widen
+from revpulse.streams.point_cells import PointCells
 from revpulse.streams.product_codec import decode_product, encode_product
 from revpulse.streams.quantities import (
     ACTIVATED,
@@ -383,7 +384,7 @@ class Engine:
         # Product events before this are forgotten as their account is touched (see `end_batch`).
         self.fold_before = _NO_HORIZON
         # History points (`history`): cells of their own, so that capturing one scans only the live cells.
-        self.history = Cells()
+        self.history: Cells = PointCells()
         # The midnights (µs) this shard has points for: from its first event's (or an earlier event's) to the
         # latest its watermark has passed.
         self.history_from: int | None = None

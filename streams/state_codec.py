@@ -41,6 +41,7 @@ from revpulse.streams.history import QUANTITIES_OF_HISTORY, Finals
 from revpulse.streams.ledger import Cells
 from revpulse.streams.partition import ShardState
 from revpulse.streams.plain import INT64_MAX, INT64_MIN, wide_int, widen
+from revpulse.streams.point_cells import PackedCells
 from revpulse.streams.product_codec import ProductCodecError, check_product
 
 MAGIC: Final = b"RPST"
@@ -353,6 +354,8 @@ def _scalar(check: Callable[[object, str], object]) -> Callable[[Any, str, Engin
 
 
 def _dump_cells(cells: Cells) -> list[object]:
+    if isinstance(cells.values, PackedCells):
+        return cells.values.groups()  # type: ignore[return-value]
     return cell_groups(cells.values)
 
 
