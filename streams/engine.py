@@ -778,7 +778,7 @@ class Engine:
         # Points past the kept days go in one pass every 30th day (since the epoch): a pass reads every point.
         if any(day // history.DAY_US % 30 == 0 for day in captured):
             cutoff = history.midnight_hour(self.history_until) - days * 24
-            for key in [key for key in points.values if key[2] <= cutoff]:
+            for key in points.through(cutoff):
                 points.add(key, -points.values[key])
             # Final points' cells are gone from here but not from a compacted partials topic: zeros delete them.
             points.touched.update(self.history_finals.cut_before(cutoff))

@@ -199,7 +199,7 @@ class Finals:
         """The points at or before `hour` are final: drop their base cells from `cells` (already published) and
         remember their shapes."""
         values, index, shapes = cells.values, self._index, self.shapes
-        for key in [key for key in values if key[2] <= hour and key[0] not in BASE_OF]:
+        for key in [key for key in cells.through(hour) if key[0] not in BASE_OF]:
             del values[key]
             pair = (key[0], key[1])
             bit = index.get(pair)

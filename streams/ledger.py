@@ -91,6 +91,10 @@ class Cells(Totals):
         """Every non-empty cell."""
         return dict(self.values)
 
+    def through(self, hour: int) -> list[Key]:
+        """The keys of the cells at or before `hour`."""
+        return [key for key in self.values if key[2] <= hour]
+
     def fold(self, horizon: int) -> None:
         """Move every flow and step cell (not the history's) before hour `horizon` into the slice just before it,
         as the rollup's `Ledger` does: no window reads a flow there and every step's prefix sum still includes it.

@@ -55,11 +55,15 @@ class PackedCells(MutableMapping[Key, int]):
         return None
 
     def get(self, key: Key, default: int | None = None) -> int | None:  # type: ignore[override]
-        slot = self._slot(key)
-        if slot is not None:
-            amount = slot[0].amounts[slot[1]]
-            if amount != ABSENT:
-                return amount
+        quantity, segment, hour = key
+        row = self._rows.get((quantity, segment))
+        if row is not None and type(hour) is int:
+            day, rest = divmod(hour, DAY_HOURS)
+            index = day - row.first
+            if not rest and 0 <= index < len(row.amounts):
+                amount = row.amounts[index]
+                if amount != ABSENT:
+                    return amount
         return self._other.get(key, default)
 
     def __getitem__(self, key: Key) -> int:
@@ -82,6 +86,20 @@ class PackedCells(MutableMapping[Key, int]):
                     yield (quantity, segment, (first + i) * DAY_HOURS)
         yield from list(self._other)
 
+    def through(self, hour: int) -> list[Key]:
+        """The keys of the cells at or before `hour`, reading only those days of each row."""
+        keys = []
+        last = hour // DAY_HOURS  # a row's day d is at hour 24·d, at or before `hour` while d ≤ last
+        for (quantity, segment), row in self._rows.items():
+            first = row.first
+            if first > last:
+                continue
+            for i, amount in enumerate(row.amounts[: last - first + 1].tolist()):
+                if amount != ABSENT:
+                    keys.append((quantity, segment, (first + i) * DAY_HOURS))
+        keys += [key for key in self._other if key[2] <= hour]
+        return keys
+
     def groups(self) -> list[tuple[str, str, list[int]]]:
         """[(quantity, segment, [hour, amount, hour, amount, ...]), ...] over every cell: a snapshot's form."""
         out: dict[tuple[str, str], list[int]] = {}
@@ -96,6 +114,32 @@ class PackedCells(MutableMapping[Key, int]):
         return [(quantity, segment, flat) for (quantity, segment), flat in out.items()]
 
     # -- writing
+
+    def update(self, values: Mapping[Key, int] | Iterable[tuple[Key, int]] = (), /, **_: int) -> None:  # type: ignore[override]
+        """Set many cells: a point's are set all at once, so the common cases (a day inside its row, or the day
+        after its last) are inline."""
+        rows = self._rows
+        pairs = values.items() if isinstance(values, Mapping) else values
+        for key, amount in pairs:
+            quantity, segment, hour = key
+            row = rows.get((quantity, segment))
+            if row is not None and type(hour) is int and type(amount) is int and ABSENT < amount <= INT64_MAX:
+                day, rest = divmod(hour, DAY_HOURS)
+                index = day - row.first
+                amounts = row.amounts
+                if not rest and 0 <= index <= len(amounts) and index < MAX_ROW_DAYS:
+                    if index == len(amounts):
+                        amounts.append(amount)
+                        self._count += 1
+                        continue
+                    if amounts[index] == ABSENT:
+                        if key in self._other:  # rare: leave it to the general case, which keeps one place
+                            self[key] = amount
+                            continue
+                        self._count += 1
+                    amounts[index] = amount
+                    continue
+            self[key] = amount
 
     def __setitem__(self, key: Key, amount: int) -> None:
         quantity, segment, hour = key
@@ -175,3 +219,6 @@ class PointCells(Cells):
     def __init__(self, values: Mapping[Key, int] | None = None) -> None:
         super().__init__()
         self.values = PackedCells(values or {})  # type: ignore[assignment]
+
+    def through(self, hour: int) -> list[Key]:
+        return self.values.through(hour)  # type: ignore[attr-defined]

@@ -51,6 +51,8 @@ def test_random_changes_give_what_a_dict_gives() -> None:
             plain.pop(key, None)
         if step % 2_000 == 0:
             _same(packed, plain)
+            hour = rng.randrange(19_000, 19_400) * DAY + rng.choice((0, 5))
+            assert sorted(packed.through(hour)) == sorted(key for key in plain if key[2] <= hour)
     _same(packed, plain)
     assert _as_sets(packed.groups()) == _as_sets(cell_groups(plain))
 
