@@ -26,7 +26,7 @@ from revpulse.schemas.models import latest_occurred_at
 from revpulse.settings import Settings
 from revpulse.streams.engine import EngineConfig
 from revpulse.streams.outputs import Outcomes, Outputs
-from revpulse.streams.partition import DeadLetter, Shard, ShardOutput, total_outcomes
+from revpulse.streams.partition import DeadLetter, Shard, ShardOutput, ShardState, total_outcomes
 from revpulse.streams.rollup import Rollup
 from revpulse.streams.wire import Item, WireError, decode_items, partial_key, partial_value
 from revpulse.topics import partials_topic, shard_group, shard_topic
@@ -249,24 +249,41 @@ class ShardAgent(BatchAgent):
     @Service.task
     async def _snapshot_periodically(self) -> None:
         """Snapshot, every interval, each owned shard that applied something since its last snapshot. A forked
-        copy of the worker encodes them (see `snapshots`): the batches go on meanwhile, and the shard lock
-        is held only for the fork."""
+        copy of the worker encodes the large ones (see `snapshots`): the batches go on meanwhile, and the shard
+        lock is held only for the fork. The small ones are encoded here, one at a time under the lock, so the
+        batches wait at most about `snapshots.INLINE_SECONDS` for each."""
         while not self.should_stop:
             await self.sleep(self.settings.snapshot_interval)
             await self._snapshot()
 
+    def _due(self) -> dict[int, ShardState]:
+        return {
+            k: shard.state for k, shard in self.shards.items() if self._snapshotted.get(k) != shard.state.next_offset
+        }
+
     async def _snapshot(self) -> None:
         async with self._lock:
-            due = {
-                k: shard.state
-                for k, shard in self.shards.items()
-                if self._snapshotted.get(k) != shard.state.next_offset
-            }
-            if not due:
-                return
-            offsets = {shard_id: state.next_offset for shard_id, state in due.items()}
-            encoding = self.snapshots.encode_aside(due)
+            due = self._due()
+            here = sorted(k for k in due if self.snapshots.policy.inline(k))
+            aside = {k: state for k, state in due.items() if k not in here}
+            offsets = {shard_id: state.next_offset for shard_id, state in aside.items()}
+            encoding = self.snapshots.encode_aside(aside) if aside else None
             self._snapshotted.update(offsets)
+        for shard_id in here:
+            async with self._lock:
+                state = self._due().get(shard_id)  # it may have changed hands meanwhile
+                if state is None:
+                    continue
+                offset = state.next_offset
+                try:
+                    path = self.snapshots.encode_here(shard_id, state)
+                except Exception:  # as when a forked copy fails: logged, and the next turn tries again
+                    log.exception("snapshot of shard %d failed; the next turn retries", shard_id)
+                    continue
+                self._snapshotted[shard_id] = offset
+            await self.snapshots.write(shard_id, offset, path)
+        if encoding is None:
+            return
         written = set()
         async for shard_id, blob in encoding.results():
             await self.snapshots.write(shard_id, offsets[shard_id], blob)

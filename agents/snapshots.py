@@ -19,10 +19,14 @@ broker that compacts nothing (`rotate`, the embedded broker: every record stays 
 written to a topic of its own (`topics.snapshot_generation`) and the shard's older ones are deleted once it is
 complete, so the broker holds about one snapshot per shard however long the deployment runs.
 
-The periodic snapshots are encoded by a forked copy of the worker (`encode_aside`): the copy sees the state as
-it was at the fork, copy-on-write, while the worker goes on with its batches. Encoding a shard of 100k events'
-state takes about a third of a second, and in the worker itself that was a third of a second of every event's
-metrics waiting (the latency p99). The copy shares the worker's memory until either writes to a page.
+A large shard's periodic snapshots are encoded by a forked copy of the worker (`encode_aside`): the copy sees
+the state as it was at the fork, copy-on-write, while the worker goes on with its batches. Encoding a shard of
+100k events' state takes about a third of a second, and in the worker itself that was a third of a second of
+every event's metrics waiting (the latency p99). But a copy costs memory: every page either process writes
+while it runs is paid twice, and reading a Python object writes to its page (its reference count). A copy
+that read a few MiB of state spread over the heap copied about half the worker's memory. So a shard whose
+snapshot is expected to take at most `INLINE_SECONDS` to encode is encoded in the worker, under its lock
+(`InlinePolicy`, `encode_here`).
 """
 
 from __future__ import annotations
@@ -31,13 +35,15 @@ import asyncio
 import contextlib
 import ctypes
 import gc
+import itertools
 import logging
 import os
 import signal
 import tempfile
+import time
 import traceback
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Final, NamedTuple
 
@@ -94,6 +100,36 @@ class Encoding:
         finally:
             for path in self.paths.values():
                 path.unlink(missing_ok=True)
+
+
+# The longest a shard's batches may wait for its snapshot to be encoded in the worker, and the snapshot size first
+# assumed to take that long (about the speed of an account-heavy shard here); longer ones are encoded aside.
+INLINE_SECONDS: Final = 0.05
+INLINE_BYTES: Final = 1 << 20
+
+
+@dataclass
+class InlinePolicy:
+    """Decides, per shard, whether its next snapshot is encoded in the worker: when its last snapshot's size at
+    the speed its last encoding in the worker went (INLINE_BYTES per INLINE_SECONDS before one) would take at
+    most INLINE_SECONDS. A shard with no snapshot yet is encoded aside: its size is unknown (a restored shard
+    may hold a million accounts)."""
+
+    budget: float = INLINE_SECONDS
+    first_guess: float = INLINE_SECONDS / INLINE_BYTES  # seconds a byte, until measured
+    sizes: dict[int, int] = field(default_factory=dict)  # shard -> bytes of its last snapshot
+    speeds: dict[int, float] = field(default_factory=dict)  # shard -> seconds a byte, its last encoding here
+
+    def inline(self, shard: int) -> bool:
+        size = self.sizes.get(shard)
+        return size is not None and size * self.speeds.get(shard, self.first_guess) <= self.budget
+
+    def written(self, shard: int, size: int) -> None:
+        self.sizes[shard] = size
+
+    def encoded_here(self, shard: int, size: int, seconds: float) -> None:
+        self.sizes[shard] = size
+        self.speeds[shard] = seconds / max(size, 1)
 
 
 _PR_SET_PDEATHSIG: Final = 1
@@ -207,6 +243,9 @@ class SnapshotStore:
         self._topic_chunks: dict[int, list[bytes]] = {}  # shard -> chunk keys of its latest snapshot on the topic
         self._writing = asyncio.Lock()
         self._written: dict[int, int] = {}  # shard -> next_offset of its newest snapshot written
+        self.policy = InlinePolicy()
+        self._saving = itertools.count()  # numbers the files snapshots are encoded into in this process
+        self._swept = False
 
     def _path(self, shard: int) -> Path:
         return self.directory / f"shard-{shard}.state"
@@ -216,14 +255,24 @@ class SnapshotStore:
 
     async def save(self, shard: int, state: ShardState) -> None:
         """Snapshot `state` now, in this process (while nothing changes it: under the shard lock)."""
+        await self.write(shard, state.next_offset, self.encode_here(shard, state))
+
+    def encode_here(self, shard: int, state: ShardState) -> Path:
+        """Encode a snapshot of `state` in this process, into a file for `write` (call it while nothing changes
+        the state: under the shard lock); the time it took goes to the policy."""
         self._make_directory()
-        path = self.directory / f"shard-{shard}.saving"
+        # A name of its own: a handover's snapshot can be encoded while a periodic one waits to be written.
+        path = self.directory / f"shard-{shard}.{os.getpid()}.{next(self._saving)}.saving"
+        started = time.perf_counter()
         try:
             with private_file(path) as handle:
                 write_state(handle, state, shard, self.key)
-            await self.write(shard, state.next_offset, path)
-        finally:
+                size = handle.tell()
+        except BaseException:
             path.unlink(missing_ok=True)
+            raise
+        self.policy.encoded_here(shard, size, time.perf_counter() - started)
+        return path
 
     def encode(self, shard: int, state: ShardState) -> bytes:
         """A snapshot's bytes, taken while nothing changes the state."""
@@ -266,19 +315,29 @@ class SnapshotStore:
         return Encoding(pid, paths, stores)
 
     def _make_directory(self) -> None:
-        """The data dir holds the revenue state: only the worker's user may read it."""
+        """The data dir holds the revenue state: only the worker's user may read it. Snapshots an earlier process
+        was encoding when it stopped are deleted, once."""
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.directory.chmod(0o700)
+        if not self._swept:
+            mine = f".{os.getpid()}."
+            for stale in self.directory.glob("shard-*.saving"):
+                if mine not in stale.name:
+                    stale.unlink(missing_ok=True)
+            self._swept = True
 
     async def write(self, shard: int, next_offset: int, path: Path) -> None:
-        """Store the snapshot in file `path` (written and synced; it is moved) as the data dir's copy and on the
-        topic; writes go one at a time, in the order asked, and one older than a snapshot already written (an
+        """Store the snapshot in file `path` (written and synced; it is moved, or deleted) as the data dir's copy
+        and on the topic; writes go one at a time, in the order asked, and one older than a snapshot already written (an
         encoding that finished late) is dropped."""
-        async with self._writing:
-            if next_offset < self._written.get(shard, -1):
-                return
-            await self._write(shard, next_offset, path)
-            self._written[shard] = next_offset
+        try:
+            async with self._writing:
+                if next_offset < self._written.get(shard, -1):
+                    return
+                await self._write(shard, next_offset, path)
+                self._written[shard] = next_offset
+        finally:
+            path.unlink(missing_ok=True)
 
     async def _write(self, shard: int, next_offset: int, path: Path) -> None:
         self._make_directory()
@@ -289,6 +348,7 @@ class SnapshotStore:
         path.replace(final)
         snapshot = f"{shard}/{next_offset}"
         size = final.stat().st_size
+        self.policy.written(shard, size)
         count = max(1, -(-size // CHUNK_BYTES))
         keys = [f"{snapshot}/{i}".encode() for i in range(count)]
         manifest = orjson.dumps({"snapshot": snapshot, "chunks": count, "next_offset": next_offset, "format": FORMAT})

@@ -19,7 +19,10 @@ import pytest
 
 from revpulse.agents.base import ProducerService
 from revpulse.agents.snapshots import (
+    INLINE_BYTES,
+    INLINE_SECONDS,
     Encoding,
+    InlinePolicy,
     Manifest,
     SnapshotStore,
     SpilledValues,
@@ -144,6 +147,47 @@ def test_a_failed_encoding_yields_nothing_and_leaves_no_file(tmp_path: Path) -> 
     assert results(encoding) == []
     assert not encoding.paths[0].exists()
     assert not copy_running()
+
+
+def test_a_shard_is_encoded_in_the_worker_once_its_size_at_its_measured_speed_fits_the_budget() -> None:
+    policy = InlinePolicy(budget=0.05, first_guess=0.05 / 1_000_000)
+    assert not policy.inline(0), "no snapshot yet: its size is unknown, so a copy encodes it"
+    policy.written(0, 1_000_000)
+    policy.written(1, 1_000_001)
+    assert policy.inline(0) and not policy.inline(1), "at the first guess, 1 MB takes the whole budget"
+    policy.encoded_here(0, 1_000_000, 0.08)  # slower than guessed: 0.08 µs a byte
+    assert not policy.inline(0)
+    policy.written(0, 625_000)  # 0.05 s at that speed
+    assert policy.inline(0)
+    policy.encoded_here(0, 625_000, 0.01)
+    policy.written(0, 3_000_000)  # 0.048 s at the new speed
+    assert policy.inline(0)
+    assert not policy.inline(2)
+    assert InlinePolicy().first_guess == INLINE_SECONDS / INLINE_BYTES
+
+
+def test_encoding_in_the_worker_writes_the_snapshot_and_measures_it(tmp_path: Path) -> None:
+    store, _ = _store(tmp_path)
+    shard = _shard_with_signups()
+    path = store.encode_here(0, shard.state)
+
+    assert path.read_bytes() == store.encode(0, shard.state)
+    assert store.policy.sizes == {0: path.stat().st_size}
+    assert 0 < store.policy.speeds[0] * path.stat().st_size < 5  # seconds: measured, not guessed
+    assert store.policy.inline(0)  # a few hundred bytes
+
+
+def test_files_an_earlier_process_was_encoding_into_are_deleted_once(tmp_path: Path) -> None:
+    store, _ = _store(tmp_path)
+    store.directory.mkdir(parents=True)
+    stale = [store.directory / "shard-0.saving", store.directory / "shard-1.1.0.saving"]
+    for path in stale:
+        path.write_bytes(b"half a snapshot")
+    first = store.encode_here(0, _shard_with_signups().state)
+    second = store.encode_here(0, _shard_with_signups().state)
+
+    assert first != second and first.exists() and second.exists()
+    assert not any(path.exists() for path in stale)
 
 
 def test_spilled_values_keep_the_latest_value_of_each_key_in_a_file(tmp_path: Path) -> None:
