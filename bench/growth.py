@@ -8,7 +8,8 @@ The data (`bench.fixed_book`): a fixed account base, all there on day 0 and none
 comebacks, segment changes, user signups, daily marketing spend, late deliveries and duplicates. Each span is
 generated (once, cached as JSONL like every bench data set), written to a fresh embedded broker and read from the
 earliest offset by a fresh `revpulse worker` (REVPULSE_CLOCK=event, snapshots every `--snapshot-interval` s so
-that every span has forked snapshot copies while it is read). Per span:
+that every span snapshots often while it is read: a shard's first snapshot by a forked copy, the later ones in the
+worker while a shard takes at most 50 ms to encode). Per span:
 
 * **peak memory**: the largest Σ PSS over the worker and its children (the forked snapshot copies), sampled every
   `--sample-interval` s from /proc/<pid>/smaps_rollup (`bench.procmem`): shared pages count once, pages copied
