@@ -328,8 +328,8 @@ class SnapshotStore:
 
     async def write(self, shard: int, next_offset: int, path: Path) -> None:
         """Store the snapshot in file `path` (written and synced; it is moved, or deleted) as the data dir's copy
-        and on the topic; writes go one at a time, in the order asked, and one older than a snapshot already written (an
-        encoding that finished late) is dropped."""
+        and on the topic; writes go one at a time, in the order asked, and one older than a snapshot already
+        written (an encoding that finished late) is dropped."""
         try:
             async with self._writing:
                 if next_offset < self._written.get(shard, -1):

@@ -115,32 +115,6 @@ class PackedCells(MutableMapping[Key, int]):
 
     # -- writing
 
-    def update(self, values: Mapping[Key, int] | Iterable[tuple[Key, int]] = (), /, **_: int) -> None:  # type: ignore[override]
-        """Set many cells: a point's are set all at once, so the common cases (a day inside its row, or the day
-        after its last) are inline."""
-        rows = self._rows
-        pairs = values.items() if isinstance(values, Mapping) else values
-        for key, amount in pairs:
-            quantity, segment, hour = key
-            row = rows.get((quantity, segment))
-            if row is not None and type(hour) is int and type(amount) is int and ABSENT < amount <= INT64_MAX:
-                day, rest = divmod(hour, DAY_HOURS)
-                index = day - row.first
-                amounts = row.amounts
-                if not rest and 0 <= index <= len(amounts) and index < MAX_ROW_DAYS:
-                    if index == len(amounts):
-                        amounts.append(amount)
-                        self._count += 1
-                        continue
-                    if amounts[index] == ABSENT:
-                        if key in self._other:  # rare: leave it to the general case, which keeps one place
-                            self[key] = amount
-                            continue
-                        self._count += 1
-                    amounts[index] = amount
-                    continue
-            self[key] = amount
-
     def __setitem__(self, key: Key, amount: int) -> None:
         quantity, segment, hour = key
         if (

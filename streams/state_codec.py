@@ -354,14 +354,14 @@ def _scalar(check: Callable[[object, str], object]) -> Callable[[Any, str, Engin
 
 
 def _dump_cells(cells: Cells) -> list[object]:
-    if isinstance(cells.values, PackedCells):
-        return cells.values.groups()  # type: ignore[return-value]
     return cell_groups(cells.values)
 
 
 def cell_groups(values: Mapping[tuple[str, str, int], int]) -> list[object]:
     """[[quantity, segment, [hour, amount, hour, amount, ...]], ...]: a quantity and segment once for all their
     hours. Quantities may be any string and hours any integer (not only the declared quantities'), amounts too."""
+    if isinstance(values, PackedCells):
+        return values.groups()  # type: ignore[return-value]
     groups: dict[tuple[str, str], list[int]] = {}
     for (quantity, segment, hour), amount in values.items():
         group = groups.get((quantity, segment))
