@@ -10,19 +10,22 @@ from collections.abc import Iterator
 
 from revpulse.streams import history
 from revpulse.streams.ledger import Key, Ledger
+from revpulse.streams.point_rows import PointRows
 from revpulse.streams.wire import CUT, FINAL, ORDERING, RESET, SEGMENT_SEEN, WATERMARK
 
 
 class Rollup:
     def __init__(self) -> None:
         self.ledger = Ledger()
-        self.partials: dict[int, dict[Key, int]] = {}  # shard -> cell -> that shard's absolute value
+        # Per shard, its absolute value of each cell: its cells of points (but overlays) in rows, the rest here.
+        self.partials: dict[int, dict[Key, int]] = {}
+        self.point_partials: dict[int, PointRows] = {}
         self.watermarks: dict[int, int] = {}
         self.segments_seen: set[str] = set()
         self.version = 0  # bumps on every change (and only then), so readers know when to recompute
         # History points as the shards captured them: hour of D -> (quantity, segment) -> Σ over shards, and per
         # shard the midnights it captured; a point's version bumps whenever what it is computed from changes.
-        self.points: dict[int, dict[tuple[str, str], int]] = {}
+        self.points = PointRows()
         self.captured: dict[int, set[int]] = {}
         self.point_versions: dict[int, int] = {}
         self.changed_points: set[int] = set()  # hours whose point changed in this update
@@ -38,6 +41,9 @@ class Rollup:
         FINAL (value h) folds its cells of the points up to hour h into the sums; CUT (value h) drops the points
         up to hour h."""
         values = self.partials.setdefault(shard, {})
+        rows = self.point_partials.get(shard)
+        if rows is None:
+            rows = self.point_partials[shard] = PointRows()
         changed = live = False
         final = self.final.get(shard, 0)
         for key, value in partials.items():
@@ -56,23 +62,27 @@ class Rollup:
             elif quantity == SEGMENT_SEEN:
                 changed = changed or key[1] not in self.segments_seen
                 self.segments_seen.add(key[1])
-            else:
-                if history.is_history(quantity) and (
-                    key[2] <= self.cut or (key[2] <= final and quantity not in history.BASE_OF)
-                ):
-                    continue
+            elif not history.is_history(quantity):
                 before = values.get(key, 0)
                 if value != before:
-                    changed = True
-                    if history.is_history(quantity):
-                        self._add_point(shard, key, value - before)
-                    else:
-                        self.ledger.add(key, value - before)
-                        live = True
+                    changed = live = True
+                    self.ledger.add(key, value - before)
                     if value:
                         values[key] = value
                     else:
                         del values[key]
+            elif key[2] > self.cut:
+                if quantity in history.BASE_OF:  # an overlay: few, and kept past `final`
+                    before = values.pop(key, 0)
+                    if value:
+                        values[key] = value
+                elif key[2] > final:
+                    before = rows.swap(quantity, key[1], key[2], value)
+                else:
+                    continue
+                if value != before:
+                    changed = True
+                    self._add_point(shard, key, value - before)
         if live:
             self._touch_derived(shard)
         self._bump_points()
@@ -81,17 +91,25 @@ class Rollup:
             # taken, an empty batch) must not cost a recomputation.
             self.version += 1
 
+    def shard_cells(self, shard: int) -> dict[Key, int]:
+        """Every cell this rollup holds of a shard, with the shard's value."""
+        rows = self.point_partials.get(shard)
+        return {**self.partials.get(shard, {}), **dict(rows.cells() if rows is not None else ())}
+
     def _forget(self, shard: int) -> bool:
         """Drop every cell a shard contributed (its watermark and segments stay: they only ever grow); whether
         there was any."""
-        values = self.partials.get(shard, {})
+        values = self.shard_cells(shard)
         for key, value in values.items():
             if history.is_history(key[0]):
                 self._add_point(shard, key, -value)
             else:
                 self.ledger.add(key, -value)
         had = bool(values)
-        values.clear()
+        # Cleared in place: `update` holds them.
+        for kept in (self.partials.get(shard), self.point_partials.get(shard)):
+            if kept is not None:
+                kept.clear()
         if had:
             self._touch_derived(shard)
         self._bump_points()
@@ -102,12 +120,9 @@ class Rollup:
         final = self.final.get(shard, 0)
         if hour <= final:
             return final
-        values = self.partials.get(shard, {})
-        base = [
-            key for key in values if key[2] <= hour and history.is_history(key[0]) and key[0] not in history.BASE_OF
-        ]
-        for key in base:
-            del values[key]
+        rows = self.point_partials.get(shard)
+        if rows is not None:
+            rows.drop_through(hour)
         captured = self.captured.get(shard)
         if captured:
             captured.difference_update([h for h in captured if h <= hour])
@@ -119,16 +134,17 @@ class Rollup:
         if hour <= self.cut:
             return False
         self.cut = hour
-        gone = [h for h in self.points if h <= hour]
-        for h in gone:
-            del self.points[h]
-            self.point_versions.pop(h, None)
+        gone = self.points.drop_through(hour)
+        for h in [h for h in self.point_versions if h <= hour]:
+            del self.point_versions[h]
         for captured in self.captured.values():
             captured.difference_update([h for h in captured if h <= hour])
         for values in self.partials.values():
             for key in [key for key in values if key[2] <= hour and history.is_history(key[0])]:
                 del values[key]
-        return bool(gone)
+        for rows in self.point_partials.values():
+            rows.drop_through(hour)
+        return gone
 
     def _bump_points(self) -> None:
         for hour in self.changed_points:
@@ -144,14 +160,7 @@ class Rollup:
                 captured.add(hour)
             else:
                 captured.discard(hour)
-        point = self.points.setdefault(hour, {})
-        total = point.get((quantity, segment), 0) + amount
-        if total:
-            point[(quantity, segment)] = total
-        else:
-            point.pop((quantity, segment), None)
-            if not point:
-                del self.points[hour]
+        self.points.add(quantity, segment, hour, amount)
         self.changed_points.add(hour)
 
     def _touch_derived(self, shard: int) -> None:

@@ -12,8 +12,9 @@ from typing import Any, Final
 
 import orjson
 
-from revpulse.streams.history import QUANTITIES_OF_HISTORY, is_history
+from revpulse.streams.history import BASE_OF, QUANTITIES_OF_HISTORY, is_history
 from revpulse.streams.ledger import Key
+from revpulse.streams.point_rows import PointRows
 from revpulse.streams.quantities import QUANTITIES
 from revpulse.streams.rollup import Rollup
 from revpulse.streams.state_codec import (
@@ -46,14 +47,11 @@ def encode_rollup(rollup: Rollup, positions: dict[int, int], key: bytes | None =
         "final": {str(shard): hour for shard, hour in rollup.final.items()},
         "cut": rollup.cut,
         "captured": {str(shard): sorted(hours) for shard, hours in rollup.captured.items()},
-        "partials": {str(shard): cell_groups(values) for shard, values in rollup.partials.items()},
-        "points": cell_groups(
-            {
-                (quantity, segment, hour): value
-                for hour, cells in rollup.points.items()
-                for (quantity, segment), value in cells.items()
-            }
-        ),
+        "partials": {
+            str(shard): cell_groups(rollup.shard_cells(shard))
+            for shard in rollup.partials.keys() | rollup.point_partials.keys()
+        },
+        "points": cell_groups(dict(rollup.points.cells())),
     }
     return seal(_dumps(body), key)
 
@@ -80,14 +78,20 @@ def decode_rollup(blob: bytes, shards: int, partitions: int, key: bytes | None =
     for shard, groups in _map(body["partials"], "partials").items():
         values = cell_values(groups, f"partials[{shard}]")
         _check_quantities(values, f"partials[{shard}]")
-        rollup.partials[_shard(shard, shards, "partials")] = values
-        for cell, value in values.items():
-            if not is_history(cell[0]):
-                rollup.ledger.add(cell, value)
+        number = _shard(shard, shards, "partials")
+        kept = rollup.partials[number] = {}
+        rows = rollup.point_partials[number] = PointRows()
+        for (quantity, segment, hour), value in values.items():
+            if not is_history(quantity):
+                rollup.ledger.add((quantity, segment, hour), value)
+            if is_history(quantity) and quantity not in BASE_OF:
+                rows.swap(quantity, segment, hour, value)
+            elif value:
+                kept[(quantity, segment, hour)] = value
     points = cell_values(body["points"], "points")
     _check_quantities(points, "points")
     for (quantity, segment, hour), value in points.items():
-        rollup.points.setdefault(hour, {})[(quantity, segment)] = value
+        rollup.points.swap(quantity, segment, hour, value)
     rollup.version = 1
     return rollup, positions
 

@@ -79,7 +79,7 @@ def test_final_points_leave_the_shards_and_a_rollup_rebuilt_from_the_partials_to
         finals = shard.state.engine.history_finals
         assert finals.hour > 150 * 24 and finals.cut > 0, "points became final, and some aged out"
         assert not [key for key in shard.state.engine.history.values if key[2] <= finals.hour and key[0] in BASE]
-        assert not [key for key in pipeline.rollup.partials[shard.id] if key[2] <= finals.hour and key[0] in BASE]
+        assert not [key for key in pipeline.rollup.shard_cells(shard.id) if key[2] <= finals.hour and key[0] in BASE]
     expected = pipeline.outputs.history()
     assert len(expected) == 150
     last: dict[tuple[int, Key], int] = {}

@@ -53,7 +53,8 @@ def test_a_final_point_is_held_once_and_survives_a_change_of_hands() -> None:
     rollup.update(1, {(SIGNUPS_1D, "all", 240): 4})
     rollup.update(0, {(FINAL, "", 0): 240})
     assert rollup.points[240] == {(SIGNUPS_1D, "all"): 7}
-    assert rollup.partials[0] == {(SIGNUPS_1D, "all", 264): 5}, "shard 0's cell of the final point is in the sum only"
+    # shard 0's cell of the final point is in the sum only
+    assert rollup.shard_cells(0) == {(SIGNUPS_1D, "all", 264): 5}
     # a copy of the final cell (a replay, a new owner) changes nothing; a revision of it comes as an overlay
     rollup.update(0, {(SIGNUPS_1D, "all", 240): 99, (history.OVERLAY[SIGNUPS_1D], "all", 240): 2})
     assert rollup.points[240] == {(SIGNUPS_1D, "all"): 9}
@@ -73,5 +74,5 @@ def test_pending_partials_never_move_a_value_before_a_reset() -> None:
     pending.add(0, (RESET, "", 0), 1)
     pending.add(0, ("signups", "all", 10), 4)  # merged by key, it would land before the reset and be forgotten
     pending.apply()
-    assert rollup.partials[0] == {("signups", "all", 10): 4}
+    assert rollup.shard_cells(0) == {("signups", "all", 10): 4}
     assert rollup.ledger.get(("signups", "all", 10)) == 4

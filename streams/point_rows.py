@@ -1,0 +1,150 @@
+"""The rollup's history points as rows: one array of amounts per midnight, a column per (quantity, segment).
+
+A rollup keeps every kept point (400 midnights by default) summed over shards, and each shard's cells of the
+points not final yet (about 105 midnights): hundreds of thousands of cells. As dicts of tuple keys and int
+objects a cell costs about 150 bytes, and those small long-lived objects, freed a day at a time, leave holes
+all over the heap. In a row a cell costs 8 bytes.
+
+`PointRows` is a mapping of hour → {(quantity, segment): amount}, without zero amounts and without empty
+points, like the dict of dicts it replaces; `add` and `swap` change one cell. A row is an `array('q')` until an
+amount beyond 64 bits lands in it, then a list. Cells that do not fit a row (an hour not on a midnight, a
+column past `MAX_COLUMNS`: only crafted partials have those) are kept in a plain dict beside the rows, so any key
+and amount works and a crafted partial cannot make every row long.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Final, TypeAlias
+
+from revpulse.streams.ledger import Key
+
+DAY_HOURS: Final = 24
+# Columns a row may have (16 KiB): a deployment has a few hundred pairs, a few thousand with many segments.
+MAX_COLUMNS: Final = 2048
+Pair = tuple[str, str]
+if TYPE_CHECKING:
+    Row: TypeAlias = array[int] | list[int]
+
+
+class PointRows(Mapping[int, dict[Pair, int]]):
+    __slots__ = ("_columns", "_counts", "_other", "_pairs", "_rows")
+
+    def __init__(self) -> None:
+        self._columns: dict[Pair, int] = {}  # pair -> its index in every row
+        self._pairs: list[Pair] = []  # index -> pair
+        self._rows: dict[int, Row] = {}  # hour of a midnight -> amounts by column (0: no cell)
+        self._counts: dict[int, int] = {}  # hour -> its row's cells that are not 0
+        self._other: dict[int, dict[Pair, int]] = {}  # hour -> the cells that do not fit a row
+
+    # -- the mapping: hour -> that point's cells
+
+    def __getitem__(self, hour: int) -> dict[Pair, int]:
+        row = self._rows.get(hour)
+        other = self._other.get(hour)
+        if row is None and other is None:
+            raise KeyError(hour)
+        cells = {} if row is None else {self._pairs[i]: amount for i, amount in enumerate(row) if amount}
+        if other:
+            cells.update(other)
+        return cells
+
+    def __iter__(self) -> Iterator[int]:
+        yield from self._rows
+        yield from (hour for hour in self._other if hour not in self._rows)
+
+    def __len__(self) -> int:
+        return len(self._rows) + sum(1 for hour in self._other if hour not in self._rows)
+
+    def __contains__(self, hour: object) -> bool:
+        return hour in self._rows or hour in self._other
+
+    def cells(self) -> Iterator[tuple[Key, int]]:
+        """Every cell as ((quantity, segment, hour), amount)."""
+        pairs = self._pairs
+        for hour, row in self._rows.items():
+            for i, amount in enumerate(row):
+                if amount:
+                    quantity, segment = pairs[i]
+                    yield (quantity, segment, hour), amount
+        for hour, other in self._other.items():
+            for (quantity, segment), amount in other.items():
+                yield (quantity, segment, hour), amount
+
+    # -- changing cells
+
+    def swap(self, quantity: str, segment: str, hour: int, amount: int) -> int:
+        """Set a cell (0 removes it); returns what it held before (0 if nothing)."""
+        column = self._columns.get((quantity, segment))
+        row = self._rows.get(hour)
+        if column is not None and row is not None and column < len(row):
+            before = row[column]
+            if before == amount:
+                return before
+            try:
+                row[column] = amount
+            except OverflowError:
+                row = self._rows[hour] = list(row)
+                row[column] = amount
+            if not before:
+                self._counts[hour] += 1
+            elif not amount:
+                self._uncount(hour)
+            return before
+        if column is None:
+            if not amount:
+                return 0
+            if len(self._pairs) >= MAX_COLUMNS or hour % DAY_HOURS:
+                return self._swap_other((quantity, segment), hour, amount)
+            column = self._columns[(quantity, segment)] = len(self._pairs)
+            self._pairs.append((quantity, segment))
+        if hour % DAY_HOURS:
+            return self._swap_other((quantity, segment), hour, amount)
+        if not amount:
+            return 0  # the row ends before the column: the cell is not there
+        if row is None:
+            row = self._rows[hour] = array("q")
+            self._counts[hour] = 0
+        row.extend([0] * (column + 1 - len(row)))
+        return self.swap(quantity, segment, hour, amount)
+
+    def add(self, quantity: str, segment: str, hour: int, amount: int) -> None:
+        """Add to a cell (a cell that sums to 0 is removed)."""
+        row = self._rows.get(hour)
+        column = self._columns.get((quantity, segment))
+        before = row[column] if row is not None and column is not None and column < len(row) else None
+        if before is None:
+            other = self._other.get(hour)
+            before = 0 if other is None else other.get((quantity, segment), 0)
+        self.swap(quantity, segment, hour, before + amount)
+
+    def drop_through(self, hour: int) -> bool:
+        """Remove the points at or before `hour`; whether there were any."""
+        gone = [h for h in self if h <= hour]
+        for h in gone:
+            self._rows.pop(h, None)
+            self._counts.pop(h, None)
+            self._other.pop(h, None)
+        return bool(gone)
+
+    def clear(self) -> None:
+        self._rows.clear()
+        self._counts.clear()
+        self._other.clear()
+
+    def _uncount(self, hour: int) -> None:
+        count = self._counts[hour] - 1
+        if count:
+            self._counts[hour] = count
+        else:
+            del self._rows[hour], self._counts[hour]
+
+    def _swap_other(self, pair: Pair, hour: int, amount: int) -> int:
+        other = self._other.setdefault(hour, {})
+        before = other.pop(pair, 0)
+        if amount:
+            other[pair] = amount
+        elif not other:
+            del self._other[hour]
+        return before
