@@ -76,48 +76,42 @@ class PointRows(Mapping[int, dict[Pair, int]]):
 
     def swap(self, quantity: str, segment: str, hour: int, amount: int) -> int:
         """Set a cell (0 removes it); returns what it held before (0 if nothing)."""
-        column = self._columns.get((quantity, segment))
-        row = self._rows.get(hour)
-        if column is not None and row is not None and column < len(row):
-            before = row[column]
-            if before == amount:
-                return before
-            try:
-                row[column] = amount
-            except OverflowError:
-                row = self._rows[hour] = list(row)
-                row[column] = amount
-            if not before:
-                self._counts[hour] += 1
-            elif not amount:
-                self._uncount(hour)
-            return before
+        pair = (quantity, segment)
+        column = self._columns.get(pair)
         if column is None:
+            if hour % DAY_HOURS or len(self._pairs) >= MAX_COLUMNS:
+                return self._swap_other(pair, hour, amount)
             if not amount:
-                return 0
-            if len(self._pairs) >= MAX_COLUMNS or hour % DAY_HOURS:
-                return self._swap_other((quantity, segment), hour, amount)
-            column = self._columns[(quantity, segment)] = len(self._pairs)
-            self._pairs.append((quantity, segment))
-        if hour % DAY_HOURS:
-            return self._swap_other((quantity, segment), hour, amount)
-        if not amount:
-            return 0  # the row ends before the column: the cell is not there
-        if row is None:
-            row = self._rows[hour] = array("q")
-            self._counts[hour] = 0
-        row.extend([0] * (column + 1 - len(row)))
-        return self.swap(quantity, segment, hour, amount)
+                return 0  # a pair without a column has no cell at a midnight
+            column = self._columns[pair] = len(self._pairs)
+            self._pairs.append(pair)
+        elif hour % DAY_HOURS:
+            return self._swap_other(pair, hour, amount)
+        row = self._rows.get(hour)
+        if row is None or column >= len(row):
+            if not amount:
+                return 0  # the row ends before the column: the cell is not there
+            if row is None:
+                row = self._rows[hour] = array("q")
+                self._counts[hour] = 0
+            row.extend([0] * (column + 1 - len(row)))
+        before = row[column]
+        if before == amount:
+            return before
+        try:
+            row[column] = amount
+        except OverflowError:
+            row = self._rows[hour] = list(row)
+            row[column] = amount
+        if not before:
+            self._counts[hour] += 1
+        elif not amount:
+            self._uncount(hour)
+        return before
 
     def add(self, quantity: str, segment: str, hour: int, amount: int) -> None:
         """Add to a cell (a cell that sums to 0 is removed)."""
-        row = self._rows.get(hour)
-        column = self._columns.get((quantity, segment))
-        before = row[column] if row is not None and column is not None and column < len(row) else None
-        if before is None:
-            other = self._other.get(hour)
-            before = 0 if other is None else other.get((quantity, segment), 0)
-        self.swap(quantity, segment, hour, before + amount)
+        self.swap(quantity, segment, hour, self._cell((quantity, segment), hour) + amount)
 
     def drop_through(self, hour: int) -> bool:
         """Remove the points at or before `hour`; whether there were any."""
@@ -132,6 +126,14 @@ class PointRows(Mapping[int, dict[Pair, int]]):
         self._rows.clear()
         self._counts.clear()
         self._other.clear()
+
+    def _cell(self, pair: Pair, hour: int) -> int:
+        column = self._columns.get(pair)
+        row = self._rows.get(hour)
+        if column is not None and row is not None:
+            return row[column] if column < len(row) else 0
+        other = self._other.get(hour)
+        return 0 if other is None else other.get(pair, 0)
 
     def _uncount(self, hour: int) -> None:
         count = self._counts[hour] - 1

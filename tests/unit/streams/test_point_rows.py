@@ -55,6 +55,15 @@ def test_a_point_whose_cells_all_go_to_zero_is_gone() -> None:
     assert 48 not in rows and list(rows) == [] and list(rows.cells()) == []
 
 
+def test_a_cell_off_a_midnight_of_a_pair_never_seen_on_one_is_removed() -> None:
+    rows = PointRows()
+    rows.swap("h:mrr", "all", 5, 7)
+    assert rows.swap("h:mrr", "all", 5, 0) == 7
+    rows.add("h:mrr", "smb", 29, 3)
+    rows.add("h:mrr", "smb", 29, -3)
+    assert list(rows) == [] and list(rows.cells()) == []
+
+
 def test_pairs_past_the_column_bound_are_kept_beside_the_rows() -> None:
     rows = PointRows()
     for i in range(MAX_COLUMNS + 10):
@@ -62,5 +71,7 @@ def test_pairs_past_the_column_bound_are_kept_beside_the_rows() -> None:
     rows.swap("h:mrr", f"segment-{MAX_COLUMNS + 9}", 48, 3)  # a new point: its row stays short
     assert len(rows[24]) == MAX_COLUMNS + 10 and rows[24][("h:mrr", f"segment-{MAX_COLUMNS + 5}")] == MAX_COLUMNS + 6
     assert rows[48] == {("h:mrr", f"segment-{MAX_COLUMNS + 9}"): 3}
+    assert rows.swap("h:mrr", f"segment-{MAX_COLUMNS + 9}", 24, 0) == MAX_COLUMNS + 10  # beside the rows
+    assert len(rows[24]) == MAX_COLUMNS + 9
     assert all(len(row) <= MAX_COLUMNS for row in rows._rows.values())
     assert rows.drop_through(24) and list(rows) == [48]
