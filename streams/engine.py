@@ -21,7 +21,7 @@ import zstandard
 
 from revpulse.schemas.models import NANOS, Event, event_fields
 from revpulse.streams import history
-from revpulse.streams.ledger import Cells, Contribution, LiveCells, add
+from revpulse.streams.ledger import Cells, Contribution, LiveCells, add, fold
 from revpulse.streams.plain import widen
 from revpulse.streams.point_cells import PointCells
 from revpulse.streams.product_codec import decode_product, encode_product
@@ -658,6 +658,10 @@ class Engine:
         tail = account.billing_tail
         if tail is not None:
             tail.end_of_slice = [(hour, mrr)] + [item for item in tail.end_of_slice if item[0] > hour]
+        if account.applied is not None:
+            # What the incremental path added for the forgotten events: into their last slice, as one cell per
+            # quantity and segment. Every window and every kept point starts after it, so none reads the move.
+            fold(account.applied, hour + 1)
 
     def _fold_segments(self, account: Account) -> None:
         """Collapse the account's segment points older than every window into the one in force there: a point

@@ -43,6 +43,20 @@ def add(contribution: Contribution, quantity: str, segment: str, hour: int, amou
     contribution[key] = contribution.get(key, 0) + amount
 
 
+def fold(cells: dict[Key, int], horizon: int) -> list[Key]:
+    """Move every flow and step cell before hour `horizon` into the slice just before it, in place: no window
+    reads a flow there and every step's prefix sum still includes it. The keys moved."""
+    old = [key for key in cells if key[2] < horizon - 1 and key[0] in _WINDOWED]
+    for key in old:
+        into = (key[0], key[1], horizon - 1)
+        total = cells.get(into, 0) + cells.pop(key)
+        if total:
+            cells[into] = total
+        else:
+            cells.pop(into, None)
+    return old
+
+
 class Totals:
     """Σ of contributions, kept by replacing an entity's old contribution with its new one."""
 
@@ -99,18 +113,9 @@ class Cells(Totals):
         """Move every flow and step cell (not the history's) before hour `horizon` into the slice just before it,
         as the rollup's `Ledger` does: no window reads a flow there and every step's prefix sum still includes it.
         The moved cells are touched, so the rollup learns their new values (0 for the old ones)."""
-        values, touched = self.values, self.touched
-        old = [key for key in values if key[2] < horizon - 1 and key[0] in _WINDOWED]
-        for key in old:
-            quantity, segment, _ = key
-            into = (quantity, segment, horizon - 1)
-            total = values.get(into, 0) + values.pop(key)
-            if total:
-                values[into] = total
-            else:
-                values.pop(into, None)
-            touched.add(key)
-            touched.add(into)
+        for key in fold(self.values, horizon):
+            self.touched.add(key)
+            self.touched.add((key[0], key[1], horizon - 1))
 
 
 class LiveCells(Cells):

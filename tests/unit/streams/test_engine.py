@@ -18,6 +18,8 @@ from revpulse.streams.engine import Account, AccountStore, slot_size
 from revpulse.streams.partition import InputRecord
 from revpulse.streams.pipeline import Pipeline
 from tests.support.harness import Harness
+from tests.support.reference import RefSettings, compute
+from tests.unit.test_crosscheck import assert_same
 
 
 def sub(
@@ -406,3 +408,46 @@ def test_an_event_later_than_all_of_its_entity_is_applied_without_a_replay(monke
     assert harness.values() == {s.key: s.value for s in batched.refresh()}
     assert harness.value("deals_won", window="30d") == 100
     assert harness.value("mrr") == 100 + 99 % 7
+
+
+def test_what_an_account_applied_for_its_forgotten_billing_stays_one_cell_a_quantity() -> None:
+    """Two years of repricing, one event a batch (the incremental path, which moves the contribution the account
+    keeps instead of replaying its billing): the kept contribution holds, before the slice its forgotten billing
+    ends in, one cell per quantity and segment, not one per event. Then a billing event out of order replays the
+    account from that contribution, and a CRM event a year late moves its segment: the series, and the history's
+    last points, still equal the reference's."""
+    lateness = 3 * 86_400
+    settings = Settings(clock="event", shards=1, allowed_lateness=lateness)
+    start = datetime(2024, 1, 1, 9, tzinfo=UTC)
+    docs: list[tuple[datetime, dict[str, Any]]] = [(start, {"type": "subscription.started", "mrr": 100})]
+    for i in range(1, 48):
+        kind = "subscription.renewed" if i % 2 else "subscription.updated"
+        docs.append((start + timedelta(days=15 * i), {"type": kind, "mrr": 100 + 7 * (i % 5)}))
+    records: list[tuple[str, bytes]] = []
+    harness = Harness(settings)
+
+    def send(when: datetime, doc: dict[str, Any], topic: str) -> None:
+        value = orjson.dumps(
+            {"event_id": f"e{len(records)}", "occurred_at": when.isoformat(), "account_id": "a", **doc}
+        )
+        records.append((topic, value))
+        harness.send_raw(value, topic)
+
+    for when, doc in docs:
+        send(when, {"subscription_id": "s", **doc}, "billing.events")
+    engine = harness.pipeline.shards[0].state.engine
+    account = engine.accounts.get("a")
+    assert account is not None and account.billing_base is not None and account.applied is not None
+    base_hour = account.billing_base[4]
+    old = Counter((quantity, segment) for quantity, segment, hour in account.applied if 0 < hour <= base_hour)
+    assert old and max(old.values()) == 1
+    reference = RefSettings(allowed_lateness_s=lateness)
+    assert_same(harness.values(), compute(records, reference).series)
+
+    last = docs[-1][0]
+    repriced = {"type": "subscription.updated", "subscription_id": "s", "mrr": 90}
+    send(last - timedelta(days=2), repriced, "billing.events")
+    send(last - timedelta(days=365), {"type": "lead.created", "lead_id": "l", "segment": "enterprise"}, "crm.events")
+    assert_same(harness.values(), compute(records, reference).series)
+    for day, series in harness.pipeline.outputs.history()[-3:]:
+        assert_same({s.key: s.value for s in series}, compute(records, reference, as_of_us=day).series)
