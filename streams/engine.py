@@ -775,7 +775,7 @@ class Engine:
             return
         self.flush()
         points = self.history
-        seen = [segment for segment in ("other", "unknown") if segment in self.segments_seen]
+        seen = [segment for segment in history.SEEN_SEGMENTS if segment in self.segments_seen]
         for day in captured:
             self._store_point(day, history.capture(self.ledger, day), seen)
         self.history_until = captured[-1]
@@ -834,7 +834,7 @@ class Engine:
         for day, change in zip(days, changes, strict=True):
             for key, amount in change.items():
                 points.add(where(key), amount)
-            if segment in ("other", "unknown"):
+            if segment in history.SEEN_SEGMENTS:
                 key = where((history.SEEN, segment, history.midnight_hour(day)))
                 if not points.values.get(key):
                     points.add(key, 1)
@@ -920,7 +920,7 @@ class Engine:
             state = self._state_at(accounts, True, True, set(self.leads), set(self.opportunities), day)
             point = {key: value for key, value in state.items() if key[0] not in history.EVENT_FLOW_KEYS}
             point.update(history.state_at(flows, day))
-            self._store_point(day, point, {key[1] for key in point} & {"other", "unknown"})
+            self._store_point(day, point, {key[1] for key in point} & set(history.SEEN_SEGMENTS))
         self.history_from = days[0]
 
     def _store_point(self, day: int, point: Contribution, seen: Collection[str]) -> None:

@@ -29,6 +29,7 @@ PREFIX: Final = "h:"
 CAPTURED: Final = "h:captured"
 # (SEEN, segment, hour of D) = 1: `other` or `unknown` had been resolved to by D, so its series exist at D.
 SEEN: Final = "h:seen"
+SEEN_SEGMENTS: Final = ("other", "unknown")  # the segments whose series exist only once seen
 
 SNAPSHOT_KEY: Final = {q: f"{PREFIX}{q}" for q in SNAPSHOTS}
 WINDOW_KEY: Final = {(q, w): f"{PREFIX}{q}@{w}" for q in FLOWS | STEPS for w in WINDOWS}

@@ -22,6 +22,7 @@ class Rollup:
         self.point_partials: dict[int, PointRows] = {}
         self.watermarks: dict[int, int] = {}
         self.segments_seen: set[str] = set()
+        self.shard_segments: dict[int, set[str]] = {}  # per shard, the segments it saw (they only ever grow)
         self.version = 0  # bumps on every change (and only then), so readers know when to recompute
         # History points as the shards captured them: hour of D -> (quantity, segment) -> Σ over shards, and per
         # shard the midnights it captured; a point's version bumps whenever what it is computed from changes.
@@ -62,6 +63,7 @@ class Rollup:
             elif quantity == SEGMENT_SEEN:
                 changed = changed or key[1] not in self.segments_seen
                 self.segments_seen.add(key[1])
+                self.shard_segments.setdefault(shard, set()).add(key[1])
             elif not history.is_history(quantity):
                 before = values.get(key, 0)
                 if value != before:
@@ -209,6 +211,9 @@ class Rollup:
             live = ((key, value) for key, value in values.items() if not history.is_history(key[0]))
             for (quantity, segment, _), value in history.state_at(live, day).items():
                 cells[(quantity, segment)] = cells.get((quantity, segment), 0) + value
+            # All it saw, it saw by D: as a capture would have marked it.
+            for segment in self.shard_segments.get(shard, set()).intersection(history.SEEN_SEGMENTS):
+                cells[(history.SEEN, segment)] = cells.get((history.SEEN, segment), 0) + 1
         return cells
 
     @property

@@ -31,7 +31,10 @@ from revpulse.streams.state_codec import (
     unseal,
 )
 
-FORMAT: Final = "rollup-1"
+FORMAT: Final = "rollup-2"
+# rollup-1 held the segments seen over all shards, not per shard: decoded, its rollup derives no shard's point
+# from live cells with `other` or `unknown` seen (`Rollup.point`) until that shard reports them again.
+_FORMATS: Final = frozenset({"rollup-1", FORMAT})
 _KEYS: Final = frozenset(
     {"format", "positions", "watermarks", "segments_seen", "final", "cut", "captured", "partials", "points"}
 )
@@ -43,7 +46,7 @@ def encode_rollup(rollup: Rollup, positions: dict[int, int], key: bytes | None =
         "format": FORMAT,
         "positions": {str(partition): offset for partition, offset in positions.items()},
         "watermarks": {str(shard): watermark for shard, watermark in rollup.watermarks.items()},
-        "segments_seen": sorted(rollup.segments_seen),
+        "segments_seen": {str(shard): sorted(segments) for shard, segments in rollup.shard_segments.items()},
         "final": {str(shard): hour for shard, hour in rollup.final.items()},
         "cut": rollup.cut,
         "captured": {str(shard): sorted(hours) for shard, hours in rollup.captured.items()},
@@ -63,14 +66,21 @@ def decode_rollup(blob: bytes, shards: int, partitions: int, key: bytes | None =
     except orjson.JSONDecodeError as exc:
         raise SnapshotError(f"rollup checkpoint: not JSON ({exc})") from None
     body = _map(body, "rollup")
-    if body.keys() != _KEYS or body["format"] != FORMAT:
+    if body.keys() != _KEYS or body["format"] not in _FORMATS:
         _fail("rollup", f"expected the keys {sorted(_KEYS)} of format {FORMAT}")
     positions = _numbered(body["positions"], "positions", partitions)
     if positions.keys() != set(range(partitions)) or min(positions.values(), default=0) < 0:
         _fail("positions", f"expected an offset for each of {partitions} partitions")
     rollup = Rollup()
     rollup.watermarks = _numbered(body["watermarks"], "watermarks", shards)
-    rollup.segments_seen = set(_texts(_list(body["segments_seen"], "segments_seen"), "segments_seen"))
+    seen = body["segments_seen"]
+    if body["format"] == "rollup-1":
+        rollup.segments_seen = set(_texts(_list(seen, "segments_seen"), "segments_seen"))
+    else:
+        for shard, segments in _map(seen, "segments_seen").items():
+            shard_seen = set(_texts(_list(segments, "segments_seen"), "segments_seen"))
+            rollup.shard_segments[_shard(shard, shards, "segments_seen")] = shard_seen
+            rollup.segments_seen |= shard_seen
     rollup.final = _numbered(body["final"], "final", shards)
     rollup.cut = _int(body["cut"], "cut")
     for shard, hours in _map(body["captured"], "captured").items():

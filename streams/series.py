@@ -41,7 +41,7 @@ class SeriesParams:
 
 def published_segments(segments_seen: Collection[str], configured: Sequence[str]) -> list[str]:
     """`all`, each configured segment, then `other`/`unknown` once anything resolved to them."""
-    return ["all", *configured, *(seg for seg in ("other", "unknown") if seg in segments_seen)]
+    return ["all", *configured, *(seg for seg in history.SEEN_SEGMENTS if seg in segments_seen)]
 
 
 class Totals(Protocol):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+import orjson
 import pytest
 
 from revpulse.settings import Settings
@@ -94,3 +95,29 @@ def test_final_points_leave_the_shards_and_a_rollup_rebuilt_from_the_partials_to
         pending.apply()
         assert Outputs(settings, rollup, Counter).history() == expected
         assert rollup.ledger.items() == pipeline.rollup.ledger.items()
+
+
+def test_the_point_at_the_midnight_of_the_last_event_has_the_segments_seen() -> None:
+    """The last event at midnight D exactly: the shard has not passed D, so D's point comes from its live cells,
+    and its events, in no segment, still make `unknown`'s series exist there."""
+    records = [
+        (
+            "billing.events",
+            orjson.dumps(
+                {
+                    "event_id": f"e{i}",
+                    "type": "subscription.updated" if i else "subscription.started",
+                    "occurred_at": f"2024-01-{1 + 5 * i:02d}T00:00:00Z",
+                    "account_id": "a",
+                    "subscription_id": "s",
+                    "mrr": 100 + i,
+                }
+            ),
+        )
+        for i in range(6)
+    ]
+    pipeline = Pipeline(Settings(clock="event", shards=1))
+    pipeline.process([InputRecord(topic, 0, offset, value, 0.0) for offset, (topic, value) in enumerate(records)])
+    day, series = pipeline.outputs.history()[-1]
+    assert day == 1_706_227_200_000_000  # 2024-01-26T00:00Z, the last event
+    assert_same({s.key: s.value for s in series}, compute(records, RefSettings(), as_of_us=day).series)

@@ -76,3 +76,16 @@ def test_pending_partials_never_move_a_value_before_a_reset() -> None:
     pending.apply()
     assert rollup.shard_cells(0) == {("signups", "all", 10): 4}
     assert rollup.ledger.get(("signups", "all", 10)) == 4
+
+
+def test_a_point_derived_from_a_shards_live_cells_has_the_segments_it_saw() -> None:
+    """A shard whose watermark has not passed midnight D saw all it saw by D; one that captured D says itself
+    what it had seen by then (here nothing: it saw `other` after D)."""
+    day = 20_000 * history.DAY_US
+    hour = history.midnight_hour(day)
+    rollup = Rollup()
+    rollup.update(0, {(WATERMARK, "", 0): day, ("signups", "unknown", hour - 5): 1, (SEGMENT_SEEN, "unknown", 0): 1})
+    rollup.update(1, {(WATERMARK, "", 0): day + 1, (history.CAPTURED, "", hour): 1, (SEGMENT_SEEN, "other", 0): 1})
+    point = rollup.point(hour)
+    assert point[(history.SEEN, "unknown")] == 1
+    assert (history.SEEN, "other") not in point

@@ -36,7 +36,7 @@ def test_a_real_rollup_round_trips_to_the_same_history_and_cells(fed: Pipeline) 
     assert rollup.final and rollup.cut and rollup.points, "final points, and points cut, are in what is checked"
     restored, positions = decode_rollup(encode_rollup(rollup, {0: 17, 1: 4}, KEY), 2, 2, KEY)
     assert positions == {0: 17, 1: 4}
-    for name in ("partials", "points", "watermarks", "segments_seen", "final", "cut", "captured"):
+    for name in ("partials", "points", "watermarks", "segments_seen", "shard_segments", "final", "cut", "captured"):
         assert getattr(restored, name) == getattr(rollup, name), name
     assert restored.ledger.items() == rollup.ledger.items()
     assert Outputs(SETTINGS, restored, Counter).history() == fed.outputs.history()
@@ -59,6 +59,9 @@ def _body(fed: Pipeline) -> dict[str, Any]:
         (lambda body: body["partials"]["0"].append(["signups", "all", [1]]), "pairs"),
         (lambda body: body["points"].append(["__reset", "", [1, 2]]), "no shard writes"),
         (lambda body: body.update(cut=1.5), "64-bit"),
+        (lambda body: body.update(segments_seen=["unknown"]), "segments_seen"),
+        (lambda body: body["segments_seen"].update({"2": ["unknown"]}), "not a shard of 2"),
+        (lambda body: body["segments_seen"].update({"0": [7]}), "strings"),
     ],
 )
 def test_a_checkpoint_that_is_not_ours_is_refused(fed: Pipeline, change: Any, reason: str) -> None:
@@ -76,3 +79,11 @@ def test_a_damaged_or_unsigned_checkpoint_is_refused(fed: Pipeline) -> None:
         decode_rollup(encode_rollup(fed.rollup, {0: 1, 1: 1}), 2, 2, KEY)  # a forger without the key
     with pytest.raises(SnapshotError):
         decode_rollup(seal(b"[1, 2"), 2, 2)
+
+
+def test_a_checkpoint_of_the_previous_format_decodes_with_the_segments_seen_over_all_shards(fed: Pipeline) -> None:
+    body = _body(fed)
+    body.update(format="rollup-1", segments_seen=["other", "unknown"])
+    restored, _ = decode_rollup(seal(orjson.dumps(body)), 2, 2)
+    assert restored.segments_seen == {"other", "unknown"} and restored.shard_segments == {}
+    assert restored.ledger.items() == fed.rollup.ledger.items()
