@@ -22,6 +22,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from revpulse.agents import heap
 from revpulse.agents.base import ProducerService
 from revpulse.agents.board import register_board
 from revpulse.agents.collector import Collector
@@ -119,6 +120,7 @@ def create_worker(settings: Settings) -> Worker:
             outputs.refresh()
 
     gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, *gc.get_threshold()[1:])
+    heap.keep_large_buffers_apart()  # Kafka's fetch and batch buffers: see `heap`
 
     collector = Collector(busy=copy_running)
 

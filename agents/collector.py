@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import gc
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from revpulse.agents import heap
 
 # The worker freezes what survives each second (`gc.freeze`), so that young collections skip the state. Cycles
 # that were alive at a freeze and die later are then only freed by a full collection, which must unfreeze and
@@ -54,16 +54,6 @@ def resident_bytes(statm: str = "/proc/self/statm") -> int | None:
         return None
 
 
-def _malloc_trim() -> Callable[[], None]:
-    """glibc's malloc_trim: freed heap pages go back to the system (elsewhere, nothing to do)."""
-    try:
-        trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-    except (OSError, AttributeError):
-        return lambda: None
-    trim.argtypes = [ctypes.c_size_t]
-    return lambda: trim(0)
-
-
 @dataclass
 class Collector:
     """Freezes the survivors every tick, after a full collection when the policy says one is due."""
@@ -71,7 +61,7 @@ class Collector:
     policy: CollectionPolicy = field(default_factory=CollectionPolicy)
     # The freed cycles leave holes all over the heap: without a trim the resident size, and so the policy's
     # reference, stays at its high-water mark.
-    trim: Callable[[], None] = field(default_factory=_malloc_trim)
+    trim: Callable[[], object] = heap.release_free_memory
     busy: Callable[[], bool] = lambda: False  # a collection would now cost more than usual
 
     def tick(self, now: float) -> bool:

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import logging
 import ssl
 import time
@@ -64,6 +63,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from revpulse.agents import heap
 from revpulse.agents.base import ProducerService
 from revpulse.agents.replay_guard import ReplayCache
 from revpulse.agents.web_access import (
@@ -559,23 +559,11 @@ class LimitedServer(Server):
         super().pre_shutdown()
 
 
-def _malloc_trim() -> Callable[[int], int] | None:
-    """glibc's malloc_trim, if the process has it (not on musl or macOS)."""
-    try:
-        return ctypes.CDLL(None).malloc_trim  # type: ignore[no-any-return]
-    except (OSError, AttributeError):
-        return None
-
-
-_MALLOC_TRIM = _malloc_trim()
-
-
 def _release_free_memory() -> bool:
     """Hand the allocator's free pages back to the system; False where that is not possible."""
-    if _MALLOC_TRIM is None:
-        return False
     started = time.perf_counter()
-    _MALLOC_TRIM(0)
+    if not heap.release_free_memory():
+        return False
     log.info("web: burst of connections over, free memory released in %.0f ms", (time.perf_counter() - started) * 1000)
     return True
 
