@@ -27,25 +27,29 @@ def _eps(rate: dict[str, Any] | None) -> object:
 
 
 def _throughput(part: dict[str, Any]) -> str:
-    faust = part["faust_baseline"]
+    faust = part.get("faust_baseline")
     revpulse = part["revpulse_1_worker"]
-    rows = [
-        ("ceiling: aiokafka getmany + orjson.loads", _eps(part["ceiling"]), part["ceiling"]["events"], "1.00", ""),
-        (
-            "plain Faust agent, one event at a time",
-            _eps(faust),
-            faust["events"],
-            f"{faust['events_per_second'] / part['ceiling']['events_per_second']:.2f}",
-            "" if faust["complete"] else f"stopped after {faust['seconds']:.0f} s",
-        ),
+    rows = [("ceiling: aiokafka getmany + orjson.loads", _eps(part["ceiling"]), part["ceiling"]["events"], "1.00", "")]
+    if faust is not None:
+        rows.append(
+            (
+                "plain Faust agent, one event at a time",
+                _eps(faust),
+                faust["events"],
+                f"{faust['events_per_second'] / part['ceiling']['events_per_second']:.2f}",
+                "" if faust["complete"] else f"stopped after {faust['seconds']:.0f} s",
+            )
+        )
+    gain = f"{part['gain_over_faust']:.1f}× the Faust baseline; " if faust is not None else ""
+    rows.append(
         (
             "RevPulse, 1 worker, all metrics",
             _eps(revpulse),
             revpulse["events"],
             f"{part['ratio_to_ceiling']:.2f}",
-            f"{part['gain_over_faust']:.1f}× the Faust baseline; peak RSS {revpulse['peak_rss_mb'][0]} MB",
-        ),
-    ]
+            f"{gain}peak RSS {revpulse['peak_rss_mb'][0]} MB",
+        )
+    )
     bound = part.get("in_process")
     if bound is not None:
         rows += [
@@ -145,6 +149,7 @@ def markdown(results: dict[str, Any]) -> str:
     ]
     sections = {
         "throughput": _throughput,
+        "long": _throughput,
         "latency": _latency,
         "memory": memory_markdown,
         "scale": _scale,

@@ -22,6 +22,11 @@ Parts (`--parts`, comma-separated; all by default):
   the crosscheck tests);
   - the same work without Kafka (`bench.inprocess`): decode + validate alone, and the whole pipeline in one
     process: the bound a worker running this code can reach.
+* long — the same measures as throughput but the Faust baseline, on a realistic long history: `--long-events`
+  events of the synthetic business over `--long-days` days (15 months) from `--long-accounts` base accounts
+  (about 26k accounts in all with the defaults; three quarters `product.usage`, the rest CRM, billing and
+  spend): the ceiling, one worker (its peak RSS, and its metrics against the reference) and the in-process
+  bound. `python -m bench.profile` on its JSONL shows where the in-process time goes.
 * latency — a fresh worker with REVPULSE_CLOCK=wall and the default publish interval; a paced producer offers
   `--latency-rate` events/s (the main data set's events re-timed to the wall clock) for `--latency-seconds`.
   p50 and p99 of `revpulse_processing_lag_seconds` (the worker's histogram on /metrics: arrival in Kafka →
@@ -51,7 +56,6 @@ import argparse
 import asyncio
 import contextlib
 import datetime
-import functools
 import os
 import platform
 import subprocess
@@ -83,7 +87,7 @@ from revpulse.local.broker import EmbeddedBroker
 from revpulse.settings import Settings, Topics
 from tests.support.reference import RefResult
 
-PARTS = ("throughput", "latency", "memory", "scale", "growth", "history")
+PARTS = ("throughput", "long", "latency", "memory", "scale", "growth", "history")
 PRESETS: dict[str, dict[str, Any]] = {
     "full": {
         "events": 1_000_000,
@@ -96,6 +100,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "history_accounts": 1_000,
         "history_days": "90,180,360,720",
         "faust_timeout": 240.0,
+        "long_accounts": 2_500,
+        "long_events": 977_000,
+        "long_days": 456,
     },
     "quick": {
         "events": 50_000,
@@ -108,6 +115,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "history_accounts": 200,
         "history_days": "90,180",
         "faust_timeout": 30.0,
+        "long_accounts": 300,
+        "long_events": 60_000,
+        "long_days": 456,
     },
 }
 
@@ -125,6 +135,8 @@ class Bench:
         self.args = args
         self.root = root
         self.main = DataSet.synth(args.accounts, args.events, args.days)
+        self.long = DataSet.synth(args.long_accounts, args.long_events, args.long_days)
+        self._references: dict[str, RefResult] = {}
         self.results: dict[str, Any] = {"datasets": {}, "notes": []}
         self._runs = 0
         self._one_worker: WorkerRun | None = None
@@ -159,14 +171,15 @@ class Bench:
         print(f"revpulse ({workers} worker{'s' * (workers > 1)}): {run.rate.eps:>10,.0f} events/s", flush=True)
         return run
 
-    @functools.cached_property
-    def reference(self) -> RefResult:
-        print("computing the batch reference (tests/support/reference.py)…", flush=True)
-        return reference(self.cached(self.main))
+    def reference(self, dataset: DataSet) -> RefResult:
+        if dataset.name not in self._references:
+            print(f"computing the batch reference of {dataset.name} (tests/support/reference.py)…", flush=True)
+            self._references[dataset.name] = reference(self.cached(dataset))
+        return self._references[dataset.name]
 
-    def check(self, run: WorkerRun) -> dict[str, Any]:
+    def check(self, run: WorkerRun, dataset: DataSet) -> dict[str, Any]:
         assert run.api is not None
-        verdict = compare(run.api, self.reference)
+        verdict = compare(run.api, self.reference(dataset))
         print(f"correctness: {'OK' if verdict['ok'] else 'MISMATCH'} over {verdict['series']:,} series", flush=True)
         return verdict
 
@@ -194,9 +207,27 @@ class Bench:
             "revpulse_1_worker": ours.as_dict(),
             "ratio_to_ceiling": round(ours.rate.eps / raw.eps, 3),
             "gain_over_faust": round(ours.rate.eps / max(faust["events_per_second"], 1), 2),
-            "correctness": self.check(ours),
+            "correctness": self.check(ours, self.main),
             "in_process": bound,
         }
+
+    def long_history(self) -> None:
+        """The realistic long-history set: the ceiling, one worker (checked against the reference) and the
+        in-process bound, as the throughput part, without the Faust baseline."""
+        with self.loaded(self.long) as loaded:
+            raw = ceiling(loaded.bootstrap, loaded.topics, loaded.total)
+            print(f"ceiling  (aiokafka getmany + orjson): {raw.eps:>10,.0f} events/s", flush=True)
+            ours = self.workers_run(loaded, "long", 1, api=True)
+            bound = in_process(loaded.data.path)
+            print(f"no Kafka, one process: {bound['pipeline']['events_per_second']:>10,} events/s", flush=True)
+            self.results["long"] = {
+                "dataset": loaded.data.dataset.name,
+                "ceiling": raw.as_dict(),
+                "revpulse_1_worker": ours.as_dict(),
+                "ratio_to_ceiling": round(ours.rate.eps / raw.eps, 3),
+                "correctness": self.check(ours, self.long),
+                "in_process": bound,
+            }
 
     def scale(self, loaded: Loaded) -> None:
         one = self.one_worker(loaded)
@@ -206,7 +237,7 @@ class Bench:
             "1_worker": one.as_dict(),
             "2_workers": two.as_dict(),
             "speedup": round(two.rate.eps / one.rate.eps, 2),
-            "correctness_2_workers": self.check(two),
+            "correctness_2_workers": self.check(two, self.main),
         }
 
     def growth(self, main: Loaded | None) -> None:
@@ -315,6 +346,8 @@ class Bench:
                     self.scale(main)
                 if "growth" in parts:
                     self.growth(main)
+        if "long" in parts:
+            self.long_history()
         if "latency" in parts:
             self.latency()
         if "memory" in parts:
@@ -400,6 +433,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--sample-interval", type=float, default=0.2, help="PSS sampling of the history part, seconds (0.2)"
     )
+    parser.add_argument("--long-accounts", type=int, help="base accounts of the long part (2,500; quick 300)")
+    parser.add_argument("--long-events", type=int, help="events of the long part (977k; quick 60k)")
+    parser.add_argument("--long-days", type=int, help="days of the long part (456)")
     parser.add_argument("--faust-timeout", type=float, help="longest Faust baseline run, seconds (240; quick 30)")
     parser.add_argument(
         "--cache-dir",
