@@ -16,6 +16,7 @@ or from a topic read far behind) still revises a final point, through overlay ce
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from itertools import accumulate, repeat
 from typing import Final
 
 from revpulse.streams.ledger import Cells, Key, LiveCells
@@ -126,9 +127,8 @@ def capture(live: LiveCells, day_us: int) -> dict[Key, int]:
                 sums = [total + last - by_day.get(day - 1 - n, 0) for total, n in zip(sums, _DAYS, strict=True)]
         else:
             # running[i]: Σ of the days before day first + i (and, for a step, everything before those)
-            running = [before.get(group, 0) if step else 0]
-            for i in range(_SPAN):
-                running.append(running[-1] + by_day.get(first + i, 0))
+            days = map(by_day.get, range(first, first + _SPAN), repeat(0))
+            running = list(accumulate(days, initial=before.get(group, 0) if step else 0))
             whole = running[_SPAN]
             sums = [running[_SPAN - n] if step else whole - running[_SPAN - n] for n in _DAYS]
         kept[group] = sums
