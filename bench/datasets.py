@@ -27,6 +27,7 @@ from revpulse.synth.delivery import generate
 from revpulse.topics import route_event
 
 PARTITIONS = 4  # per input topic, as the worker creates them (revpulse.agents.app.INPUT_PARTITIONS)
+RETENTION_MS = 365 * 86_400_000  # of the input topics: longer than any run
 FX_RATES = {"EUR": 1.08}  # the synthetic business bills some accounts in EUR
 DEFAULT_TOPICS = Topics()
 Record = tuple[str, bytes | None, bytes]  # (topic, key, value)
@@ -170,7 +171,10 @@ async def create_topics(bootstrap: str, topics: Topics) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        await admin.create_topics([NewTopic(name, PARTITIONS, 1) for name in topics.inputs])
+        # An explicit retention: the embedded broker's DescribeConfigs omits it otherwise, and Quix Streams
+        # (the peer, `bench.quix_peer`) stops at setup without it.
+        configs = {"retention.ms": str(RETENTION_MS)}
+        await admin.create_topics([NewTopic(name, PARTITIONS, 1, topic_configs=configs) for name in topics.inputs])
     finally:
         await admin.close()
 

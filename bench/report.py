@@ -40,6 +40,20 @@ def _throughput(part: dict[str, Any]) -> str:
                 "" if faust["complete"] else f"stopped after {faust['seconds']:.0f} s",
             )
         )
+    peer = part.get("quix_peer")
+    if peer is not None:
+        ceiling = part["ceiling"]["events_per_second"]
+        rows.append(
+            (
+                f"peer: Quix Streams {peer['version']}, one windowed aggregate",
+                _eps(peer),
+                peer["events"],
+                f"{peer['events_per_second'] / ceiling:.2f}",
+                peer["aggregate"],
+            )
+            if "error" not in peer
+            else ("peer: Quix Streams", "—", "—", "", f"did not run: {peer['error']}")
+        )
     gain = f"{part['gain_over_faust']:.1f}× the Faust baseline; " if faust is not None else ""
     rows.append(
         (

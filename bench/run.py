@@ -25,8 +25,10 @@ Parts (`--parts`, comma-separated; all by default):
 * long — the same measures as throughput but the Faust baseline, on a realistic long history: `--long-events`
   events of the synthetic business over `--long-days` days (15 months) from `--long-accounts` base accounts
   (about 26k accounts in all with the defaults; three quarters `product.usage`, the rest CRM, billing and
-  spend): the ceiling, one worker (its peak RSS, and its metrics against the reference) and the in-process
-  bound. `python -m bench.profile` on its JSONL shows where the in-process time goes.
+  spend): the ceiling; the peer a user would pick instead, Quix Streams in a venv of its own with one windowed
+  aggregate over the same topics (`bench.quix_peer`); one worker (its peak RSS, and its metrics against the
+  reference); and the in-process bound. `python -m bench.profile` on its JSONL shows where the in-process time
+  goes.
 * latency — a fresh worker with REVPULSE_CLOCK=wall and the default publish interval; a paced producer offers
   `--latency-rate` events/s (the main data set's events re-timed to the wall clock) for `--latency-seconds`.
   p50 and p99 of `revpulse_processing_lag_seconds` (the worker's histogram on /metrics: arrival in Kafka →
@@ -74,6 +76,7 @@ from bench.correctness import compare, reference
 from bench.datasets import Cached, DataSet, cached, create_topics, input_topics, load
 from bench.growth import run_history
 from bench.latency import difference, histogram_quantile, lag_buckets, offer
+from bench.quix_peer import quix_peer
 from bench.report import markdown
 from bench.workers import (
     Deployment,
@@ -217,12 +220,15 @@ class Bench:
         with self.loaded(self.long) as loaded:
             raw = ceiling(loaded.bootstrap, loaded.topics, loaded.total)
             print(f"ceiling  (aiokafka getmany + orjson): {raw.eps:>10,.0f} events/s", flush=True)
+            peer = quix_peer(loaded.bootstrap, loaded.topics, loaded.total, self.args.cache_dir, 1800)
+            print(f"peer (Quix Streams, one windowed aggregate): {peer.get('events_per_second', peer)} events/s")
             ours = self.workers_run(loaded, "long", 1, api=True)
             bound = in_process(loaded.data.path)
             print(f"no Kafka, one process: {bound['pipeline']['events_per_second']:>10,} events/s", flush=True)
             self.results["long"] = {
                 "dataset": loaded.data.dataset.name,
                 "ceiling": raw.as_dict(),
+                "quix_peer": peer,
                 "revpulse_1_worker": ours.as_dict(),
                 "ratio_to_ceiling": round(ours.rate.eps / raw.eps, 3),
                 "correctness": self.check(ours, self.long),
