@@ -64,6 +64,19 @@ def _throughput(part: dict[str, Any]) -> str:
             f"{gain}peak RSS {revpulse['peak_rss_mb'][0]} MB",
         )
     )
+    for run in part.get("more_workers", ()):
+        check = run["correctness"]
+        rows.append(
+            (
+                f"RevPulse, {run['workers']} workers, all metrics",
+                _eps(run),
+                run["events"],
+                f"{run['events_per_second'] / part['ceiling']['events_per_second']:.2f}",
+                f"{run['events_per_second'] / revpulse['events_per_second']:.2f}× 1 worker; "
+                f"peak RSS {' / '.join(f'{mb} MB' for mb in run['peak_rss_mb'])}; "
+                f"{'metrics equal to the reference' if check['ok'] else 'metrics DIFFER from the reference'}",
+            )
+        )
     bound = part.get("in_process")
     if bound is not None:
         rows += [

@@ -106,6 +106,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "long_accounts": 2_500,
         "long_events": 977_000,
         "long_days": 456,
+        "long_workers": "1,2,4",
     },
     "quick": {
         "events": 50_000,
@@ -121,6 +122,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "long_accounts": 300,
         "long_events": 60_000,
         "long_days": 456,
+        "long_workers": "1,2",
     },
 }
 
@@ -215,23 +217,29 @@ class Bench:
         }
 
     def long_history(self) -> None:
-        """The realistic long-history set: the ceiling, one worker (checked against the reference) and the
-        in-process bound, as the throughput part, without the Faust baseline."""
+        """The realistic long-history set: the ceiling, the Quix Streams peer, `--long-workers` deployments of
+        1, 2, … workers (each checked against the reference) and the in-process bound, as the throughput part,
+        without the Faust baseline."""
         with self.loaded(self.long) as loaded:
             raw = ceiling(loaded.bootstrap, loaded.topics, loaded.total)
             print(f"ceiling  (aiokafka getmany + orjson): {raw.eps:>10,.0f} events/s", flush=True)
             peer = quix_peer(loaded.bootstrap, loaded.topics, loaded.total, self.args.cache_dir, 1800)
             print(f"peer (Quix Streams, one windowed aggregate): {peer.get('events_per_second', peer)} events/s")
-            ours = self.workers_run(loaded, "long", 1, api=True)
+            counts = sorted({int(count) for count in self.args.long_workers.split(",")})
+            runs = {count: self.workers_run(loaded, f"long{count}", count, api=True) for count in counts}
             bound = in_process(loaded.data.path)
             print(f"no Kafka, one process: {bound['pipeline']['events_per_second']:>10,} events/s", flush=True)
+            first = runs[counts[0]]
             self.results["long"] = {
                 "dataset": loaded.data.dataset.name,
                 "ceiling": raw.as_dict(),
                 "quix_peer": peer,
-                "revpulse_1_worker": ours.as_dict(),
-                "ratio_to_ceiling": round(ours.rate.eps / raw.eps, 3),
-                "correctness": self.check(ours, self.long),
+                "revpulse_1_worker": first.as_dict(),
+                "ratio_to_ceiling": round(first.rate.eps / raw.eps, 3),
+                "correctness": self.check(first, self.long),
+                "more_workers": [
+                    run.as_dict() | {"correctness": self.check(run, self.long)} for run in list(runs.values())[1:]
+                ],
                 "in_process": bound,
             }
 
@@ -442,6 +450,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--long-accounts", type=int, help="base accounts of the long part (2,500; quick 300)")
     parser.add_argument("--long-events", type=int, help="events of the long part (977k; quick 60k)")
     parser.add_argument("--long-days", type=int, help="days of the long part (456)")
+    parser.add_argument("--long-workers", help="deployments of the long part, in workers (1,2,4; quick 1,2)")
     parser.add_argument("--faust-timeout", type=float, help="longest Faust baseline run, seconds (240; quick 30)")
     parser.add_argument(
         "--cache-dir",
@@ -482,7 +491,13 @@ def main() -> None:
     text = markdown(results)
     args.output.with_suffix(".md").write_text(text)
     print("\n" + text, flush=True)
-    checks = [results.get("throughput", {}).get("correctness"), results.get("scale", {}).get("correctness_2_workers")]
+    long = results.get("long", {})
+    checks = [
+        results.get("throughput", {}).get("correctness"),
+        results.get("scale", {}).get("correctness_2_workers"),
+        long.get("correctness"),
+        *(run["correctness"] for run in long.get("more_workers", ())),
+    ]
     if any(check is not None and not check["ok"] for check in checks):
         raise SystemExit("the worker's final metrics differ from tests/support/reference.py (see above)")
 

@@ -19,6 +19,9 @@ def _part(peer: dict[str, Any]) -> dict[str, Any]:
         "revpulse_1_worker": _rate(900_000, 90.0) | {"workers": 1, "peak_rss_mb": [499.0]},
         "ratio_to_ceiling": 0.02,
         "correctness": None,
+        "more_workers": [
+            _rate(950_000, 50.0) | {"workers": 2, "peak_rss_mb": [300.0, 310.5], "correctness": {"ok": True}}
+        ],
     }
 
 
@@ -39,6 +42,10 @@ def test_the_long_part_shows_the_peer_beside_the_ceiling_and_the_worker() -> Non
     assert "### Throughput — synth-a2500-d456-s7-e977000" in text
     assert "| peer: Quix Streams 3.28.0, one windowed aggregate | 10,000 | 977,000 | 0.02 | a window |" in text
     assert "| RevPulse, 1 worker, all metrics | 10,000 | 900,000 | 0.02 | peak RSS 499.0 MB |" in text
+    assert (
+        "| RevPulse, 2 workers, all metrics | 19,000 | 950,000 | 0.04 | 1.90× 1 worker; peak RSS 300.0 MB / 310.5 MB; "
+        "metrics equal to the reference |"
+    ) in text
     assert "Faust" not in text
 
 
