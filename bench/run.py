@@ -1,6 +1,6 @@
 """The performance benchmark: `make bench`, or `python -m bench.run [--quick] [--parts …] [--events N] …`.
 
-Every figure of the performance issue in one run (≈ 20 minutes with the defaults; `--quick`: a smoke run of a
+Every figure of the performance issue in one run (≈ 30 minutes with the defaults; `--quick`: a smoke run of a
 few minutes on small data). Each data set is generated once into a cache dir (JSONL, reused by later runs) and
 written once to a fresh embedded broker; every consumer below reads the same topics from the earliest offset
 (each RevPulse run is a deployment of its own app id, so its consumer groups and internal topics are new).
@@ -26,9 +26,9 @@ Parts (`--parts`, comma-separated; all by default):
   events of the synthetic business over `--long-days` days (15 months) from `--long-accounts` base accounts
   (about 26k accounts in all with the defaults; three quarters `product.usage`, the rest CRM, billing and
   spend): the ceiling; the peer a user would pick instead, Quix Streams in a venv of its own with one windowed
-  aggregate over the same topics (`bench.quix_peer`); one worker (its peak RSS, and its metrics against the
-  reference); and the in-process bound. `python -m bench.profile` on its JSONL shows where the in-process time
-  goes.
+  aggregate over the same topics (`bench.quix_peer`); deployments of `--long-workers` workers (their peak RSS,
+  and their metrics against the reference); and the in-process bound. `python -m bench.profile` on its JSONL
+  shows where the in-process time goes.
 * latency — a fresh worker with REVPULSE_CLOCK=wall and the default publish interval; a paced producer offers
   `--latency-rate` events/s (the main data set's events re-timed to the wall clock) for `--latency-seconds`.
   p50 and p99 of `revpulse_processing_lag_seconds` (the worker's histogram on /metrics: arrival in Kafka →
@@ -80,6 +80,7 @@ from bench.quix_peer import quix_peer
 from bench.report import markdown
 from bench.workers import (
     Deployment,
+    Rate,
     WorkerRun,
     ceiling,
     faust_baseline,
@@ -197,23 +198,14 @@ class Bench:
         return self._one_worker
 
     def throughput(self, loaded: Loaded) -> None:
-        raw = ceiling(loaded.bootstrap, loaded.topics, loaded.total)
-        print(f"ceiling  (aiokafka getmany + orjson): {raw.eps:>10,.0f} events/s", flush=True)
+        raw = self.measure_ceiling(loaded)
         broker_url = f"kafka://{loaded.bootstrap}"
         faust = faust_baseline(broker_url, loaded.topics, loaded.total, self.root, self.args.faust_timeout)
         print(f"plain Faust agent (one event at a time): {faust['events_per_second']:>10,} events/s", flush=True)
         ours = self.one_worker(loaded)
-        bound = in_process(loaded.data.path)
-        print(f"no Kafka, one process: {bound['pipeline']['events_per_second']:>10,} events/s", flush=True)
-        self.results["throughput"] = {
-            "dataset": loaded.data.dataset.name,
-            "ceiling": raw.as_dict(),
+        self.results["throughput"] = self.against_ceiling(loaded, raw, ours) | {
             "faust_baseline": faust,
-            "revpulse_1_worker": ours.as_dict(),
-            "ratio_to_ceiling": round(ours.rate.eps / raw.eps, 3),
             "gain_over_faust": round(ours.rate.eps / max(faust["events_per_second"], 1), 2),
-            "correctness": self.check(ours, self.main),
-            "in_process": bound,
         }
 
     def long_history(self) -> None:
@@ -221,27 +213,34 @@ class Bench:
         1, 2, … workers (each checked against the reference) and the in-process bound, as the throughput part,
         without the Faust baseline."""
         with self.loaded(self.long) as loaded:
-            raw = ceiling(loaded.bootstrap, loaded.topics, loaded.total)
-            print(f"ceiling  (aiokafka getmany + orjson): {raw.eps:>10,.0f} events/s", flush=True)
+            raw = self.measure_ceiling(loaded)
             peer = quix_peer(loaded.bootstrap, loaded.topics, loaded.total, self.args.cache_dir, 1800)
             print(f"peer (Quix Streams, one windowed aggregate): {peer.get('events_per_second', peer)} events/s")
             counts = sorted({int(count) for count in self.args.long_workers.split(",")})
-            runs = {count: self.workers_run(loaded, f"long{count}", count, api=True) for count in counts}
-            bound = in_process(loaded.data.path)
-            print(f"no Kafka, one process: {bound['pipeline']['events_per_second']:>10,} events/s", flush=True)
-            first = runs[counts[0]]
-            self.results["long"] = {
-                "dataset": loaded.data.dataset.name,
-                "ceiling": raw.as_dict(),
+            runs = [self.workers_run(loaded, f"long{count}", count, api=True) for count in counts]
+            more = [run.as_dict() | {"correctness": self.check(run, self.long)} for run in runs[1:]]
+            self.results["long"] = self.against_ceiling(loaded, raw, runs[0]) | {
                 "quix_peer": peer,
-                "revpulse_1_worker": first.as_dict(),
-                "ratio_to_ceiling": round(first.rate.eps / raw.eps, 3),
-                "correctness": self.check(first, self.long),
-                "more_workers": [
-                    run.as_dict() | {"correctness": self.check(run, self.long)} for run in list(runs.values())[1:]
-                ],
-                "in_process": bound,
+                "more_workers": more,
             }
+
+    def measure_ceiling(self, loaded: Loaded) -> Rate:
+        raw = ceiling(loaded.bootstrap, loaded.topics, loaded.total)
+        print(f"ceiling  (aiokafka getmany + orjson): {raw.eps:>10,.0f} events/s", flush=True)
+        return raw
+
+    def against_ceiling(self, loaded: Loaded, raw: Rate, ours: WorkerRun) -> dict[str, Any]:
+        """One worker's run beside the ceiling and the in-process bound, its metrics checked."""
+        bound = in_process(loaded.data.path)
+        print(f"no Kafka, one process: {bound['pipeline']['events_per_second']:>10,} events/s", flush=True)
+        return {
+            "dataset": loaded.data.dataset.name,
+            "ceiling": raw.as_dict(),
+            "revpulse_1_worker": ours.as_dict(),
+            "ratio_to_ceiling": round(ours.rate.eps / raw.eps, 3),
+            "correctness": self.check(ours, loaded.data.dataset),
+            "in_process": bound,
+        }
 
     def scale(self, loaded: Loaded) -> None:
         one = self.one_worker(loaded)
