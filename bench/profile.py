@@ -11,30 +11,12 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import gc
 import pstats
-import time
 from collections import Counter
 from pathlib import Path
 
-import orjson
-
-from bench.datasets import FX_RATES
-from bench.inprocess import records
-from revpulse.agents.app import YOUNG_COLLECTION_THRESHOLD
-from revpulse.agents.base import MAX_BATCH
-from revpulse.settings import Settings
-from revpulse.streams.partition import InputRecord
+from bench.inprocess import bench_settings, collect_as_the_worker, records, replay
 from revpulse.streams.pipeline import Pipeline
-
-
-def replay(pipeline: Pipeline, inputs: list[InputRecord]) -> float:
-    """Seconds to process `inputs` in the router's batches, freezing the survivors after each (as the worker)."""
-    started = time.perf_counter()
-    for i in range(0, len(inputs), MAX_BATCH):
-        pipeline.process(inputs[i : i + MAX_BATCH])
-        gc.freeze()
-    return time.perf_counter() - started
 
 
 def module_of(filename: str) -> str:
@@ -64,12 +46,10 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=25, help="functions to list")
     parser.add_argument("--stats", type=Path, help="write the raw profile here")
     args = parser.parse_args()
-    settings = Settings.from_env({"REVPULSE_FX_RATES": orjson.dumps(FX_RATES).decode()})
     inputs = records(args.data)
     cut = int(len(inputs) * args.skip)
-    gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, *gc.get_threshold()[1:])
-    gc.freeze()
-    pipeline = Pipeline(settings)
+    collect_as_the_worker()
+    pipeline = Pipeline(bench_settings())
     head = replay(pipeline, inputs[:cut])
     profiler = cProfile.Profile()
     profiler.enable()
