@@ -21,7 +21,7 @@ import zstandard
 
 from revpulse.schemas.models import NANOS, Event, event_fields
 from revpulse.streams import history
-from revpulse.streams.ledger import Cells, Contribution, LiveCells, add, fold
+from revpulse.streams.ledger import Contribution, LiveCells, add, fold
 from revpulse.streams.plain import widen
 from revpulse.streams.point_cells import PointCells
 from revpulse.streams.product_codec import decode_product, encode_product
@@ -384,7 +384,7 @@ class Engine:
         # Product events before this are forgotten as their account is touched (see `end_batch`).
         self.fold_before = _NO_HORIZON
         # History points (`history`): cells of their own, so that capturing one scans only the live cells.
-        self.history: Cells = PointCells()
+        self.history = PointCells()
         # The midnights (µs) this shard has points for: from its first event's (or an earlier event's) to the
         # latest its watermark has passed.
         self.history_from: int | None = None
@@ -929,9 +929,11 @@ class Engine:
         point[(history.CAPTURED, "", hour)] = 1
         for segment in seen:
             point[(history.SEEN, segment, hour)] = 1
-        # A new midnight: none of its cells exist yet, so they are set at once.
-        where = self.history_finals.key
-        point = {where(key): value for key, value in point.items()}
+        # A new midnight: none of its cells exist yet, so they are set at once. It is final already only when it
+        # comes before the shard's first point (`_extend_history`).
+        if hour <= self.history_finals.hour:
+            where = self.history_finals.key
+            point = {where(key): value for key, value in point.items()}
         self.history.values.update(point)
         self.history.touched.update(point)
 

@@ -19,7 +19,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from itertools import accumulate, repeat
 from typing import Final
 
-from revpulse.streams.ledger import Cells, Key, LiveCells
+from revpulse.streams.ledger import Key, LiveCells
+from revpulse.streams.point_cells import PointCells
 from revpulse.streams.quantities import ACTIVE_ACCOUNTS, FLOWS, QUANTITIES, SNAPSHOTS, STEPS
 from revpulse.streams.windows import HOUR_US, WINDOWS
 
@@ -196,18 +197,18 @@ class Finals:
             return key
         return (OVERLAY[quantity], segment, hour)
 
-    def finalize(self, cells: Cells, hour: int) -> None:
+    def finalize(self, cells: PointCells, hour: int) -> None:
         """The points at or before `hour` are final: drop their base cells from `cells` (already published) and
         remember their shapes."""
-        values, index, shapes = cells.values, self._index, self.shapes
-        for key in [key for key in cells.through(hour) if key[0] not in BASE_OF]:
-            del values[key]
-            pair = (key[0], key[1])
+        index, shapes = self._index, self.shapes
+        for pair, hours in cells.values.pop_through(hour, BASE_OF).items():
             bit = index.get(pair)
             if bit is None:
                 bit = index[pair] = len(self.pairs)
                 self.pairs.append(pair)
-            shapes[key[2]] = shapes.get(key[2], 0) | 1 << bit
+            mask = 1 << bit
+            for at in hours:
+                shapes[at] = shapes.get(at, 0) | mask
         self.hour = max(self.hour, hour)
 
     def cut_before(self, cutoff: int) -> list[Key]:

@@ -13,7 +13,7 @@ others: only a crafted snapshot has those) is kept in a plain dict beside the ro
 from __future__ import annotations
 
 from array import array
-from collections.abc import Iterable, Iterator, Mapping, MutableMapping
+from collections.abc import Container, Iterable, Iterator, Mapping, MutableMapping
 from itertools import repeat
 from typing import Final
 
@@ -115,6 +115,53 @@ class PackedCells(MutableMapping[Key, int]):
 
     # -- writing
 
+    def update(self, values: Mapping[Key, int] | Iterable[tuple[Key, int]] = (), /, **_: int) -> None:  # type: ignore[override]
+        """Set every cell; a new midnight's cells, one day past the end of their pair's row, are appended as they
+        come (a point is stored a midnight at a time), the rest set one by one."""
+        rows, other = self._rows, self._other
+        for key, amount in values.items() if isinstance(values, Mapping) else values:
+            quantity, segment, hour = key
+            row = rows.get((quantity, segment))
+            if (
+                row is not None
+                and type(hour) is int
+                and type(amount) is int
+                and hour == (row.first + len(row.amounts)) * DAY_HOURS
+                and ABSENT < amount <= INT64_MAX
+                and len(row.amounts) < MAX_ROW_DAYS
+                and not (other and key in other)
+            ):
+                row.amounts.append(amount)
+                self._count += 1
+            else:
+                self[key] = amount
+
+    def pop_through(self, hour: int, kept: Container[str] = ()) -> dict[tuple[str, str], list[int]]:
+        """Remove the cells at or before `hour`, but those of the quantities `kept`: per (quantity, segment), the
+        hours removed. A row loses its first days at once."""
+        out: dict[tuple[str, str], list[int]] = {}
+        last = hour // DAY_HOURS
+        for pair, row in list(self._rows.items()):
+            first, amounts = row.first, row.amounts
+            if first > last or pair[0] in kept:
+                continue
+            cut = min(last - first + 1, len(amounts))
+            hours = [(first + i) * DAY_HOURS for i, amount in enumerate(amounts[:cut].tolist()) if amount != ABSENT]
+            self._count -= len(hours)
+            out[pair] = hours
+            start = cut
+            while start < len(amounts) and amounts[start] == ABSENT:
+                start += 1
+            if start == len(amounts):
+                del self._rows[pair]
+            else:
+                row.amounts = amounts[start:]
+                row.first = first + start
+        for key in [key for key in self._other if key[2] <= hour and key[0] not in kept]:
+            del self._other[key]
+            out.setdefault((key[0], key[1]), []).append(key[2])
+        return out
+
     def __setitem__(self, key: Key, amount: int) -> None:
         quantity, segment, hour = key
         if (
@@ -190,9 +237,11 @@ class PackedCells(MutableMapping[Key, int]):
 class PointCells(Cells):
     """The history's cells (`Engine.history`): `Cells` over a `PackedCells`."""
 
+    values: PackedCells  # type: ignore[assignment]
+
     def __init__(self, values: Mapping[Key, int] | None = None) -> None:
         super().__init__()
-        self.values = PackedCells(values or {})  # type: ignore[assignment]
+        self.values = PackedCells(values or {})
 
     def through(self, hour: int) -> list[Key]:
-        return self.values.through(hour)  # type: ignore[attr-defined]
+        return self.values.through(hour)

@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from revpulse.streams import history
 from revpulse.streams.history import DAY_US, PointView, capture, difference, midnights, state_at
-from revpulse.streams.ledger import Cells, LiveCells
+from revpulse.streams.ledger import LiveCells
+from revpulse.streams.point_cells import PointCells
 from revpulse.streams.windows import HOUR_US
 
 D = datetime(2024, 3, 10, tzinfo=UTC)
@@ -105,12 +106,12 @@ def test_points_on_consecutive_midnights_move_by_a_day_and_see_late_changes(batc
 
 def test_finals_drop_final_cells_route_revisions_to_overlays_and_name_the_cells_to_delete() -> None:
     mrr, won = history.SNAPSHOT_KEY["mrr_now"], history.WINDOW_KEY[("deals_won", "7d")]
-    cells = Cells({(mrr, "smb", 24): 5, (won, "all", 24): 1, (mrr, "smb", 48): 6, (mrr, "smb", 72): 7})
+    cells = PointCells({(mrr, "smb", 24): 5, (won, "all", 24): 1, (mrr, "smb", 48): 6, (mrr, "smb", 72): 7})
     cells.values[(history.OVERLAY[mrr], "smb", 24)] = 2  # a revision already made: it stays with the shard
     finals = history.Finals()
     assert finals.key((mrr, "smb", 24)) == (mrr, "smb", 24)
     finals.finalize(cells, 48)
-    assert cells.values == {(mrr, "smb", 72): 7, (history.OVERLAY[mrr], "smb", 24): 2}
+    assert dict(cells.values) == {(mrr, "smb", 72): 7, (history.OVERLAY[mrr], "smb", 24): 2}
     assert finals.hour == 48 and finals.pairs == [(mrr, "smb"), (won, "all")]
     assert finals.shapes == {24: 0b11, 48: 0b01}
     assert finals.key((mrr, "smb", 48)) == (history.OVERLAY[mrr], "smb", 48)

@@ -40,7 +40,13 @@ def test_random_changes_give_what_a_dict_gives() -> None:
         hour = rng.randrange(19_000, 19_400) * DAY + (rng.randrange(24) if rng.random() < 0.02 else 0)
         key = (quantity, segment, hour)
         action = rng.random()
-        if action < 0.6:
+        if action < 0.05:
+            # A midnight's point at once, mostly one day past its rows' ends (a cell there may be a stray one).
+            day = hour // DAY + (rng.random() < 0.9)
+            point = {(q, s, day * DAY): rng.choice((rng.randrange(1, 10**6), 2**64, ABSENT)) for q, s in pairs}
+            packed.update(point)
+            plain.update(point)
+        elif action < 0.6:
             amount = rng.choice((rng.randrange(-(10**12), 10**12), 2**70, -(2**63), 2**63 - 1, 0))
             packed[key] = plain[key] = amount
         elif action < 0.9:
@@ -53,6 +59,14 @@ def test_random_changes_give_what_a_dict_gives() -> None:
             _same(packed, plain)
             hour = rng.randrange(19_000, 19_400) * DAY + rng.choice((0, 5))
             assert sorted(packed.through(hour)) == sorted(key for key in plain if key[2] <= hour)
+        if step % 5_000 == 4_999:
+            hour = rng.randrange(19_000, 19_400) * DAY + rng.choice((0, 5))
+            gone = {key: plain.pop(key) for key in list(plain) if key[2] <= hour and key[0] != "h:+mrr"}
+            popped = packed.pop_through(hour, kept={"h:+mrr"})
+            assert {pair: sorted(hours) for pair, hours in popped.items()} == {
+                pair: sorted(key[2] for key in gone if key[:2] == pair) for pair in {key[:2] for key in gone}
+            }
+            _same(packed, plain)
     _same(packed, plain)
     assert _as_sets(packed.groups()) == _as_sets(cell_groups(plain))
 
@@ -89,6 +103,27 @@ def test_removing_the_first_and_last_days_shrinks_the_row() -> None:
     assert dict(packed) == {("h:mrr", "all", day * DAY): day for day in range(150, 199)}
     for day in range(150, 199):
         del packed[("h:mrr", "all", day * DAY)]
+    assert packed._rows == {} and len(packed) == 0
+
+
+def test_a_point_a_midnight_appends_to_the_rows_and_popping_the_first_days_cuts_them() -> None:
+    packed = PackedCells()
+    for day in range(100, 110):
+        packed.update({("h:mrr", "all", day * DAY): day, ("h:+mrr", "all", day * DAY): -day})
+    row = packed._rows[("h:mrr", "all")]
+    assert (row.first, row.amounts.tolist()) == (100, list(range(100, 110)))
+    packed.update({("h:mrr", "all", 110 * DAY): 2**64})  # beyond 64 bits: beside the row
+    packed.update({("h:mrr", "all", 110 * DAY): 110})  # back in the row, and only there
+    assert packed.pop(("h:mrr", "all", 110 * DAY)) == 110 and ("h:mrr", "all", 110 * DAY) not in packed
+    del packed[("h:mrr", "all", 104 * DAY)]
+    assert packed.pop_through(103 * DAY + 5, kept={"h:+mrr"}) == {("h:mrr", "all"): [d * DAY for d in range(100, 104)]}
+    # Day 104 is empty: the row starts at the next cell.
+    assert (row.first, row.amounts.tolist()) == (105, list(range(105, 110)))
+    assert len(packed) == 5 + 10
+    assert packed.pop_through(200 * DAY) == {
+        ("h:mrr", "all"): [d * DAY for d in range(105, 110)],
+        ("h:+mrr", "all"): [d * DAY for d in range(100, 110)],
+    }
     assert packed._rows == {} and len(packed) == 0
 
 
