@@ -111,7 +111,21 @@ class PointRows(Mapping[int, dict[Pair, int]]):
 
     def add(self, quantity: str, segment: str, hour: int, amount: int) -> None:
         """Add to a cell (a cell that sums to 0 is removed)."""
-        self.swap(quantity, segment, hour, self._cell((quantity, segment), hour) + amount)
+        column = self._columns.get((quantity, segment))
+        row = self._rows.get(hour)
+        if column is None or row is None or column >= len(row):
+            self.swap(quantity, segment, hour, self._cell((quantity, segment), hour) + amount)
+            return
+        before = row[column]
+        try:
+            row[column] = before + amount
+        except OverflowError:
+            self.swap(quantity, segment, hour, before + amount)
+            return
+        if not before:
+            self._counts[hour] += bool(amount)
+        elif not row[column]:
+            self._uncount(hour)
 
     def drop_through(self, hour: int) -> bool:
         """Remove the points at or before `hour`; whether there were any."""

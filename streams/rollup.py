@@ -13,6 +13,8 @@ from revpulse.streams.ledger import Key, Ledger
 from revpulse.streams.point_rows import PointRows
 from revpulse.streams.wire import CUT, FINAL, ORDERING, RESET, SEGMENT_SEEN, WATERMARK
 
+_CONTROL = ORDERING | {WATERMARK, SEGMENT_SEEN}  # what a partial says besides a cell's value
+
 
 class Rollup:
     def __init__(self) -> None:
@@ -49,31 +51,9 @@ class Rollup:
         final = self.final.get(shard, 0)
         for key, value in partials.items():
             quantity = key[0]
-            if quantity == RESET:
-                final = self._fold(shard, value - 1)
-                changed = self._forget(shard) or changed
-            elif quantity == FINAL:
-                final = self._fold(shard, value)
-            elif quantity == CUT:
-                changed = self._cut(value) or changed
-            elif quantity == WATERMARK:
-                watermark = max(value, self.watermarks.get(shard, value))
-                changed = changed or watermark != self.watermarks.get(shard)
-                self.watermarks[shard] = watermark
-            elif quantity == SEGMENT_SEEN:
-                changed = changed or key[1] not in self.segments_seen
-                self.segments_seen.add(key[1])
-                self.shard_segments.setdefault(shard, set()).add(key[1])
-            elif not history.is_history(quantity):
-                before = values.get(key, 0)
-                if value != before:
-                    changed = live = True
-                    self.ledger.add(key, value - before)
-                    if value:
-                        values[key] = value
-                    else:
-                        del values[key]
-            elif key[2] > self.cut:
+            if quantity.startswith(history.PREFIX):
+                if key[2] <= self.cut:
+                    continue
                 if quantity in history.BASE_OF:  # an overlay: few, and kept past `final`
                     before = values.pop(key, 0)
                     if value:
@@ -85,6 +65,30 @@ class Rollup:
                 if value != before:
                     changed = True
                     self._add_point(shard, key, value - before)
+            elif quantity not in _CONTROL:
+                before = values.get(key, 0)
+                if value != before:
+                    changed = live = True
+                    self.ledger.add(key, value - before)
+                    if value:
+                        values[key] = value
+                    else:
+                        del values[key]
+            elif quantity == RESET:
+                final = self._fold(shard, value - 1)
+                changed = self._forget(shard) or changed
+            elif quantity == FINAL:
+                final = self._fold(shard, value)
+            elif quantity == CUT:
+                changed = self._cut(value) or changed
+            elif quantity == WATERMARK:
+                watermark = max(value, self.watermarks.get(shard, value))
+                changed = changed or watermark != self.watermarks.get(shard)
+                self.watermarks[shard] = watermark
+            else:  # SEGMENT_SEEN
+                changed = changed or key[1] not in self.segments_seen
+                self.segments_seen.add(key[1])
+                self.shard_segments.setdefault(shard, set()).add(key[1])
         if live:
             self._touch_derived(shard)
         self._bump_points()
@@ -155,8 +159,9 @@ class Rollup:
 
     def _add_point(self, shard: int, key: Key, amount: int) -> None:
         quantity, segment, hour = key
-        quantity = history.BASE_OF.get(quantity, quantity)  # a final point's revision adds to the point
-        if key[0] == history.CAPTURED:
+        if quantity in history.BASE_OF:  # a final point's revision adds to the point
+            quantity = history.BASE_OF[quantity]
+        elif quantity == history.CAPTURED:
             captured = self.captured.setdefault(shard, set())
             if amount > 0:
                 captured.add(hour)
