@@ -63,6 +63,8 @@ from revpulse.streams.windows import HOUR_US, LONGEST_WINDOW_HOURS, US_PER_SECON
 HALF_CENT: Final = NANOS // 200
 _NO_HORIZON: Final = -(2**62)
 _FORGET_AT: Final = 64  # ids of one key and topic kept before the first pass that forgets old ones
+# Hours between folds of the live cells: a fold reads every cell, so weekly, for at most a week more of them.
+_FOLD_EVERY_HOURS: Final = 7 * 24
 _IDS_WORTH_FILTERING: Final = 16  # ids of one topic an encoding keeps without looking at their times
 Stamp = tuple[int, int]  # (occurred_at µs, arrival sequence): the total order events are applied in
 Timeline = list[tuple[int, int, Event]]
@@ -441,7 +443,7 @@ class Engine:
         return self.accounts.get(account_id) or self.accounts.add(account_id)
 
     def end_batch(self) -> None:
-        """Between batches: bring the ledger up to date, fold its cells older than every window once a day, then
+        """Between batches: bring the ledger up to date, fold its cells older than every window once a week, then
         encode the accounts least recently used beyond the hot limit."""
         self.flush()
         horizon = self._horizon()
@@ -452,7 +454,8 @@ class Engine:
             # trial) is kept apart. So an account keeps about 97 days of product events, however long its history.
             self.fold_before = horizon
             hour = horizon // HOUR_US
-            if self.folded_at is None or hour >= self.folded_at + 24:
+            hour -= hour % _FOLD_EVERY_HOURS  # on whole weeks since the epoch, whatever the batches were
+            if self.folded_at is None or hour > self.folded_at:
                 self.ledger.fold(hour)
                 self.folded_at = hour
         self.accounts.evict(self.config.allowed_lateness_us)

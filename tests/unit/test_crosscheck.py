@@ -196,7 +196,7 @@ def test_two_years_with_product_events_forgotten_past_every_window_match_referen
             old = account.billing[-1][0] - (93 + 90 + 5 + 11) * day
             assert sum(1 for t, _, _ in account.billing if t < old) <= 1
     assert any(account.billing_base is not None for account in kept)
-    # The shard's cells before the horizon are folded (daily) into one slice just before it.
+    # The shard's cells before the horizon are folded (weekly) into one slice just before it.
     folded = engine.folded_at
     assert folded is not None
     assert all(hour >= folded - 1 for (quantity, _, hour) in engine.ledger.items() if hour)
