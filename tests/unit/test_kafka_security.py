@@ -41,7 +41,7 @@ def test_plaintext_by_default() -> None:
     assert faust_options(settings) == {"broker": "kafka://localhost:9092", "broker_credentials": None}
 
 
-@pytest.mark.parametrize(("value", "expected"), [(None, "lz4"), ("zstd", "zstd"), ("gzip", "gzip"), ("none", None)])
+@pytest.mark.parametrize(("value", "expected"), [(None, "zstd"), ("lz4", "lz4"), ("gzip", "gzip"), ("none", None)])
 def test_producers_compress_their_batches(value: str | None, expected: str | None) -> None:
     settings = Settings.from_env({} if value is None else {"REVPULSE_COMPRESSION": value})
     assert producer_options(settings) == client_options(settings) | {"compression_type": expected}
@@ -275,7 +275,7 @@ def test_each_client_is_built_with_the_security_options_at_run_time(
     assert len(made) == 4
     for kwargs in made:
         assert kwargs.items() >= expected.items()
-    assert [kwargs["compression_type"] for kwargs in producer.made] == ["lz4", "lz4"]
+    assert [kwargs["compression_type"] for kwargs in producer.made] == ["zstd", "zstd"]
 
 
 def test_topics_are_created_with_the_replication_factor(monkeypatch: pytest.MonkeyPatch) -> None:
