@@ -115,27 +115,6 @@ class PackedCells(MutableMapping[Key, int]):
 
     # -- writing
 
-    def update(self, values: Mapping[Key, int] | Iterable[tuple[Key, int]] = (), /, **_: int) -> None:  # type: ignore[override]
-        """Set every cell; a new midnight's cells, one day past the end of their pair's row, are appended as they
-        come (a point is stored a midnight at a time), the rest set one by one."""
-        rows, other = self._rows, self._other
-        for key, amount in values.items() if isinstance(values, Mapping) else values:
-            quantity, segment, hour = key
-            row = rows.get((quantity, segment))
-            if (
-                row is not None
-                and type(hour) is int
-                and type(amount) is int
-                and hour == (row.first + len(row.amounts)) * DAY_HOURS
-                and ABSENT < amount <= INT64_MAX
-                and len(row.amounts) < MAX_ROW_DAYS
-                and not (other and key in other)
-            ):
-                row.amounts.append(amount)
-                self._count += 1
-            else:
-                self[key] = amount
-
     def pop_through(self, hour: int, kept: Container[str] = ()) -> dict[tuple[str, str], list[int]]:
         """Remove the cells at or before `hour`, but those of the quantities `kept`: per (quantity, segment), the
         hours removed. A row loses its first days at once."""
