@@ -95,19 +95,7 @@ class PointRows(Mapping[int, dict[Pair, int]]):
                 row = self._rows[hour] = array("q")
                 self._counts[hour] = 0
             row.extend([0] * (column + 1 - len(row)))
-        before = row[column]
-        if before == amount:
-            return before
-        try:
-            row[column] = amount
-        except OverflowError:
-            row = self._rows[hour] = list(row)
-            row[column] = amount
-        if not before:
-            self._counts[hour] += 1
-        elif not amount:
-            self._uncount(hour)
-        return before
+        return self._put(hour, row, column, amount)
 
     def add(self, quantity: str, segment: str, hour: int, amount: int) -> None:
         """Add to a cell (a cell that sums to 0 is removed)."""
@@ -115,17 +103,8 @@ class PointRows(Mapping[int, dict[Pair, int]]):
         row = self._rows.get(hour)
         if column is None or row is None or column >= len(row):
             self.swap(quantity, segment, hour, self._cell((quantity, segment), hour) + amount)
-            return
-        before = row[column]
-        try:
-            row[column] = before + amount
-        except OverflowError:
-            self.swap(quantity, segment, hour, before + amount)
-            return
-        if not before:
-            self._counts[hour] += bool(amount)
-        elif not row[column]:
-            self._uncount(hour)
+        else:
+            self._put(hour, row, column, row[column] + amount)
 
     def drop_through(self, hour: int) -> bool:
         """Remove the points at or before `hour`; whether there were any."""
@@ -140,6 +119,22 @@ class PointRows(Mapping[int, dict[Pair, int]]):
         self._rows.clear()
         self._counts.clear()
         self._other.clear()
+
+    def _put(self, hour: int, row: Row, column: int, amount: int) -> int:
+        """Set the cell at `column` of the row of `hour` (which reaches it); returns what it held before."""
+        before = row[column]
+        if before == amount:
+            return before
+        try:
+            row[column] = amount
+        except OverflowError:
+            row = self._rows[hour] = list(row)
+            row[column] = amount
+        if not before:
+            self._counts[hour] += 1
+        elif not amount:
+            self._uncount(hour)
+        return before
 
     def _cell(self, pair: Pair, hour: int) -> int:
         column = self._columns.get(pair)

@@ -51,7 +51,7 @@ class Rollup:
         final = self.final.get(shard, 0)
         for key, value in partials.items():
             quantity = key[0]
-            if quantity.startswith(history.PREFIX):
+            if history.is_history(quantity):
                 if key[2] <= self.cut:
                     continue
                 if quantity in history.BASE_OF:  # an overlay: few, and kept past `final`
