@@ -41,15 +41,15 @@ def quix_peer(bootstrap: str, topics: Topics, total: int, cache_dir: Path, timeo
         with tempfile.TemporaryDirectory(prefix="bench-quix-") as state:
             command = [str(python), str(APP), bootstrap, ",".join(topics.inputs), str(total), state]
             done = subprocess.run(command, capture_output=True, timeout=timeout, check=True)
-        result = orjson.loads(done.stdout.splitlines()[-1])
-    except (OSError, subprocess.SubprocessError, orjson.JSONDecodeError, IndexError) as exc:
+        result = orjson.loads(done.stdout.splitlines()[-1])  # a ValueError if not JSON
+        events, seconds = int(result["events"]), max(float(result["seconds"]), 1e-9)
+    except (OSError, subprocess.SubprocessError, IndexError, KeyError, TypeError, ValueError) as exc:
         stderr = getattr(exc, "stderr", b"") or b""
         return {"error": f"{type(exc).__name__}: {stderr.decode(errors='replace')[-300:] or exc}"}
-    seconds = max(result["seconds"], 1e-9)
     return {
         "version": QUIX_VERSION,
         "aggregate": "per topic and key, a 1-hour tumbling window of event time: count and sum, emitted at close",
-        "events": result["events"],
+        "events": events,
         "seconds": round(seconds, 3),
-        "events_per_second": round(result["events"] / seconds),
+        "events_per_second": round(events / seconds),
     }

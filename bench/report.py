@@ -29,6 +29,7 @@ def _eps(rate: dict[str, Any] | None) -> object:
 def _throughput(part: dict[str, Any]) -> str:
     faust = part.get("faust_baseline")
     revpulse = part["revpulse_1_worker"]
+    ceiling = part["ceiling"]["events_per_second"]
     rows = [("ceiling: aiokafka getmany + orjson.loads", _eps(part["ceiling"]), part["ceiling"]["events"], "1.00", "")]
     if faust is not None:
         rows.append(
@@ -36,13 +37,12 @@ def _throughput(part: dict[str, Any]) -> str:
                 "plain Faust agent, one event at a time",
                 _eps(faust),
                 faust["events"],
-                f"{faust['events_per_second'] / part['ceiling']['events_per_second']:.2f}",
+                f"{faust['events_per_second'] / ceiling:.2f}",
                 "" if faust["complete"] else f"stopped after {faust['seconds']:.0f} s",
             )
         )
     peer = part.get("quix_peer")
     if peer is not None:
-        ceiling = part["ceiling"]["events_per_second"]
         rows.append(
             (
                 f"peer: Quix Streams {peer['version']}, one windowed aggregate",
@@ -71,7 +71,7 @@ def _throughput(part: dict[str, Any]) -> str:
                 f"RevPulse, {run['workers']} workers, all metrics",
                 _eps(run),
                 run["events"],
-                f"{run['events_per_second'] / part['ceiling']['events_per_second']:.2f}",
+                f"{run['events_per_second'] / ceiling:.2f}",
                 f"{run['events_per_second'] / revpulse['events_per_second']:.2f}× 1 worker; "
                 f"peak RSS {' / '.join(f'{mb} MB' for mb in run['peak_rss_mb'])}; "
                 f"{'metrics equal to the reference' if check['ok'] else 'metrics DIFFER from the reference'}",
