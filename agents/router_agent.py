@@ -49,7 +49,8 @@ class RouterAgent(BatchAgent):
         self.local = local  # this worker's shards: items for those it owns are applied before they are sent
         self.shard_topic = shard_topic(settings)
         slack = round(settings.input_alignment * US_PER_SECOND)
-        self.merge: Merge[tuple[str, int], tuple[InputRecord, list[Decoded]]] = Merge(slack)
+        self.merge: Merge[tuple[str, int], InputRecord, tuple[InputRecord, list[Decoded]]] = Merge(slack, self._decode)
+        self.latest_us = latest_occurred_at(outputs.clock())  # the wall clock bounds occurred_at; set per release
         self.idle_since: float | None = None  # since when fetches bring nothing while records are held
         self.aligned_after = 0.0  # monotonic time before which nothing is held
 
@@ -67,16 +68,12 @@ class RouterAgent(BatchAgent):
         await self._route(await self._release())
 
     def _hold(self, batches: Batches) -> None:
-        """Decode the records and add them to the alignment's queues."""
-        latest_us = latest_occurred_at(self.outputs.clock())  # the wall clock bounds occurred_at
+        """Add the records to the alignment's queues (`Merge` decodes each when it reaches the front)."""
         for tp, batch in batches.items():
-            held = []
-            for record in batch:
-                item = InputRecord(tp.topic, tp.partition, record.offset, record.value, record.timestamp / 1000)
-                decoded = self.router.decode(item, latest_us)
-                times = [event.t for event, _ in decoded if isinstance(event, Event)]
-                held.append((min(times, default=None), (item, decoded)))
-            self.merge.add((tp.topic, tp.partition), held)
+            self.merge.add(
+                (tp.topic, tp.partition),
+                [InputRecord(tp.topic, tp.partition, r.offset, r.value, r.timestamp / 1000) for r in batch],
+            )
             highwater = self.consumer.highwater(tp) if self.consumer is not None else None
             if highwater is not None:
                 self.outputs.consumer_lag.labels(tp.topic, str(tp.partition)).set(highwater - batch[-1].offset - 1)
@@ -94,9 +91,16 @@ class RouterAgent(BatchAgent):
             self.aligned_after = now + ALIGNMENT_STALL
         await self._route(await self._release())
 
+    def _decode(self, item: InputRecord) -> tuple[int | None, tuple[InputRecord, list[Decoded]]]:
+        """A held record's earliest event time (None: no valid event) and its events and rejections."""
+        decoded = self.router.decode(item, self.latest_us)
+        times = [event.t for event, _ in decoded if isinstance(event, Event)]
+        return min(times, default=None), (item, decoded)
+
     async def _release(self) -> list[tuple[InputRecord, list[Decoded]]]:
         """The held records that may go now (`Merge.release`), all of them with alignment off; pauses the
         partitions left holding records, so what is held stays about two fetches a partition."""
+        self.latest_us = latest_occurred_at(self.outputs.clock())
         if not self.settings.input_alignment or time.monotonic() < self.aligned_after:
             released = self.merge.release_all()
         else:

@@ -6,34 +6,67 @@ read weeks behind a sparse one costs a revision of weeks of points per event. Pa
 enough: one fetch of a sparse topic can span weeks of events. So the router holds the records it fetched, per
 partition, and releases each partition's prefix up to the floor (the earliest event time among partitions with
 records left) plus the slack. Order never changes a metric (SPEC §2); this only keeps revisions rare.
+
+A record is held as fetched and decoded only when it reaches the front of its partition's queue: only the front
+needs a time, and a fetch of a dense partition read slowly (one MiB of small records spans weeks of a sparse
+topic) would otherwise be held decoded, at twice its size or more, until the others catch up.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Collection, Hashable, Mapping
+from collections.abc import Callable, Collection, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 P = TypeVar("P", bound=Hashable)  # a partition
-R = TypeVar("R")  # what is held of a record
+R = TypeVar("R")  # a record as fetched
+D = TypeVar("D")  # a record as decoded, which is what is released
 
 
 @dataclass
-class Merge(Generic[P, R]):
-    """Records held per partition, in offset order, each with its event time (None: no valid event in it)."""
+class _Queue(Generic[R, D]):
+    """A partition's held records in offset order: the decoded ones, then those not decoded yet."""
+
+    decoded: deque[tuple[int | None, D]] = field(default_factory=deque)
+    fetched: deque[R] = field(default_factory=deque)
+
+    def __bool__(self) -> bool:
+        return bool(self.decoded or self.fetched)
+
+
+@dataclass
+class Merge(Generic[P, R, D]):
+    """Records held per partition, in offset order. `decode` gives a record's event time (None: no valid event
+    in it) and what is released of it; it is called once per record, when the record is first looked at."""
 
     slack_us: int
-    held: dict[P, deque[tuple[int | None, R]]] = field(default_factory=dict)
+    decode: Callable[[R], tuple[int | None, D]]
+    held: dict[P, _Queue[R, D]] = field(default_factory=dict)
 
-    def add(self, partition: P, records: list[tuple[int | None, R]]) -> None:
-        self.held.setdefault(partition, deque()).extend(records)
+    def add(self, partition: P, records: Iterable[R]) -> None:
+        queue = self.held.get(partition)
+        if queue is None:
+            queue = self.held[partition] = _Queue()
+        queue.fetched.extend(records)
 
-    def _head(self, partition: P) -> int | None:
+    def _front(self, queue: _Queue[R, D]) -> tuple[int | None, D] | None:
+        if not queue.decoded:
+            if not queue.fetched:
+                return None
+            queue.decoded.append(self.decode(queue.fetched.popleft()))
+        return queue.decoded[0]
+
+    def _head(self, queue: _Queue[R, D]) -> int | None:
         """The event time of the partition's first held record that has one."""
-        return next((t for t, _ in self.held[partition] if t is not None), None)
+        t = next((t for t, _ in queue.decoded if t is not None), None)
+        while t is None and queue.fetched:
+            entry = self.decode(queue.fetched.popleft())
+            queue.decoded.append(entry)
+            t = entry[0]
+        return t
 
-    def release(self, latest: Mapping[P, int], unread: Collection[P]) -> list[tuple[P, R]]:
+    def release(self, latest: Mapping[P, int], unread: Collection[P]) -> list[tuple[P, D]]:
         """The records that may be routed now, each partition's in offset order, and no longer held.
 
         A partition's held records go while their time is at most the slack after the earliest time of every other
@@ -43,29 +76,35 @@ class Merge(Generic[P, R]):
         a time goes with the one before it. Repeated until nothing more goes, so partitions that hold records
         alternate without waiting for a fetch."""
         last = dict(latest)  # and the times released by this call
-        out: list[tuple[P, R]] = []
+        out: list[tuple[P, D]] = []
         progressed = True
         while progressed:
             progressed = False
             waiting = [last.get(p) for p in unread if not self.held.get(p)]
             blocked = any(t is None for t in waiting)  # a partition of unknown time: only untimed records go
             floor = min((t for t in waiting if t is not None), default=None)
-            heads = {p: self._head(p) for p, queue in self.held.items() if queue}
+            heads = {p: self._head(queue) for p, queue in self.held.items() if queue}
             for partition, queue in self.held.items():
                 others = [t for p, t in heads.items() if p != partition and t is not None]
                 if floor is not None:
                     others.append(floor)
                 bound = None if not others else min(others) + self.slack_us
-                while queue and (queue[0][0] is None or (not blocked and (bound is None or queue[0][0] <= bound))):
-                    t, record = queue.popleft()
+                while (front := self._front(queue)) is not None:
+                    t, record = front
+                    if t is not None and (blocked or (bound is not None and t > bound)):
+                        break
+                    queue.decoded.popleft()
                     out.append((partition, record))
                     if t is not None and t > last.get(partition, t - 1):
                         last[partition] = t
                     progressed = True
         return out
 
-    def release_all(self) -> list[tuple[P, R]]:
-        out = [(partition, record) for partition, queue in self.held.items() for _, record in queue]
+    def release_all(self) -> list[tuple[P, D]]:
+        out = []
+        for partition, queue in self.held.items():
+            out += [(partition, record) for _, record in queue.decoded]
+            out += [(partition, self.decode(record)[1]) for record in queue.fetched]
         self.held.clear()
         return out
 

@@ -7,9 +7,19 @@ from revpulse.streams.pacing import Merge
 HOUR = 3600 * 1_000_000
 
 
-def merge(**held: list[int | None]) -> Merge[str, str]:
-    """A merge of one-hour slack holding, per partition, records named `<partition>@<index>` at those hours."""
-    out: Merge[str, str] = Merge(HOUR)
+Fetched = tuple[int | None, str]  # a held record as the tests fetch it: its time and its name
+
+
+def merge(decoded: list[str] | None = None, **held: list[int | None]) -> Merge[str, Fetched, str]:
+    """A merge of one-hour slack holding, per partition, records named `<partition>@<index>` at those hours;
+    the names of the records it decodes are appended to `decoded`."""
+
+    def decode(record: Fetched) -> Fetched:
+        if decoded is not None:
+            decoded.append(record[1])
+        return record
+
+    out: Merge[str, Fetched, str] = Merge(HOUR, decode)
     for partition, hours in held.items():
         out.add(partition, [(None if h is None else h * HOUR, f"{partition}@{i}") for i, h in enumerate(hours)])
     return out
@@ -71,3 +81,15 @@ def test_release_all_empties_every_partition_in_offset_order() -> None:
     held = merge(billing=[50, 10], product=[1])
     assert held.release_all() == [("billing", "billing@0"), ("billing", "billing@1"), ("product", "product@0")]
     assert held.holding() == set() and held.release({}, set()) == []
+
+
+def test_only_the_records_at_the_front_are_decoded_each_once() -> None:
+    decoded: list[str] = []
+    # A fetch of product spans hours 10 to 40; crm, unread, has routed up to hour 12.
+    held = merge(decoded, billing=[11], product=list(range(10, 41)))
+    released = held.release({"crm": 12 * HOUR}, {"crm"})
+    assert released == [("billing", "billing@0"), *(("product", f"product@{i}") for i in range(4))]
+    # Decoded: what went, and product's next record (hour 14), whose time held it back.
+    assert decoded == ["billing@0", *(f"product@{i}" for i in range(5))]
+    assert held.release_all() == [("product", f"product@{i}") for i in range(4, 31)]
+    assert decoded == ["billing@0", *(f"product@{i}" for i in range(31))]
