@@ -22,7 +22,10 @@ from revpulse.settings import Settings
 
 log = logging.getLogger(__name__)
 
-MAX_BATCH = 10_000
+# Records a batch takes at most. A batch's decoded events and what they produce are the worker's largest transient
+# memory: half of the 10,000 it was cut a long backfill's peak by a sixth, for no throughput this machine can tell
+# from its noise (README, Performance).
+MAX_BATCH = 5_000
 Batches = dict[TopicPartition, list[ConsumerRecord]]
 
 
