@@ -97,7 +97,14 @@ def create_worker(settings: Settings) -> Worker:
     snapshots = SnapshotStore(settings, config, producer, skipped)
     shards = ShardAgent(settings, config, producer, snapshots, rollup, outputs, **kwargs)
     router = RouterAgent(settings, Router(decoder(settings), settings.shards), producer, outputs, shards, **kwargs)
-    rollup_agent = RollupAgent(settings, rollup, lambda shard: shard in shards.shards, skipped, **kwargs)
+    rollup_agent = RollupAgent(
+        settings,
+        rollup,
+        lambda shard: shard in shards.shards,
+        skipped,
+        lambda partition: shards.partials_written.get(partition, 0),
+        **kwargs,
+    )
     publisher = Publisher(producer, outputs, settings)
     connectors = ConnectorAgent(settings, producer, outputs, **kwargs)
     worker = Worker(app, outputs, router, shards, rollup_agent, publisher)

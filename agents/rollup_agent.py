@@ -1,6 +1,8 @@
 """The rollup agent: reads every shard's partials (all partitions, no consumer group) into the global ledger,
 so this worker serves global values. Partials of shards this worker owns arrive directly from its shard agent;
-their echo on the topic is older or equal, so it is skipped.
+their echo on the topic is older or equal, so it is skipped: a partition written only by shards owned here is
+not even fetched (paused) until one of them goes to another worker, and then read on from after the last
+partial this worker wrote to it.
 
 Once caught up it checkpoints the rollup in the data dir (`rollup_codec`), with the offsets it covers, every
 snapshot interval but at most once a minute (encoding it holds the loop: 0.3 s for 400 days of history), and
@@ -39,11 +41,13 @@ class RollupAgent(BatchAgent):
         rollup: Rollup,
         owned: Callable[[int], bool],
         on_skip: Callable[[str, str], None] = lambda role, reason: None,
+        written: Callable[[int], int] = lambda partition: 0,
         **kwargs: Any,
     ) -> None:
         super().__init__(settings, [partials_topic(settings)], None, **kwargs)
         self.rollup = rollup
         self.owned = owned
+        self.written = written  # partition -> the offset after the last partial this worker's shards wrote to it
         self.on_skip = on_skip  # (topic role, reason) of a record skipped as invalid
         self.max_batch = 50_000
         self.caught_up = False
@@ -123,16 +127,39 @@ class RollupAgent(BatchAgent):
                 if not self.owned(shard):
                     pending.add(shard, key, value)
         pending.apply()
+        self._follow_ownership()
         if not self.caught_up:
             self.caught_up = await self._at_end()
         elif time.monotonic() - self._saved_at >= max(self.settings.snapshot_interval, CHECKPOINT_EVERY):
             await self._checkpoint()
 
+    def _follow_ownership(self) -> None:
+        """Pause the partitions whose every shard is owned here (only echoes on them); resume one that no longer
+        is, after this worker's own partials on it."""
+        assert self.consumer is not None
+        paused = self.consumer.paused()
+        for tp in self.consumer.assignment():
+            if self._all_owned(tp.partition):
+                if tp not in paused:
+                    self.consumer.pause(tp)
+            elif tp in paused:
+                self._applied[tp.partition] = self._position(tp.partition)
+                self.consumer.seek(tp, self._applied[tp.partition])
+                self.consumer.resume(tp)
+
+    def _position(self, partition: int) -> int:
+        """The offset after what was applied from a partition; for a paused one, after this worker's own writes,
+        the echoes it would skip."""
+        assert self.consumer is not None
+        applied = self._applied.get(partition, 0)
+        paused = any(tp.partition == partition for tp in self.consumer.paused())
+        return max(applied, self.written(partition)) if paused else applied
+
     async def _checkpoint(self) -> None:
         assert self.consumer is not None
         self._saved_at = time.monotonic()
         # What was applied, not the consumer's position: a stop may come between a fetch and its handling.
-        positions = {tp.partition: self._applied.get(tp.partition, 0) for tp in self.consumer.assignment()}
+        positions = {tp.partition: self._position(tp.partition) for tp in self.consumer.assignment()}
         blob = encode_rollup(self.rollup, positions, self.key)
         try:
             await asyncio.to_thread(_write, self.path, blob)
@@ -148,7 +175,8 @@ class RollupAgent(BatchAgent):
 
     async def _at_end(self) -> bool:
         assert self.consumer is not None
-        for tp in self.consumer.assignment():
+        paused = self.consumer.paused()  # only echoes of this worker's partials: nothing to catch up on
+        for tp in self.consumer.assignment() - paused:
             highwater = self.consumer.highwater(tp)
             position = await self.consumer.position(tp)
             checkpoint = self.restored_from.get(tp.partition, 0)

@@ -65,6 +65,8 @@ class ShardAgent(BatchAgent):
         self._snapshotted: dict[int, int] = {}  # shard -> next_offset of its last snapshot
         self.local_path = LocalPath(settings.shards)  # the router tells it where its sends landed
         self._consumed = asyncio.Event()  # set whenever a batch of the shard topic was applied
+        # partials partition -> the offset after the last partial this worker wrote to it (`RollupAgent` skips them)
+        self.partials_written: dict[int, int] = {}
 
     @property
     def ready(self) -> bool:
@@ -314,7 +316,11 @@ class ShardAgent(BatchAgent):
                 (self.partials_topic, partition, partial_key(shard, key), partial_value(value), None)
                 for key, value in output.partials.items()
             ]
-        await send_all(self.io.producer, records)
+        acked = await send_all(self.io.producer, records)
+        for (topic, partition), ranges in acked.items():
+            if topic == self.partials_topic and ranges:
+                end = max(offsets.stop for offsets in ranges)
+                self.partials_written[partition] = max(self.partials_written.get(partition, 0), end)
         for letter in fresh:
             self.letters_written.add(letter)
 
