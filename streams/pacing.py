@@ -50,20 +50,24 @@ class Merge(Generic[P, R, D]):
             queue = self.held[partition] = _Queue()
         queue.fetched.extend(records)
 
+    def _decode_next(self, queue: _Queue[R, D]) -> int | None:
+        """Decode the first record not decoded yet (there must be one); its time."""
+        entry = self.decode(queue.fetched.popleft())
+        queue.decoded.append(entry)
+        return entry[0]
+
     def _front(self, queue: _Queue[R, D]) -> tuple[int | None, D] | None:
         if not queue.decoded:
             if not queue.fetched:
                 return None
-            queue.decoded.append(self.decode(queue.fetched.popleft()))
+            self._decode_next(queue)
         return queue.decoded[0]
 
     def _head(self, queue: _Queue[R, D]) -> int | None:
         """The event time of the partition's first held record that has one."""
         t = next((t for t, _ in queue.decoded if t is not None), None)
         while t is None and queue.fetched:
-            entry = self.decode(queue.fetched.popleft())
-            queue.decoded.append(entry)
-            t = entry[0]
+            t = self._decode_next(queue)
         return t
 
     def release(self, latest: Mapping[P, int], unread: Collection[P]) -> list[tuple[P, D]]:
