@@ -78,16 +78,21 @@ class Encoding:
     pid: int
     paths: dict[int, Path]  # shard -> the file its snapshot is encoded into
     stores: list[AccountStore]  # whose arenas the copy reads (see `AccountStore.holds`)
+    timings: int  # the read end of a pipe (non-blocking): the copy writes {shard: [bytes, CPU seconds]} to it
+    policy: InlinePolicy  # learns how long each shard took
+    received: bytearray = field(default_factory=bytearray)  # read from `timings` so far
 
     async def results(self) -> AsyncIterator[tuple[int, Path]]:
         """(shard, file of its snapshot) once the copy is done; nothing, logged, if the copy failed. A file not
         taken away (`SnapshotStore.write` moves it) is deleted after."""
         try:
             while True:
+                self._drain()  # a copy of many shards writes more than a pipe holds: it would wait for this
                 pid, status = os.waitpid(self.pid, os.WNOHANG)
                 if pid:
                     break
                 await asyncio.sleep(ENCODING_POLL)
+            self._drain()
             _copies.discard(self.pid)
             for store in self.stores:
                 store.holds -= 1
@@ -95,11 +100,36 @@ class Encoding:
             if code != 0:
                 log.error("snapshot encoding process %d failed (exit status %d); the next turn retries", pid, code)
                 return
+            for shard, (size, seconds) in parse_timings(bytes(self.received), self.paths).items():
+                self.policy.encoded(shard, size, seconds)
             for shard, path in self.paths.items():
                 yield shard, path
         finally:
+            os.close(self.timings)
             for path in self.paths.values():
                 path.unlink(missing_ok=True)
+
+    def _drain(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            while part := os.read(self.timings, 1 << 16):
+                self.received.extend(part)
+
+
+def parse_timings(data: bytes, paths: Mapping[int, Path]) -> dict[int, tuple[int, float]]:
+    """(bytes, CPU seconds) by shard, of the shards in `paths`, from what a copy wrote to its timings pipe."""
+    try:
+        timings = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return {}
+    out = {}
+    for shard in paths:
+        timing = timings.get(str(shard)) if isinstance(timings, dict) else None
+        if not (isinstance(timing, list) and len(timing) == 2):
+            continue
+        size, seconds = timing
+        if _count(size, 0, 2**63 - 1) and isinstance(seconds, float) and 0 <= seconds < 1e9:
+            out[shard] = (size, seconds)
+    return out
 
 
 # The longest a shard's batches may wait for its snapshot to be encoded in the worker, and the snapshot size first
@@ -111,14 +141,19 @@ INLINE_BYTES: Final = 1 << 20
 @dataclass
 class InlinePolicy:
     """Decides, per shard, whether its next snapshot is encoded in the worker: when its last snapshot's size at
-    the speed its last encoding in the worker went (INLINE_BYTES per INLINE_SECONDS before one) would take at
-    most INLINE_SECONDS. A shard with no snapshot yet is encoded aside: its size is unknown (a restored shard
-    may hold a million accounts)."""
+    the speed its last encoding went (INLINE_BYTES per INLINE_SECONDS before one) would take at most
+    INLINE_SECONDS. A shard with no snapshot yet is encoded aside: its size is unknown (a restored shard may hold
+    a million accounts).
+
+    Speeds are CPU seconds of the encoding thread, in the worker or in a copy alike: a wall-clock time would
+    count the broker's and the copy's turns on the CPU as the snapshot's, and one encoding that came out slow
+    would have sent its shard aside for good (a copy's wall time, at niceness 19, says nothing), with the copy's
+    memory paid at every snapshot after."""
 
     budget: float = INLINE_SECONDS
     first_guess: float = INLINE_SECONDS / INLINE_BYTES  # seconds a byte, until measured
     sizes: dict[int, int] = field(default_factory=dict)  # shard -> bytes of its last snapshot
-    speeds: dict[int, float] = field(default_factory=dict)  # shard -> seconds a byte, its last encoding here
+    speeds: dict[int, float] = field(default_factory=dict)  # shard -> seconds a byte, its last encoding
 
     def inline(self, shard: int) -> bool:
         size = self.sizes.get(shard)
@@ -127,7 +162,7 @@ class InlinePolicy:
     def written(self, shard: int, size: int) -> None:
         self.sizes[shard] = size
 
-    def encoded_here(self, shard: int, size: int, seconds: float) -> None:
+    def encoded(self, shard: int, size: int, seconds: float) -> None:
         self.sizes[shard] = size
         self.speeds[shard] = seconds / max(size, 1)
 
@@ -259,11 +294,11 @@ class SnapshotStore:
 
     def encode_here(self, shard: int, state: ShardState) -> Path:
         """Encode a snapshot of `state` in this process, into a file for `write` (call it while nothing changes
-        the state: under the shard lock); the time it took goes to the policy."""
+        the state: under the shard lock); the CPU time it took goes to the policy."""
         self._make_directory()
         # A name of its own: a handover's snapshot can be encoded while a periodic one waits to be written.
         path = self.directory / f"shard-{shard}.{os.getpid()}.{next(self._saving)}.saving"
-        started = time.perf_counter()
+        started = time.thread_time()
         try:
             with private_file(path) as handle:
                 write_state(handle, state, shard, self.key)
@@ -271,7 +306,7 @@ class SnapshotStore:
         except BaseException:
             path.unlink(missing_ok=True)
             raise
-        self.policy.encoded_here(shard, size, time.perf_counter() - started)
+        self.policy.encoded(shard, size, time.thread_time() - started)
         return path
 
     def encode(self, shard: int, state: ShardState) -> bytes:
@@ -293,26 +328,35 @@ class SnapshotStore:
         for store in stores:
             store.holds += 1
         worker = os.getpid()
+        timings, report = os.pipe()
         pid = os.fork()
         if pid == 0:
             status = 1
             try:
                 _die_with(worker)
                 gc.disable()  # a collection would touch, and so copy, pages of the whole heap
+                os.close(timings)
                 os.nice(ENCODING_NICENESS)
+                took = {}
                 for shard, state in states.items():
+                    started = time.thread_time()
                     with private_file(paths[shard]) as handle:
                         write_state(handle, state, shard, self.key)
+                        took[shard] = (handle.tell(), time.thread_time() - started)
                         # Synced here, off the worker's loop: `_write` syncs it again, then with nothing to write.
                         handle.flush()
                         os.fsync(handle.fileno())
+                with os.fdopen(report, "wb") as out:  # a few bytes a shard: far below the pipe's buffer
+                    out.write(orjson.dumps(took, option=orjson.OPT_NON_STR_KEYS))
                 status = 0
             except BaseException:
                 traceback.print_exc()
             finally:
                 os._exit(status)  # none of the worker's exit handlers, buffers or connections are the copy's
+        os.close(report)
+        os.set_blocking(timings, False)
         _copies.add(pid)
-        return Encoding(pid, paths, stores)
+        return Encoding(pid, paths, stores, timings, self.policy)
 
     def _make_directory(self) -> None:
         """The data dir holds the revenue state: only the worker's user may read it. Snapshots an earlier process

@@ -28,6 +28,7 @@ from revpulse.agents.snapshots import (
     SpilledValues,
     copy_running,
     parse_manifest,
+    parse_timings,
     private_file,
 )
 from revpulse.settings import Settings, SettingsError
@@ -155,11 +156,11 @@ def test_a_shard_is_encoded_in_the_worker_once_its_size_at_its_measured_speed_fi
     policy.written(0, 1_000_000)
     policy.written(1, 1_000_001)
     assert policy.inline(0) and not policy.inline(1), "at the first guess, 1 MB takes the whole budget"
-    policy.encoded_here(0, 1_000_000, 0.08)  # slower than guessed: 0.08 µs a byte
+    policy.encoded(0, 1_000_000, 0.08)  # slower than guessed: 0.08 µs a byte
     assert not policy.inline(0)
     policy.written(0, 625_000)  # 0.05 s at that speed
     assert policy.inline(0)
-    policy.encoded_here(0, 625_000, 0.01)
+    policy.encoded(0, 625_000, 0.01)
     policy.written(0, 3_000_000)  # 0.048 s at the new speed
     assert policy.inline(0)
     assert not policy.inline(2)
@@ -175,6 +176,31 @@ def test_encoding_in_the_worker_writes_the_snapshot_and_measures_it(tmp_path: Pa
     assert store.policy.sizes == {0: path.stat().st_size}
     assert 0 < store.policy.speeds[0] * path.stat().st_size < 5  # seconds: measured, not guessed
     assert store.policy.inline(0)  # a few hundred bytes
+
+
+def test_a_forked_encoding_measures_each_shard_for_the_policy(tmp_path: Path) -> None:
+    """A shard whose one encoding in the worker came out slow goes aside; the copy's own measure of it brings it
+    back, instead of every later snapshot of it paying for a copy."""
+    store, _ = _store(tmp_path)
+    shard = _shard_with_signups()
+    store.policy.encoded(0, 1_000, 10.0)  # as if the worker had been held off the CPU for 10 s
+    assert not store.policy.inline(0)
+
+    blobs = dict(results(store.encode_aside({0: shard.state})))
+
+    assert store.policy.sizes[0] == len(blobs[0])
+    assert 0 < store.policy.speeds[0] * len(blobs[0]) < 1  # CPU seconds: a few hundred bytes encoded
+    assert store.policy.inline(0)
+
+
+def test_timings_a_copy_did_not_write_as_agreed_are_ignored() -> None:
+    paths = {0: Path("a"), 1: Path("b"), 2: Path("c")}
+    assert parse_timings(b'{"0": [120, 0.002], "1": [-1, 0.1], "2": [5, "fast"], "9": [1, 0.1]}', paths) == {
+        0: (120, 0.002)
+    }
+    assert parse_timings(b'{"0": [120, 0.0', paths) == {}  # cut short
+    assert parse_timings(b"[1, 2]", paths) == {}
+    assert parse_timings(b"", paths) == {}
 
 
 def test_files_an_earlier_process_was_encoding_into_are_deleted_once(tmp_path: Path) -> None:
