@@ -171,6 +171,8 @@ class BatchAgent(Service):
         assert self.consumer is not None
         owned = self.consumer.assignment()
         offsets = {tp: offset for tp, offset in offsets.items() if tp in owned}
+        if not offsets:
+            return  # aiokafka takes an empty mapping for a mistake (ValueError), not for nothing to commit
         try:
             await self.consumer.commit(offsets)
         except KafkaError as exc:

@@ -7,7 +7,8 @@ from typing import Any
 
 from aiokafka import TopicPartition
 
-from revpulse.agents.base import topic_partitions
+from revpulse.agents.base import BatchAgent, topic_partitions
+from revpulse.settings import Settings
 
 
 class _Cluster:
@@ -36,3 +37,27 @@ def test_a_topic_the_consumer_does_not_know_yet_is_read_from_the_cluster_metadat
     partitions = asyncio.run(topic_partitions(_Consumer(), "t"))  # type: ignore[arg-type]
     assert partitions == [TopicPartition("t", 0), TopicPartition("t", 1)]
     assert asyncio.run(topic_partitions(_Consumer(), "absent")) == []  # type: ignore[arg-type]
+
+
+class _Committer:
+    """Commits as aiokafka does: an empty mapping is a ValueError."""
+
+    def __init__(self) -> None:
+        self.commits: list[dict[TopicPartition, int]] = []
+
+    def assignment(self) -> set[TopicPartition]:
+        return {TopicPartition("t", 0)}
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        if not offsets:
+            raise ValueError(offsets)
+        self.commits.append(offsets)
+
+
+def test_a_commit_of_nothing_still_owned_commits_nothing() -> None:
+    agent = BatchAgent(Settings(), ["t"], "group")
+    agent.consumer = committer = _Committer()  # type: ignore[assignment]
+    asyncio.run(agent.commit({TopicPartition("t", 1): 4}))  # taken away by a rebalance meanwhile
+    asyncio.run(agent.commit({}))
+    asyncio.run(agent.commit({TopicPartition("t", 0): 7, TopicPartition("t", 1): 4}))
+    assert committer.commits == [{TopicPartition("t", 0): 7}]
