@@ -67,17 +67,6 @@ class LocalPath:
         """Whether the shard-topic record at `offset` was applied already, so the shard skips it undecoded."""
         return any(offset in offsets for offsets in self.applied_ranges.get(shard_id, ()))
 
-    def own_end(self, shard_id: int, next_offset: int) -> tuple[int, bool]:
-        """How far the shard's partition holds only items applied here, from `next_offset` on: the end of the
-        acknowledged ranges that follow on from it without a gap (`next_offset` when none does), and whether
-        ranges lie past a gap after that, where records of another writer lie between."""
-        end = next_offset
-        for offsets in sorted(self.applied_ranges.get(shard_id, ()), key=lambda r: r.start):
-            if offsets.start > end:
-                return end, True
-            end = max(end, offsets.stop)
-        return end, False
-
     def consumed(self, shard_id: int, next_offset: int) -> None:
         """The shard consumed its partition up to `next_offset`: the ranges below it cannot be met again."""
         ranges = self.applied_ranges.get(shard_id)

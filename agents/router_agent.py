@@ -16,7 +16,7 @@ from typing import Any
 from aiokafka import TopicPartition
 from aiokafka.errors import IllegalStateError
 
-from revpulse.agents.base import BatchAgent, Batches, ProducerService, send_all, topic_partitions
+from revpulse.agents.base import BatchAgent, Batches, ProducerService, send_all
 from revpulse.agents.shard_agent import ShardAgent
 from revpulse.schemas.models import Decoded, Event, latest_occurred_at
 from revpulse.settings import Settings
@@ -56,17 +56,11 @@ class RouterAgent(BatchAgent):
 
     async def on_assigned(self, partitions: set[TopicPartition]) -> None:
         self.local.local_path.router_rebalanced()
-        assert self.consumer is not None
-        every = {tp for topic in self.topics for tp in await topic_partitions(self.consumer, topic)}
-        self.local.sole_router = every <= partitions  # no other router writes to the shard topic
         owned = {(tp.topic, tp.partition) for tp in partitions}
         self.router.latest = {source: t for source, t in self.router.latest.items() if source in owned}
         # Every partition resumes from its committed offset: what was held is fetched again.
         self.merge.clear()
         await super().on_assigned(partitions)
-
-    async def on_revoked(self, partitions: set[TopicPartition]) -> None:
-        self.local.sole_router = False  # until the next assignment says otherwise
 
     async def handle(self, batches: Batches) -> None:
         self._hold(batches)
@@ -160,7 +154,6 @@ class RouterAgent(BatchAgent):
             ),
         )
         self.local.local_path.routed_sent(plan, {partition: ranges for (_, partition), ranges in acked.items()})
-        await self.local.pass_own_sends()
         offsets: dict[TopicPartition, int] = {}
         for record, _ in records:
             offsets[TopicPartition(record.topic, record.partition)] = record.offset + 1

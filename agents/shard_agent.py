@@ -1,12 +1,6 @@
 """The shard agent: owns some partitions of the shard topic, applies their items to the shards' state, and
 publishes dead letters and partial ledgers.
 
-Records this worker's router wrote and applied already are the echo of the local path (`local_path`). While its
-router reads every input partition, nobody else writes to the shard topic: the partitions of shards owned here
-are paused once read to their end, and each shard's offset moves on over its own acknowledged sends instead of
-fetching them back. A gap between them (another writer), a router rebalance, and every `PROBE_INTERVAL` a look for
-records no later send would show, resume the partition from the shard's offset.
-
 On assignment a shard resumes from the state this worker holds for it (a standby replica, or the state it
 had when the shard was last revoked from it), else from its latest snapshot (this worker's data dir, else the
 snapshot topic), at the offset that state includes; with neither it replays its partition from the start.
@@ -22,7 +16,6 @@ import time
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.errors import IllegalStateError
 from mode import Service
 
 from revpulse.agents.base import MAX_BATCH, BatchAgent, Batches, OutRecord, ProducerService, consumer, send_all
@@ -41,7 +34,6 @@ from revpulse.topics import partials_topic, shard_group, shard_topic
 log = logging.getLogger(__name__)
 
 GATE_WAIT = 0.5  # seconds the router waits for an owned shard to reach its gate before sending past it
-PROBE_INTERVAL = 5.0  # seconds a shard's partition stays paused before it is read to its end again
 
 
 class ShardAgent(BatchAgent):
@@ -75,9 +67,6 @@ class ShardAgent(BatchAgent):
         self._consumed = asyncio.Event()  # set whenever a batch of the shard topic was applied
         # partials partition -> the offset after the last partial this worker wrote to it (`RollupAgent` skips them)
         self.partials_written: dict[int, int] = {}
-        self.sole_router = False  # set by this worker's router: whether it reads every input partition
-        self._paused_at: dict[int, float] = {}  # shard -> monotonic time its partition was last paused
-        self._resumed_at: dict[int, float] = {}  # shard -> wall time its partition was last resumed or assigned
 
     @property
     def ready(self) -> bool:
@@ -154,7 +143,6 @@ class ShardAgent(BatchAgent):
             for tp in partitions:
                 shard = self.shards[tp.partition]
                 self.consumer.seek(tp, shard.state.next_offset)
-                self._resumed_at[tp.partition] = time.time()
                 if committed[tp.partition] > shard.state.next_offset:
                     self.catching_up[tp.partition] = committed[tp.partition]
             if self.catching_up:
@@ -245,9 +233,7 @@ class ShardAgent(BatchAgent):
             outputs: list[tuple[int, ShardOutput]] = []
             for tp, records in batches.items():
                 shard = self.shards.get(tp.partition)
-                # A fetch made before the shard moved on over its own sends (`pass_own_sends`) may bring them.
-                records = [r for r in records if shard is not None and r.offset >= shard.state.next_offset]
-                if shard is None or not records:
+                if shard is None:
                     continue
                 items = self._decode([r for r in records if not self.local_path.applied(shard.id, r.offset)])
                 output = shard.apply(items, records[-1].offset + 1)
@@ -260,79 +246,7 @@ class ShardAgent(BatchAgent):
                 if until is not None and commits[tp] >= until:
                     del self.catching_up[tp.partition]
             await self.commit(commits)
-            await self._follow_router()
         self._consumed.set()
-
-    async def idle(self) -> None:
-        async with self._lock:
-            await self._follow_router()
-
-    async def _follow_router(self) -> None:
-        """Pause the partition of an owned shard open to the local path once it is read to its end, while this
-        worker's router is the only writer and no record of another lies between its sends. Resume one that no
-        longer is, and every paused one each PROBE_INTERVAL: a writer this worker cannot see (a router the group
-        let go of, or anybody who can write to the topic) shows between two sends only if the router sends to
-        that shard again."""
-        assert self.consumer is not None
-        paused = self.consumer.paused()
-        now = time.monotonic()
-        for tp in self.consumer.assignment():
-            shard = self.shards.get(tp.partition)
-            pausable = (
-                self.sole_router
-                and shard is not None
-                and self.local_path.reached_gate(shard.id, self._local_offset(shard.id)) is True
-                and not self.local_path.own_end(shard.id, shard.state.next_offset)[1]
-            )
-            if tp in paused:
-                if not pausable or now - self._paused_at.get(tp.partition, now) >= PROBE_INTERVAL:
-                    self._resume(tp)
-            elif pausable and await self._read_to_end(tp):
-                self.consumer.pause(tp)
-                self._paused_at[tp.partition] = now
-
-    def _resume(self, tp: TopicPartition) -> None:
-        """Fetch the partition again from its shard's offset (what was fetched past it is dropped)."""
-        assert self.consumer is not None
-        shard = self.shards.get(tp.partition)
-        if shard is not None:
-            self.consumer.seek(tp, shard.state.next_offset)
-        self.consumer.resume(tp)
-        self._resumed_at[tp.partition] = time.time()
-
-    async def _read_to_end(self, tp: TopicPartition) -> bool:
-        """Whether a fetch answered since the partition was last resumed or assigned found it read to its end."""
-        assert self.consumer is not None
-        highwater = self.consumer.highwater(tp)
-        polled = self.consumer.last_poll_timestamp(tp)
-        if highwater is None or polled is None or polled / 1000 <= self._resumed_at.get(tp.partition, 0.0):
-            return False
-        try:
-            return await self.consumer.position(tp) >= highwater
-        except IllegalStateError:
-            return False  # taken away by a rebalance meanwhile
-
-    async def pass_own_sends(self) -> None:
-        """Move each paused shard on over the records its partition holds that were applied here already (the
-        router's acknowledged sends), as fetching and skipping them would; a gap after them resumes it."""
-        assert self.consumer is not None
-        async with self._lock:
-            commits: dict[TopicPartition, int] = {}
-            outputs: list[tuple[int, ShardOutput]] = []
-            for tp in self.consumer.paused() & self.consumer.assignment():
-                shard = self.shards.get(tp.partition)
-                if shard is None:
-                    continue
-                end, gap = self.local_path.own_end(shard.id, shard.state.next_offset)
-                if end > shard.state.next_offset:
-                    outputs.append((shard.id, shard.apply([], end)))
-                    self.local_path.consumed(shard.id, end)
-                    commits[tp] = end
-                if gap:
-                    self._resume(tp)
-            if any(output.partials or output.dead for _, output in outputs):
-                await self._publish(outputs)
-            await self.commit(commits)
 
     @Service.task
     async def _snapshot_periodically(self) -> None:

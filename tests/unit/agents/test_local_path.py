@@ -171,17 +171,3 @@ def test_after_a_rebalance_a_shard_decodes_a_locally_applied_record_it_heard_of_
     assert not path.applied(0, 1)
     assert shard.consume() == ["b"]
     assert path.plan({0: shard.next_offset}) == {0: (1, False)}
-
-
-def test_own_end_follows_the_acknowledged_ranges_that_join_on_and_tells_a_gap_after_them() -> None:
-    path = LocalPath(shards=2)
-    assert path.own_end(0, 7) == (7, False)  # nothing sent: nothing to pass, and no gap
-    path.routed_sent({0: (0, True)}, {0: [range(7, 10)]})
-    path.routed_sent({0: (0, True)}, {0: [range(12, 15)]})  # offsets 10 and 11: another writer's
-    path.routed_sent({0: (0, True)}, {0: [range(10, 11)]})  # acknowledged out of order
-    assert path.own_end(0, 7) == (11, True)
-    path.routed_sent({0: (0, True)}, {0: [range(11, 12)]})
-    assert path.own_end(0, 7) == (15, False)
-    assert path.own_end(0, 9) == (15, False)  # from within a range
-    path.consumed(0, 15)
-    assert path.own_end(0, 15) == (15, False) and path.own_end(1, 0) == (0, False)
