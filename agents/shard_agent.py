@@ -269,7 +269,11 @@ class ShardAgent(BatchAgent):
             here = sorted(k for k in due if self.snapshots.policy.inline(k))
             aside = {k: state for k, state in due.items() if k not in here}
             offsets = {shard_id: state.next_offset for shard_id, state in aside.items()}
-            encoding = self.snapshots.encode_aside(aside) if aside else None
+            try:
+                encoding = self.snapshots.encode_aside(aside) if aside else None
+            except OSError:  # no fork (out of memory or processes): the next turn tries again
+                log.exception("could not fork a copy to encode snapshots of shards %s", sorted(aside))
+                encoding, offsets = None, {}
             self._snapshotted.update(offsets)
         for shard_id in here:
             async with self._lock:

@@ -331,7 +331,14 @@ class SnapshotStore:
             store.holds += 1
         worker = os.getpid()
         timings, report = os.pipe()
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:
+            os.close(timings)
+            os.close(report)
+            for store in stores:
+                store.holds -= 1
+            raise
         if pid == 0:
             status = 1
             try:
@@ -348,7 +355,7 @@ class SnapshotStore:
                         # Synced here, off the worker's loop: `_write` syncs it again, then with nothing to write.
                         handle.flush()
                         os.fsync(handle.fileno())
-                with os.fdopen(report, "wb") as out:  # a few bytes a shard: far below the pipe's buffer
+                with os.fdopen(report, "wb") as out:  # the worker reads it as it waits (`Encoding.results`)
                     out.write(orjson.dumps(took, option=orjson.OPT_NON_STR_KEYS))
                 status = 0
             except BaseException:

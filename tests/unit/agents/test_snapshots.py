@@ -193,6 +193,23 @@ def test_a_forked_encoding_measures_each_shard_for_the_policy(tmp_path: Path) ->
     assert store.policy.inline(0)
 
 
+def test_a_fork_that_fails_leaves_no_pipe_open_and_the_arena_free(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, _ = _store(tmp_path)
+    shard = _shard_with_signups()
+    descriptors = len(os.listdir("/proc/self/fd"))
+
+    def no_memory() -> int:
+        raise OSError(12, "Cannot allocate memory")
+
+    monkeypatch.setattr(os, "fork", no_memory)
+    with pytest.raises(OSError):
+        store.encode_aside({0: shard.state})
+    assert len(os.listdir("/proc/self/fd")) == descriptors
+    assert shard.state.engine.accounts.holds == 0
+
+
 def test_timings_a_copy_did_not_write_as_agreed_are_ignored() -> None:
     paths = {0: Path("a"), 1: Path("b"), 2: Path("c")}
     assert parse_timings(b'{"0": [120, 0.002], "1": [-1, 0.1], "2": [5, "fast"], "9": [1, 0.1]}', paths) == {
