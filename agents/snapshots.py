@@ -327,8 +327,6 @@ class SnapshotStore:
         self._make_directory()
         paths = {shard: self.directory / f"shard-{shard}.encoding" for shard in states}
         stores = [state.engine.accounts for state in states.values()]
-        for store in stores:
-            store.holds += 1
         worker = os.getpid()
         timings, report = os.pipe()
         try:
@@ -336,8 +334,6 @@ class SnapshotStore:
         except OSError:
             os.close(timings)
             os.close(report)
-            for store in stores:
-                store.holds -= 1
             raise
         if pid == 0:
             status = 1
@@ -364,6 +360,9 @@ class SnapshotStore:
                 os._exit(status)  # none of the worker's exit handlers, buffers or connections are the copy's
         os.close(report)
         os.set_blocking(timings, False)
+        # Held from the fork on (nothing wrote the arena in between): the copy reads the arena as it was then.
+        for store in stores:
+            store.holds += 1
         _copies.add(pid)
         return Encoding(pid, paths, stores, timings, self.policy)
 
