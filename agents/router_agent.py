@@ -20,6 +20,7 @@ from revpulse.agents.base import BatchAgent, Batches, ProducerService, send_all
 from revpulse.agents.shard_agent import ShardAgent
 from revpulse.schemas.models import Decoded, Event, latest_occurred_at
 from revpulse.settings import Settings
+from revpulse.streams.held import pack
 from revpulse.streams.outputs import Outputs
 from revpulse.streams.pacing import Merge
 from revpulse.streams.partition import InputRecord, Router
@@ -49,7 +50,9 @@ class RouterAgent(BatchAgent):
         self.local = local  # this worker's shards: items for those it owns are applied before they are sent
         self.shard_topic = shard_topic(settings)
         slack = round(settings.input_alignment * US_PER_SECOND)
-        self.merge: Merge[tuple[str, int], InputRecord, tuple[InputRecord, list[Decoded]]] = Merge(slack, self._decode)
+        self.merge: Merge[tuple[str, int], InputRecord, tuple[InputRecord, list[Decoded]]] = Merge(
+            slack, self._decode, pack
+        )
         self.latest_us = latest_occurred_at(outputs.clock())  # the wall clock bounds occurred_at; set per release
         self.idle_since: float | None = None  # since when fetches bring nothing while records are held
         self.aligned_after = 0.0  # monotonic time before which nothing is held

@@ -9,56 +9,86 @@ records left) plus the slack. Order never changes a metric (SPEC §2); this only
 
 A record is held as fetched and decoded only when it reaches the front of its partition's queue: only the front
 needs a time, and a fetch of a dense partition read slowly (one MiB of small records spans weeks of a sparse
-topic) would otherwise be held decoded, at twice its size or more, until the others catch up.
+topic) would otherwise be held decoded, at twice its size or more, until the others catch up. Past `pack_after`
+records a partition, what it fetches is held packed (`pack`, in chunks), and unpacked a chunk at a time as the
+front reaches it.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Collection, Hashable, Iterable, Mapping
+from collections.abc import Callable, Collection, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 P = TypeVar("P", bound=Hashable)  # a partition
 R = TypeVar("R")  # a record as fetched
 D = TypeVar("D")  # a record as decoded, which is what is released
+R_co = TypeVar("R_co", covariant=True)
+
+
+class Packed(Protocol[R_co]):
+    """Records held in a smaller form than fetched."""
+
+    def unpack(self) -> list[R_co]: ...
 
 
 @dataclass
 class _Queue(Generic[R, D]):
-    """A partition's held records in offset order: the decoded ones, then those not decoded yet."""
+    """A partition's held records in offset order: the decoded ones, those not decoded yet, then those packed."""
 
     decoded: deque[tuple[int | None, D]] = field(default_factory=deque)
     fetched: deque[R] = field(default_factory=deque)
+    packed: deque[Packed[R]] = field(default_factory=deque)
 
     def __bool__(self) -> bool:
-        return bool(self.decoded or self.fetched)
+        return bool(self.decoded or self.fetched or self.packed)
+
+    def undecoded(self) -> bool:
+        return bool(self.fetched or self.packed)
+
+    def take(self) -> R:
+        """The first record not decoded yet (there must be one), no longer held."""
+        if not self.fetched:
+            self.fetched.extend(self.packed.popleft().unpack())
+        return self.fetched.popleft()
 
 
 @dataclass
 class Merge(Generic[P, R, D]):
     """Records held per partition, in offset order. `decode` gives a record's event time (None: no valid event
-    in it) and what is released of it; it is called once per record, when the record is first looked at."""
+    in it) and what is released of it; it is called once per record, when the record is first looked at. With
+    `pack`, the records a partition adds beyond its first `pack_after` held are packed, `chunk` at a time."""
 
     slack_us: int
     decode: Callable[[R], tuple[int | None, D]]
+    pack: Callable[[Sequence[R]], Packed[R]] | None = None
+    pack_after: int = 1024
+    chunk: int = 512
     held: dict[P, _Queue[R, D]] = field(default_factory=dict)
 
     def add(self, partition: P, records: Iterable[R]) -> None:
         queue = self.held.get(partition)
         if queue is None:
             queue = self.held[partition] = _Queue()
-        queue.fetched.extend(records)
+        if self.pack is None:
+            queue.fetched.extend(records)
+            return
+        records = list(records)
+        plain = 0 if queue.packed else max(0, self.pack_after - len(queue.decoded) - len(queue.fetched))
+        queue.fetched.extend(records[:plain])
+        for start in range(plain, len(records), self.chunk):
+            queue.packed.append(self.pack(records[start : start + self.chunk]))
 
     def _decode_next(self, queue: _Queue[R, D]) -> int | None:
         """Decode the first record not decoded yet (there must be one); its time."""
-        entry = self.decode(queue.fetched.popleft())
+        entry = self.decode(queue.take())
         queue.decoded.append(entry)
         return entry[0]
 
     def _front(self, queue: _Queue[R, D]) -> tuple[int | None, D] | None:
         if not queue.decoded:
-            if not queue.fetched:
+            if not queue.undecoded():
                 return None
             self._decode_next(queue)
         return queue.decoded[0]
@@ -66,7 +96,7 @@ class Merge(Generic[P, R, D]):
     def _head(self, queue: _Queue[R, D]) -> int | None:
         """The event time of the partition's first held record that has one."""
         t = next((t for t, _ in queue.decoded if t is not None), None)
-        while t is None and queue.fetched:
+        while t is None and queue.undecoded():
             t = self._decode_next(queue)
         return t
 
@@ -108,7 +138,8 @@ class Merge(Generic[P, R, D]):
         out = []
         for partition, queue in self.held.items():
             out += [(partition, record) for _, record in queue.decoded]
-            out += [(partition, self.decode(record)[1]) for record in queue.fetched]
+            while queue.undecoded():
+                out.append((partition, self.decode(queue.take())[1]))
         self.held.clear()
         return out
 

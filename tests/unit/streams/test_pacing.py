@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 from revpulse.streams.pacing import Merge
 
 HOUR = 3600 * 1_000_000
@@ -93,3 +96,40 @@ def test_only_the_records_at_the_front_are_decoded_each_once() -> None:
     assert decoded == ["billing@0", *(f"product@{i}" for i in range(5))]
     assert held.release_all() == [("product", f"product@{i}") for i in range(4, 31)]
     assert decoded == ["billing@0", *(f"product@{i}" for i in range(31))]
+
+
+@dataclass
+class Chunk:
+    """A packed chunk as the tests pack one: its records, and a log of the chunks unpacked (their first names)."""
+
+    records: list[Fetched]
+    unpacked: list[str]
+
+    def unpack(self) -> list[Fetched]:
+        self.unpacked.append(self.records[0][1])
+        return list(self.records)
+
+
+def test_records_past_pack_after_are_held_packed_and_unpacked_a_chunk_at_a_time() -> None:
+    packed: list[list[str]] = []
+    unpacked: list[str] = []
+
+    def pack(records: Sequence[Fetched]) -> Chunk:
+        packed.append([name for _, name in records])
+        return Chunk(list(records), unpacked)
+
+    held: Merge[str, Fetched, str] = Merge(HOUR, lambda record: record, pack, pack_after=2, chunk=2)
+    held.add("product", [(h * HOUR, f"product@{h}") for h in range(5)])
+    held.add("product", [(5 * HOUR, "product@5")])
+    # The first two are held as fetched, the rest in chunks of two at most, a later fetch's after them.
+    assert packed == [["product@2", "product@3"], ["product@4"], ["product@5"]]
+    assert unpacked == []
+    # crm, unread, routed up to hour 2: product goes up to hour 3; its next record (hour 4) is unpacked for its time.
+    assert held.release({"crm": 2 * HOUR}, {"crm"}) == [("product", f"product@{h}") for h in range(4)]
+    assert unpacked == ["product@2", "product@4"]
+    # One record is held now, and a chunk: what is fetched next is packed behind that chunk, not before it.
+    held.add("product", [(6 * HOUR, "product@6")])
+    assert packed[-1] == ["product@6"]
+    assert held.release_all() == [("product", f"product@{h}") for h in range(4, 7)]
+    assert unpacked == ["product@2", "product@4", "product@5", "product@6"]
+    assert held.holding() == set()
