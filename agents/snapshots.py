@@ -144,8 +144,8 @@ INLINE_BYTES: Final = 2 << 20
 class InlinePolicy:
     """Decides, per shard, whether its next snapshot is encoded in the worker: when its last snapshot's size at
     the speed its last encoding went (INLINE_BYTES per INLINE_SECONDS before one) would take at most
-    INLINE_SECONDS. A shard with no snapshot yet is encoded aside: its size is unknown (a restored shard may hold
-    a million accounts).
+    INLINE_SECONDS. A shard with no snapshot yet is encoded aside: its size is unknown. A restored shard's size
+    is that of the snapshot it came from (which may hold a million accounts).
 
     Speeds are CPU seconds of the encoding thread, in the worker or in a copy alike: a wall-clock time would
     count the broker's and the copy's turns on the CPU as the snapshot's, and one encoding that came out slow
@@ -490,7 +490,7 @@ class SnapshotStore:
             return None
         try:
             with path.open("rb") as handle:
-                return read_state(handle, shard, self.config, self.key)
+                return self._read(handle, shard)
         except SnapshotError as exc:
             self.on_skip("snapshots", "invalid_file")
             log.warning("shard %d: snapshot %s rejected, ignored: %s", shard, path, exc)
@@ -498,6 +498,14 @@ class SnapshotStore:
             self.on_skip("snapshots", "invalid_file")
             log.exception("shard %d: unreadable snapshot %s, ignored", shard, path)
         return None
+
+    def _read(self, handle: BinaryIO, shard: int) -> ShardState:
+        """The snapshot `handle` holds (a file), read from its start. Its size goes to the policy: a restored
+        shard's first snapshot is then encoded in the worker when it is small, not in a copy (whose memory a small
+        shard's snapshot does not need)."""
+        state = read_state(handle, shard, self.config, self.key)
+        self.policy.written(shard, handle.seek(0, os.SEEK_END))
+        return state
 
     async def _generations(self) -> dict[int, list[tuple[int, str]]]:
         admin = AIOKafkaAdminClient(**client_options(self.settings))
@@ -582,7 +590,7 @@ class SnapshotStore:
                 for key in keys:
                     assembled.write(values.get(key) or b"")
                 assembled.seek(0)
-                state = read_state(assembled, shard, self.config, self.key)
+                state = self._read(assembled, shard)
         except SnapshotError as exc:
             self.on_skip("snapshots", "invalid_snapshot")
             log.warning("shard %d: snapshot %s on the topic rejected, ignored: %s", shard, snapshot, exc)

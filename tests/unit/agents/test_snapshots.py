@@ -426,3 +426,18 @@ def test_a_forked_copy_dies_with_its_worker() -> None:
     while _alive(copy):
         assert time.monotonic() < deadline, "the copy outlived its worker"
         time.sleep(0.05)
+
+
+def test_a_restored_shard_is_sized_by_the_snapshot_it_came_from(tmp_path: Path) -> None:
+    store, _ = _store(tmp_path)
+    state = _shard_with_signups().state
+    blob = store.encode(0, state)
+    store._make_directory()
+    (store.directory / "shard-0.state").write_bytes(blob)
+    assert _restore(store, {}) is not None
+    assert store.policy.sizes == {0: len(blob)}
+    assert store.policy.inline(0), "a small restored shard's first snapshot is encoded in the worker"
+
+    from_topic, _ = _store(tmp_path / "elsewhere")
+    assert _restore(from_topic, _on_topic(state, from_topic)) is not None
+    assert from_topic.policy.sizes == {0: len(blob)}
