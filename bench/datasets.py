@@ -11,6 +11,7 @@ import os
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,7 +19,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from bench.fixed_book import USAGE_PER_ACCOUNT, generate_fixed
+from bench.fixed_book import USAGE_PER_ACCOUNT, book_start, generate_fixed
 from bench.recovery import account_events
 from revpulse.agents.base import send_all
 from revpulse.settings import Topics
@@ -39,12 +40,13 @@ class DataSet:
     `accounts`: three events per account (segment, subscription, signup: `bench.recovery.account_events`), the
     cheap way to build the state of many accounts. `fixed`: `bench.fixed_book.generate_fixed(accounts, days)`, a
     fixed account base (none added after day 0) with ≥ 2 usage events per account a day (`events` is 0: the
-    span decides)."""
+    span decides), from `start` (`bench.fixed_book.book_start`: a span that would reach today starts earlier)."""
 
     kind: Literal["synth", "accounts", "fixed"]
     accounts: int
     events: int
     days: int = 90
+    start: datetime | None = None
 
     @classmethod
     def synth(cls, accounts: int, events: int, days: int = 90) -> DataSet:
@@ -56,21 +58,23 @@ class DataSet:
 
     @classmethod
     def fixed(cls, accounts: int, days: int) -> DataSet:
-        return cls("fixed", accounts, 0, days)
+        return cls("fixed", accounts, 0, days, book_start(days, datetime.now(UTC)))
 
     @property
     def name(self) -> str:
         if self.kind == "accounts":
             return f"accounts-a{self.accounts}"
         if self.kind == "fixed":
-            return f"fixed-a{self.accounts}-d{self.days}-u{USAGE_PER_ACCOUNT:g}-s7"
+            # Named by its start only where that is not synth's usual one, so the usual spans keep their caches.
+            moved = f"-from{self.start:%Y%m%d}" if self.start and self.start != SynthConfig().start else ""
+            return f"fixed-a{self.accounts}-d{self.days}-u{USAGE_PER_ACCOUNT:g}-s7{moved}"
         return f"synth-a{self.accounts}-d{self.days}-s7-e{self.events}"
 
     def generate(self) -> Iterator[tuple[str, dict[str, Any]]]:
         if self.kind == "accounts":
             return account_events(self.accounts)
         if self.kind == "fixed":
-            return generate_fixed(self.accounts, self.days)
+            return generate_fixed(self.accounts, self.days, start=self.start)
         return generate(SynthConfig(accounts=self.accounts, days=self.days), events=self.events)
 
 

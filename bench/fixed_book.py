@@ -22,6 +22,7 @@ history only:
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from revpulse.synth.config import SynthConfig, to_ms
@@ -31,6 +32,9 @@ from revpulse.synth.simulation import Simulation
 
 USAGE_PER_ACCOUNT = 2.0
 WINBACK_DAYS = 60.0
+# Days kept between a book's end and today: a worker rejects events from the future, and late deliveries and
+# renewals run a little past a span's last day.
+PAST_MARGIN = timedelta(days=45)
 
 
 class FixedBook(Simulation):
@@ -75,6 +79,15 @@ class FixedBook(Simulation):
         return round(self.usage_per_account * len(self.accounts))
 
 
+def book_start(days: int, today: datetime) -> datetime:
+    """The first day of a span of `days`: synth's usual start, or, for a span that would reach `today`, the UTC
+    midnight that ends it a margin before (every event of a book is in the past when it is read)."""
+    start = SynthConfig().start
+    latest = (today - PAST_MARGIN - timedelta(days=days)).astimezone(UTC)
+    latest = latest.replace(hour=0, minute=0, second=0, microsecond=0)
+    return min(start, latest)
+
+
 def generate_fixed(
     accounts: int,
     days: int,
@@ -83,8 +96,11 @@ def generate_fixed(
     usage_per_account: float = USAGE_PER_ACCOUNT,
     winback_days: float = WINBACK_DAYS,
     new_entities: bool = False,
+    start: datetime | None = None,
 ) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(topic, event) in delivery order (late deliveries and duplicates as `revpulse.synth.delivery.generate`)."""
-    config = SynthConfig(seed=seed, accounts=accounts, days=days)
+    """(topic, event) in delivery order (late deliveries and duplicates as `revpulse.synth.delivery.generate`),
+    from `start` (`book_start` for today by default)."""
+    start = start or book_start(days, datetime.now(UTC))
+    config = SynthConfig(seed=seed, accounts=accounts, days=days, start=start)
     book = FixedBook(config, usage_per_account=usage_per_account, winback_days=winback_days, new_entities=new_entities)
     return _deliver(book, config, None)

@@ -4,12 +4,13 @@ its data: a fixed account base with at least two usage events per account a day.
 from __future__ import annotations
 
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bench.fixed_book import FixedBook, generate_fixed
+from bench.fixed_book import FixedBook, book_start, generate_fixed
 from bench.growth import Target, markdown, median_row, rate_after, ratios, verdicts
-from revpulse.synth.config import SynthConfig
+from revpulse.synth.config import SynthConfig, occurred_at_ms, to_ms
 
 
 def _row(days: int, pss: float, state: float, snap: int, eps: int, late: int, restart: float) -> dict[str, object]:
@@ -129,3 +130,14 @@ def test_new_leads_addons_and_expansions_only_when_asked() -> None:
 
     fixed, growing = created(), created(new_entities=True)
     assert all(fixed[kind] < growing[kind] for kind in growing), (fixed, growing)
+
+
+def test_a_span_that_would_reach_today_starts_early_enough_to_end_in_the_past() -> None:
+    today = datetime(2026, 12, 6, 14, 30, tzinfo=UTC)
+    assert book_start(720, today) == datetime(2024, 1, 1, tzinfo=UTC), "synth's usual start where it fits"
+    # 1,440 days and the margin before today: 2026-12-06 − 45 − 1,440 days, at midnight.
+    assert book_start(1440, today) == datetime(2022, 11, 12, tzinfo=UTC)
+    start = datetime(2021, 3, 1, tzinfo=UTC)
+    times = [occurred_at_ms(event["occurred_at"]) for _, event in generate_fixed(20, 10, start=start)]
+    assert to_ms(start) <= min(times) < to_ms(start + timedelta(days=1))
+    assert max(times) < to_ms(start + timedelta(days=12))
