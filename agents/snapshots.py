@@ -198,6 +198,13 @@ def private_file(path: Path) -> BinaryIO:
 MAX_CHUNKS = 100_000
 
 
+class Restored(NamedTuple):
+    """A shard's state as a snapshot held it, and the snapshot's size in bytes (for `InlinePolicy`)."""
+
+    state: ShardState
+    size: int
+
+
 class Manifest(NamedTuple):
     snapshot: str  # "<shard>/<next offset>", the prefix of its chunks' keys
     chunks: int
@@ -454,32 +461,34 @@ class SnapshotStore:
         """The newest snapshot of each shard (given the offset committed for it): the data dir's when it is at
         least as far as the commit, else whichever of the data dir and the snapshot topic includes more."""
         local = {shard: self._load_local(shard) for shard in committed}
-        behind = [s for s, state in local.items() if state is None or state.next_offset < committed[s]]
+        behind = [s for s, found in local.items() if found is None or found.state.next_offset < committed[s]]
         rotated = self.settings.internal_retention == "rotate"
         topic = await self._topic_values(self.topic) if behind and not rotated else None
         generations = await self._generations() if behind and rotated else {}
         restored: dict[int, ShardState | None] = {}
         try:
-            for shard, state in local.items():
-                after = state.next_offset if state else -1
+            for shard, found in local.items():
+                after = found.state.next_offset if found else -1
                 remote = None
                 if shard in behind and rotated:
                     remote = await self._from_generations(generations.get(shard, []), shard, after=after)
                 elif shard in behind and topic is not None:
                     remote = self._from_topic(topic, shard, after=after)
-                chosen = remote if remote is not None else state
+                chosen = remote if remote is not None else found
                 if chosen is not None:
                     source = "snapshot topic" if remote is not None else "data dir"
-                    log.info("shard %d: restored at offset %d from the %s", shard, chosen.next_offset, source)
+                    log.info("shard %d: restored at offset %d from the %s", shard, chosen.state.next_offset, source)
+                    # Sized now, a small restored shard's first snapshot is encoded in the worker, not in a copy.
+                    self.policy.written(shard, chosen.size)
                 else:
                     log.info("shard %d: no snapshot to restore, rebuilt from the shard topic", shard)
-                restored[shard] = chosen
+                restored[shard] = chosen.state if chosen is not None else None
         finally:
             if topic is not None:
                 topic.close()
         return restored
 
-    def _load_local(self, shard: int) -> ShardState | None:
+    def _load_local(self, shard: int) -> Restored | None:
         legacy = self._legacy_path(shard)
         if legacy.is_file():
             # Rebuilding is exact and a pickle can run code: it is not read, whoever wrote it.
@@ -499,13 +508,10 @@ class SnapshotStore:
             log.exception("shard %d: unreadable snapshot %s, ignored", shard, path)
         return None
 
-    def _read(self, handle: BinaryIO, shard: int) -> ShardState:
-        """The snapshot `handle` holds (a file), read from its start. Its size goes to the policy: a restored
-        shard's first snapshot is then encoded in the worker when it is small, not in a copy (whose memory a small
-        shard's snapshot does not need)."""
+    def _read(self, handle: BinaryIO, shard: int) -> Restored:
+        """The snapshot `handle` holds (a file), read from its start, and its size."""
         state = read_state(handle, shard, self.config, self.key)
-        self.policy.written(shard, handle.seek(0, os.SEEK_END))
-        return state
+        return Restored(state, handle.seek(0, os.SEEK_END))
 
     async def _generations(self) -> dict[int, list[tuple[int, str]]]:
         admin = AIOKafkaAdminClient(**client_options(self.settings))
@@ -515,9 +521,7 @@ class SnapshotStore:
         finally:
             await admin.close()
 
-    async def _from_generations(
-        self, generations: list[tuple[int, str]], shard: int, *, after: int
-    ) -> ShardState | None:
+    async def _from_generations(self, generations: list[tuple[int, str]], shard: int, *, after: int) -> Restored | None:
         """The newest snapshot generation of `shard` that is complete and valid, if it includes more than `after`.
         A topic named like a generation is anybody's: one whose snapshot is not ours is skipped, counted."""
         for offset, topic in generations:
@@ -525,14 +529,14 @@ class SnapshotStore:
                 break
             values = await self._topic_values(topic)
             try:
-                state = self._from_topic(values, shard, after=after)
+                found = self._from_topic(values, shard, after=after)
             finally:
                 values.close()
-            if state is not None and state.next_offset == offset:
-                return state
-            if state is not None:
+            if found is not None and found.state.next_offset == offset:
+                return found
+            if found is not None:
                 self.on_skip("snapshots", "invalid_snapshot")
-                log.warning("shard %d: snapshot topic %s holds offset %d", shard, topic, state.next_offset)
+                log.warning("shard %d: snapshot topic %s holds offset %d", shard, topic, found.state.next_offset)
         return None
 
     async def _topic_values(self, topic: str) -> SpilledValues:
@@ -552,7 +556,7 @@ class SnapshotStore:
             raise
         return values
 
-    def _from_topic(self, values: Mapping[bytes, bytes | None], shard: int, *, after: int) -> ShardState | None:
+    def _from_topic(self, values: Mapping[bytes, bytes | None], shard: int, *, after: int) -> Restored | None:
         """The topic's latest complete snapshot of `shard`, if it includes more than offset `after`. Anybody who
         can write to the topic can write there: a record that is not a manifest of ours is skipped, counted."""
         manifest_value = values.get(f"{shard}".encode())
@@ -590,7 +594,7 @@ class SnapshotStore:
                 for key in keys:
                     assembled.write(values.get(key) or b"")
                 assembled.seek(0)
-                state = self._read(assembled, shard)
+                found = self._read(assembled, shard)
         except SnapshotError as exc:
             self.on_skip("snapshots", "invalid_snapshot")
             log.warning("shard %d: snapshot %s on the topic rejected, ignored: %s", shard, snapshot, exc)
@@ -599,8 +603,10 @@ class SnapshotStore:
             self.on_skip("snapshots", "invalid_snapshot")
             log.exception("shard %d: unreadable snapshot %s on the topic, ignored", shard, snapshot)
             return None
-        if state.next_offset != next_offset:
+        if found.state.next_offset != next_offset:
             self.on_skip("snapshots", "invalid_snapshot")
-            log.warning("shard %d: snapshot %s holds offset %d, not its manifest's", shard, snapshot, state.next_offset)
+            log.warning(
+                "shard %d: snapshot %s holds offset %d, not its manifest's", shard, snapshot, found.state.next_offset
+            )
             return None
-        return state
+        return found

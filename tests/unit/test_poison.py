@@ -315,8 +315,9 @@ def test_an_invalid_manifest_leaves_the_restored_metrics_as_they_were(tmp_path: 
     good = {b"0": _manifest(0, state.next_offset), f"0/{state.next_offset}/0".encode(): blob}
     restored = store._from_topic(good, 0, after=-1)
     assert restored is not None and skips == []
+    assert restored.size == len(blob)
     harness = clocked_harness(settings)
-    harness.pipeline.shards[0].state = restored
+    harness.pipeline.shards[0].state = restored.state
     harness.pipeline.rollup.update(0, harness.pipeline.shards[0].all_partials())
     assert_same_metrics(harness, original)
     assert parse_manifest(b"\x00" * 64, 0) is None
