@@ -9,6 +9,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from revpulse.streams.catalogue import HELP
+from revpulse.streams.packed_series import Names, PackedSeries
 from revpulse.streams.series import Series
 from revpulse.streams.windows import US_PER_SECOND, isoformat
 
@@ -71,18 +72,28 @@ def _in_range(day: int, start: int | None, end: int | None) -> bool:
     return (start is None or day >= start) and (end is None or day <= end)
 
 
+def _names(query: Query | None, metric: str, labels: Labels) -> bool:
+    """Whether `query` names the series (metric, labels); every series when there is no query."""
+    return query is None or (metric == query.metric and all(dict(labels).get(k) == v for k, v in query.labels.items()))
+
+
 def _grouped(points: Points, query: Query | None, start: int | None, end: int | None) -> dict[tuple[str, Labels], list]:
     """(metric, labels) -> its points in range, oldest first; only the series `query` names, if given."""
     out: dict[tuple[str, Labels], list[dict[str, Any]]] = {}
+    # Packed points share their names: the series a query names are found once per tuple of names, not once per
+    # point (400 points of a thousand series each, asked every few seconds by the board).
+    picked: dict[int, tuple[Names, list[int]]] = {}
     for day, series in points:
         if not _in_range(day, start, end):
             continue
+        names = series.names if isinstance(series, PackedSeries) else tuple((s.metric, s.labels) for s in series)
+        known = picked.get(id(names))
+        if known is None or known[0] is not names:
+            indices = [i for i, (metric, labels) in enumerate(names) if _names(query, metric, labels)]
+            known = picked[id(names)] = (names, indices)
         at = isoformat(day)
-        for s in series:
-            if query is not None and (
-                s.metric != query.metric or any(dict(s.labels).get(k) != v for k, v in query.labels.items())
-            ):
-                continue
+        for i in known[1]:
+            s = series[i]
             out.setdefault((s.metric, s.labels), []).append({"at": at, "value": s.value})
     return out
 

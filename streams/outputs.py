@@ -14,6 +14,7 @@ from prometheus_client.registry import Collector
 
 from revpulse.settings import Settings
 from revpulse.streams.lag import LagHistogram
+from revpulse.streams.packed_series import PackedSeries
 from revpulse.streams.prometheus import SeriesCollector
 from revpulse.streams.rollup import Rollup
 from revpulse.streams.series import Series, SeriesParams, compute_series, point_series
@@ -82,7 +83,7 @@ class Outputs:
         self._series: list[Series] = []
         self._as_of: int | None = None
         self._version = -1
-        self._points: dict[int, tuple[int, list[Series]]] = {}  # hour of a midnight -> (its version, series)
+        self._points: dict[int, tuple[int, PackedSeries]] = {}  # hour of a midnight -> (its version, series)
 
     def as_of(self) -> int | None:
         """SPEC §2: the watermark, or with the wall clock max(watermark, now). None before any event."""
@@ -108,18 +109,21 @@ class Outputs:
         self._as_of = as_of
         return self._series
 
-    def history(self) -> list[tuple[int, list[Series]]]:
+    def history(self) -> list[tuple[int, PackedSeries]]:
         """Every kept history point, oldest first: (midnight in µs, every series at it). A point is recomputed
         only when what it is computed from changed."""
         rollup = self.rollup
         hours = rollup.history_hours(self.settings.history_days)
-        points: dict[int, tuple[int, list[Series]]] = {}
+        points: dict[int, tuple[int, PackedSeries]] = {}
+        before: PackedSeries | None = None
         for hour in hours:
             version = rollup.point_versions.get(hour, 0)
             cached = self._points.get(hour)
             if cached is None or cached[0] != version:
-                cached = (version, point_series(rollup.point(hour), hour * HOUR_US, self.params))
+                series = point_series(rollup.point(hour), hour * HOUR_US, self.params)
+                cached = (version, PackedSeries(series, like=before))
             points[hour] = cached
+            before = cached[1]
         self._points = points
         return [(hour * HOUR_US, points[hour][1]) for hour in hours]
 
