@@ -158,7 +158,9 @@ def create_worker(settings: Settings) -> Worker:
         # SPEC §5: one series' value at each kept UTC midnight; a query naming no series or several is a 400
         # that says which labels to add.
         try:
-            body = orjson.dumps(history_answer(outputs.history(), parse_query(dict(request.query))))
+            query = parse_query(dict(request.query))
+            await outputs.prepare_history()
+            body = orjson.dumps(history_answer(outputs.history(), query))
         except QueryError as exc:
             return Response(body=orjson.dumps({"error": str(exc)}), status=400, content_type="application/json")
         return Response(body=body, content_type="application/json")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -112,20 +113,40 @@ class Outputs:
     def history(self) -> list[tuple[int, PackedSeries]]:
         """Every kept history point, oldest first: (midnight in µs, every series at it). A point is recomputed
         only when what it is computed from changed."""
-        rollup = self.rollup
-        hours = rollup.history_hours(self.settings.history_days)
+        hours = self.rollup.history_hours(self.settings.history_days)
         points: dict[int, tuple[int, PackedSeries]] = {}
         before: PackedSeries | None = None
         for hour in hours:
-            version = rollup.point_versions.get(hour, 0)
-            cached = self._points.get(hour)
-            if cached is None or cached[0] != version:
-                series = point_series(rollup.point(hour), hour * HOUR_US, self.params)
-                cached = (version, PackedSeries(series, like=before))
-            points[hour] = cached
-            before = cached[1]
+            points[hour] = self._point(hour, before)
+            before = points[hour][1]
         self._points = points
         return [(hour * HOUR_US, points[hour][1]) for hour in hours]
+
+    async def prepare_history(self, step: int = 8) -> None:
+        """Compute the points `history()` would compute, `step` at a time with the event loop free between:
+        every point of a long history at once holds a worker's batches for seconds (400 points: 3-4 s), and
+        during a backfill most points change between two of the board's requests. A point that changes
+        meanwhile is computed again by `history()`."""
+        before: PackedSeries | None = None
+        computed = 0
+        for hour in self.rollup.history_hours(self.settings.history_days):
+            cached = self._point(hour, before)
+            if cached is not self._points.get(hour):
+                self._points[hour] = cached
+                computed += 1
+                if computed % step == 0:
+                    await asyncio.sleep(0)
+            before = cached[1]
+
+    def _point(self, hour: int, before: PackedSeries | None) -> tuple[int, PackedSeries]:
+        """(version, series) of the point at `hour`: the cached one while its version holds; names shared with
+        `before`, the point before it, where they are the same."""
+        version = self.rollup.point_versions.get(hour, 0)
+        cached = self._points.get(hour)
+        if cached is None or cached[0] != version:
+            series = point_series(self.rollup.point(hour), hour * HOUR_US, self.params)
+            cached = (version, PackedSeries(series, like=before))
+        return cached
 
     @property
     def as_of_text(self) -> str | None:

@@ -5,12 +5,14 @@ shard's first event that got points once earlier events came."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 
 import orjson
 import pytest
 
 from revpulse.settings import Settings
+from revpulse.streams import outputs as outputs_module
 from revpulse.streams.engine import Engine
 from revpulse.streams.history import BASE_OF, QUANTITIES_OF_HISTORY
 from revpulse.streams.ledger import Key
@@ -121,3 +123,40 @@ def test_the_point_at_the_midnight_of_the_last_event_has_the_segments_seen() -> 
     day, series = pipeline.outputs.history()[-1]
     assert day == 1_706_227_200_000_000  # 2024-01-26T00:00Z, the last event
     assert_same({s.key: s.value for s in series}, compute(records, RefSettings(), as_of_us=day).series)
+
+
+def test_the_served_history_is_computed_a_few_points_at_a_time_and_equals_the_whole(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`/api/history` prepares its points with the event loop free between every few, so a long history does
+    not hold a worker's batches for seconds; what it then answers is what computing them at once gives."""
+    records = random_log(5, 1500, days=120, accounts=15, disorder_days=5)
+    settings = Settings(clock="event", allowed_lateness=LATENESS_DAYS * 86400, shards=2, fx_rates={"EUR": 1.08})
+    pipeline = Pipeline(settings)
+    pipeline.process([InputRecord(topic, 0, offset, value, 0.0) for offset, (topic, value) in enumerate(records)])
+    expected = Outputs(settings, pipeline.rollup, Counter).history()
+    assert len(expected) >= 100
+    turns = 0
+
+    async def other_work() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    async def serve() -> None:
+        other = asyncio.create_task(other_work())
+        await pipeline.outputs.prepare_history(step=8)
+        other.cancel()
+
+    asyncio.run(serve())
+    assert turns >= len(expected) // 8 - 1, "the loop ran other work between every 8 points"
+    computed: list[int] = []
+    point_series = outputs_module.point_series
+    monkeypatch.setattr(
+        outputs_module,
+        "point_series",
+        lambda point, day, params: computed.append(day) or point_series(point, day, params),
+    )
+    assert pipeline.outputs.history() == expected
+    assert computed == [], "every point was prepared already"
