@@ -26,11 +26,11 @@ async def read_history(settings: Settings, timeout: float = 600.0) -> Points:
     records = 0
     async for record in scan_topic(settings, partials_topic(settings), timeout=timeout):
         try:
-            shard, key, value = parse_partial(record.key, record.value, settings.shards)
+            parsed = parse_partial(record.key, record.value, settings.shards)
         except WireError:
             skipped += 1
             continue
-        pending.add(shard, key, value)
+        pending.add_record(parsed)
         records += 1
         if records % _CHUNK == 0:
             pending.apply()

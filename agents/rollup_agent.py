@@ -117,15 +117,15 @@ class RollupAgent(BatchAgent):
                 continue  # only echoes: not worth decoding
             for record in records:
                 try:
-                    shard, key, value = parse_partial(record.key, record.value, self.settings.shards)
+                    parsed = parse_partial(record.key, record.value, self.settings.shards)
                 except WireError as exc:
                     # Every worker re-reads this topic from its start: a record that stopped the rollup once
                     # would stop it on every restart.
                     log.warning("partials partition %d offset %d skipped: %s", tp.partition, record.offset, exc)
                     self.on_skip("partials", "invalid_record")
                     continue
-                if not self.owned(shard):
-                    pending.add(shard, key, value)
+                if not self.owned(parsed[0]):
+                    pending.add_record(parsed)
         pending.apply()
         self._follow_ownership()
         if not self.caught_up:

@@ -28,7 +28,7 @@ from revpulse.streams.engine import EngineConfig
 from revpulse.streams.outputs import Outcomes, Outputs
 from revpulse.streams.partition import DeadLetter, Shard, ShardOutput, ShardState, total_outcomes
 from revpulse.streams.rollup import Rollup
-from revpulse.streams.wire import Item, WireError, decode_items, partial_key, partial_value
+from revpulse.streams.wire import Item, Points, WireError, decode_items, partial_records
 from revpulse.topics import partials_topic, shard_group, shard_topic
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ class ShardAgent(BatchAgent):
                 _, applied = plan[shard_id]
                 if applied:
                     shard = self.shards[shard_id]
-                    outputs.append((shard_id, shard.apply(items, shard.state.next_offset)))
+                    outputs.append((shard_id, shard.apply(items, shard.state.next_offset, whole_points=True)))
                 self.outputs.routed_items.labels("local" if applied else "shard_topic").inc(len(items))
             await self._publish(outputs)
             return plan
@@ -139,7 +139,9 @@ class ShardAgent(BatchAgent):
                         if last >= committed[partition]
                         for letter in letters
                     ]
-                    await self._publish([(shard.id, ShardOutput(owed, shard.all_partials(), []))])
+                    points: Points = {}
+                    partials = shard.all_partials(points)
+                    await self._publish([(shard.id, ShardOutput(owed, partials, [], points))])
             for tp in partitions:
                 shard = self.shards[tp.partition]
                 self.consumer.seek(tp, shard.state.next_offset)
@@ -236,7 +238,7 @@ class ShardAgent(BatchAgent):
                 if shard is None:
                     continue
                 items = self._decode([r for r in records if not self.local_path.applied(shard.id, r.offset)])
-                output = shard.apply(items, records[-1].offset + 1)
+                output = shard.apply(items, records[-1].offset + 1, whole_points=True)
                 self.local_path.consumed(shard.id, shard.state.next_offset)
                 outputs.append((shard.id, output))
                 commits[tp] = shard.state.next_offset
@@ -317,8 +319,8 @@ class ShardAgent(BatchAgent):
             # One partition per shard's partials: readers must see them in the order they were written.
             partition = partitions[shard % len(partitions)]
             records += [
-                (self.partials_topic, partition, partial_key(shard, key), partial_value(value), None)
-                for key, value in output.partials.items()
+                (self.partials_topic, partition, key, value, None)
+                for key, value in partial_records(shard, output.partials, output.points or {})
             ]
         acked = await send_all(self.io.producer, records)
         for (topic, partition), ranges in acked.items():

@@ -45,6 +45,7 @@ _BASE: Final = frozenset({CAPTURED, SEEN, *SNAPSHOT_KEY.values(), *WINDOW_KEY.va
 OVERLAY: Final = {quantity: f"{PREFIX}+{quantity.removeprefix(PREFIX)}" for quantity in _BASE}
 BASE_OF: Final = {overlay: quantity for quantity, overlay in OVERLAY.items()}
 QUANTITIES_OF_HISTORY: Final = _BASE | frozenset(BASE_OF)
+POINT_QUANTITIES: Final = _BASE  # a point's own cells, which the partials topic carries one record a point
 # Points between finalisations: finalising scans a shard's history cells, so it waits for this many more days.
 FINAL_STEP_DAYS: Final = 15
 _WINDOW_KEYS: Final = {q: tuple(WINDOW_KEY[(q, w)] for w in WINDOWS) for q in FLOWS | STEPS}

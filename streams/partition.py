@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from revpulse.schemas.models import Decoded, Event, EventDecoder, Rejection, event_fields, latest_occurred_at
+from revpulse.streams import history
 from revpulse.streams.engine import Engine, EngineConfig
 from revpulse.streams.ledger import Key
 from revpulse.streams.windows import US_PER_SECOND
-from revpulse.streams.wire import CUT, FINAL, RESET, SEGMENT_SEEN, WATERMARK, Item, event_of
+from revpulse.streams.wire import CUT, FINAL, RESET, SEGMENT_SEEN, WATERMARK, Item, Points, event_of
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +121,9 @@ class ShardOutput:
     dead: list[DeadLetter]
     partials: dict[Key, int]  # absolute values of the cells this batch changed
     arrivals: list[float]
+    # The whole point (every base cell) at each midnight whose cells changed, when asked for: what the partials
+    # topic carries of them, one record a point (`wire.partial_records`).
+    points: Points | None = None
 
 
 class Shard:
@@ -130,8 +134,9 @@ class Shard:
         self._reported_segments: set[str] = set()
         self._reported_finals = (0, 0)  # (final hour, cut hour) the rollups know
 
-    def apply(self, items: Iterable[Item], next_offset: int) -> ShardOutput:
-        """Apply the items of one shard-topic record batch; `next_offset` is the offset after it."""
+    def apply(self, items: Iterable[Item], next_offset: int, *, whole_points: bool = False) -> ShardOutput:
+        """Apply the items of one shard-topic record batch; `next_offset` is the offset after it. With
+        `whole_points`, the output has the whole points its changed cells belong to (for the partials topic)."""
         state = self.state
         dead: list[DeadLetter] = []
         arrivals: list[float] = []
@@ -150,7 +155,8 @@ class Shard:
                 )
         state.next_offset = next_offset
         state.engine.end_batch()
-        return ShardOutput(dead, self.take_partials(), arrivals)
+        points: Points | None = {} if whole_points else None
+        return ShardOutput(dead, self.take_partials(points), arrivals, points)
 
     def _apply(self, topic: str, item: Item) -> Rejection | None:
         outcomes = self.state.outcomes
@@ -182,11 +188,22 @@ class Shard:
             )
         return None
 
-    def take_partials(self) -> dict[Key, int]:
-        """Cells changed since the last call, plus this shard's watermark and newly seen segments."""
+    def take_partials(self, points: Points | None = None) -> dict[Key, int]:
+        """Cells changed since the last call, plus this shard's watermark and newly seen segments. `points`, if
+        given, receives the whole point of each midnight with a changed cell (see `_finish`)."""
         engine = self.state.engine
         partials = engine.ledger.take_touched()
         partials.update(engine.history.take_touched())
+        return self._finish(partials, points)
+
+    def _finish(self, partials: dict[Key, int], points: Points | None) -> dict[Key, int]:
+        """`partials` with the control values a rollup needs after them; `points` (if given) receives every base
+        cell of the points at the midnights `partials` has cells of (none for a point no longer kept), read
+        before the points that become final now leave this state."""
+        engine = self.state.engine
+        if points is not None:
+            hours = {hour for quantity, _, hour in partials if quantity in history.POINT_QUANTITIES}
+            points.update(engine.history.values.points(hours, history.POINT_QUANTITIES))
         engine.finalize_history()  # after the cells it drops went out above
         finals = engine.history_finals
         # After the cells: a rollup folds what FINAL names, and ignores what comes for it later.
@@ -202,10 +219,11 @@ class Shard:
             self._reported_segments.add(segment)
         return partials
 
-    def all_partials(self) -> dict[Key, int]:
+    def all_partials(self, points: Points | None = None) -> dict[Key, int]:
         """The whole state for a rollup, when this shard changes hands: a reset first (the rollup forgets what
         the previous owner said, which may include cells this state has at 0), then every cell. The reset keeps
-        the final points this state no longer holds: its value is the hour after the last of them."""
+        the final points this state no longer holds: its value is the hour after the last of them. `points`, if
+        given, receives every point this state holds, whole."""
         self._reported_watermark = None
         self._reported_segments = set()
         self._reported_finals = (0, 0)
@@ -214,8 +232,7 @@ class Shard:
         partials: dict[Key, int] = {(RESET, "", 0): self.state.engine.history_finals.hour + 1}
         partials.update(self.state.engine.ledger.items())
         partials.update(self.state.engine.history.items())
-        partials.update(self.take_partials())
-        return partials
+        return self._finish(partials, points)
 
 
 def total_outcomes(shards: Iterable[Shard]) -> Counter[tuple[str, str, str]]:

@@ -13,7 +13,7 @@ others: only a crafted snapshot has those) is kept in a plain dict beside the ro
 from __future__ import annotations
 
 from array import array
-from collections.abc import Container, Iterable, Iterator, Mapping, MutableMapping
+from collections.abc import Collection, Container, Iterable, Iterator, Mapping, MutableMapping
 from itertools import repeat
 from typing import Final
 
@@ -112,6 +112,23 @@ class PackedCells(MutableMapping[Key, int]):
         for (quantity, segment, hour), amount in self._other.items():
             out.setdefault((quantity, segment), []).extend((hour, amount))
         return [(quantity, segment, flat) for (quantity, segment), flat in out.items()]
+
+    def points(self, hours: Collection[int], quantities: Container[str]) -> dict[int, dict[tuple[str, str], int]]:
+        """Per hour of `hours`, its cells of `quantities` by (quantity, segment), in one pass over the rows."""
+        out: dict[int, dict[tuple[str, str], int]] = {hour: {} for hour in hours}
+        days = [(hour // DAY_HOURS, out[hour]) for hour in hours if hour % DAY_HOURS == 0]
+        for pair, row in self._rows.items():
+            if pair[0] not in quantities:
+                continue
+            first, amounts = row.first, row.amounts
+            for day, cells in days:
+                index = day - first
+                if 0 <= index < len(amounts) and amounts[index] != ABSENT:
+                    cells[pair] = amounts[index]
+        for (quantity, segment, hour), amount in self._other.items():
+            if hour in out and quantity in quantities:
+                out[hour][(quantity, segment)] = amount
+        return out
 
     # -- writing
 

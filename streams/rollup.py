@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from revpulse.streams import history
 from revpulse.streams.ledger import Key, Ledger
 from revpulse.streams.point_rows import PointRows
-from revpulse.streams.wire import CUT, FINAL, ORDERING, RESET, SEGMENT_SEEN, WATERMARK
+from revpulse.streams.wire import CUT, FINAL, ORDERING, RESET, SEGMENT_SEEN, WATERMARK, Point
 
 _CONTROL = ORDERING | {WATERMARK, SEGMENT_SEEN}  # what a partial says besides a cell's value
 
@@ -242,6 +242,24 @@ class Pending:
             self.rollup.update(shard, {key: value})
         else:
             self.partials.setdefault(shard, {})[key] = value
+
+    def add_point(self, point: Point) -> None:
+        """A shard's cells of one segment at one point, whole: those of its cells there that `point` lacks are
+        0. Applied at once, after what came before it, since what it lacks is only known then."""
+        shard, segment, hour, cells = point
+        self.rollup.update(shard, self.partials.pop(shard, {}))
+        rows = self.rollup.point_partials.get(shard)
+        held = rows.get(hour, {}) if rows is not None else {}
+        update = {(q, segment, hour): 0 for q, s in held if s == segment and q not in cells}
+        update.update({(q, segment, hour): amount for q, amount in cells.items()})
+        self.rollup.update(shard, update)
+
+    def add_record(self, parsed: tuple[int, Key, int] | Point) -> None:
+        """What `wire.parse_partial` read from one record."""
+        if isinstance(parsed, Point):
+            self.add_point(parsed)
+        else:
+            self.add(*parsed)
 
     def apply(self) -> None:
         for shard, partials in self.partials.items():

@@ -8,15 +8,16 @@ from __future__ import annotations
 import contextlib
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import fields
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import orjson
 
 from revpulse.schemas.models import EVENT_TYPES, LEAD_STAGES, MAX_ARRAY, MAX_ID_LENGTH, Event
-from revpulse.streams.history import QUANTITIES_OF_HISTORY
+from revpulse.streams.history import POINT_QUANTITIES, QUANTITIES_OF_HISTORY
 from revpulse.streams.ledger import Key
+from revpulse.streams.plain import INT64_MAX, INT64_MIN
 from revpulse.streams.quantities import QUANTITIES
 
 # One routed item: [source topic, partition, offset, index in record, arrival (epoch s),
@@ -30,6 +31,12 @@ SEGMENT_SEEN = "__segment_seen"
 FINAL = "__final"  # value: the hour of the shard's last final point; its cells are in the rollup's sum only
 CUT = "__cut"  # value: the hour at and before which the shard's points are no longer kept
 _PSEUDO = frozenset({WATERMARK, RESET, SEGMENT_SEEN, FINAL, CUT})
+# Key quantity of a record holding a shard's cells of one segment at one midnight, whole (`point_value`), in
+# place of a record a cell: a point has hundreds of cells, and one record a segment keeps a compacted topic just
+# as right (its last record is what the shard has; a tombstone once it has none), at a size bounded whatever
+# the number of segments.
+POINT = "__point"
+Points = dict[int, dict[tuple[str, str], int]]  # hour of a midnight -> (quantity, segment) -> a shard's amount
 # The partials that order a shard's others: a rollup applies what came before each of them first, then it alone.
 ORDERING: Final = frozenset({RESET, FINAL, CUT})
 
@@ -179,21 +186,93 @@ def partial_value(value: int) -> bytes | None:
     return str(value).encode() if value else None
 
 
+def point_key(shard: int, segment: str, hour: int) -> bytes:
+    return f"{shard}|{POINT}|{segment}|{hour}".encode()
+
+
+def point_value(cells: Mapping[str, int]) -> bytes | None:
+    """A shard's cells of one segment at one point, absolute, as `[[quantity, amount], ...]` (an amount beyond
+    64 bits as its decimal string); None (a tombstone) for none."""
+    if not cells:
+        return None
+    return orjson.dumps([[q, a if INT64_MIN <= a <= INT64_MAX else str(a)] for q, a in cells.items()])
+
+
+def partial_records(shard: int, partials: Mapping[Key, int], points: Points) -> list[tuple[bytes, bytes | None]]:
+    """A shard's partials as partials-topic records (key, value), in their order: a record a cell, but the cells
+    of the points in `points`: one record a segment of a point, whole, where the first of its cells was."""
+    records: list[tuple[bytes, bytes | None]] = []
+    by_segment: dict[int, dict[str, dict[str, int]]] = {}  # hour -> segment -> quantity -> amount
+    sent: set[tuple[int, str]] = set()
+    for key, value in partials.items():
+        quantity, segment, hour = key
+        if hour in points and quantity in POINT_QUANTITIES:
+            if (hour, segment) not in sent:
+                sent.add((hour, segment))
+                segments = by_segment.get(hour)
+                if segments is None:
+                    segments = by_segment[hour] = {}
+                    for (q, s), amount in points[hour].items():
+                        segments.setdefault(s, {})[q] = amount
+                records.append((point_key(shard, segment, hour), point_value(segments.get(segment, {}))))
+        else:
+            records.append((partial_key(shard, key), partial_value(value)))
+    return records
+
+
+class Point(NamedTuple):
+    """A partials record of a shard's cells of one segment at the midnight of `hour`, whole."""
+
+    shard: int
+    segment: str
+    hour: int
+    cells: dict[str, int]  # quantity -> amount
+
+
 # A partial's hour: the epoch's hours up to the year 3000 (occurred_at is bounded far below).
 _MAX_HOUR = 9_000_000
 _MAX_CELL = 10**40
 
 
-def parse_partial(key: bytes | None, value: bytes | None, shards: int) -> tuple[int, Key, int]:
-    """(shard, cell, absolute value) of a partials record; WireError for anything a shard does not write."""
+def _parse_point(shard: int, segment: str, hour: int, value: bytes | None) -> Point:
+    if len(segment) > MAX_ID_LENGTH or not -_MAX_HOUR <= hour <= _MAX_HOUR:
+        raise WireError("a point record's key is out of range")
+    if value is None:
+        return Point(shard, segment, hour, {})
+    try:
+        raw = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        raise WireError("a point record is not JSON") from None
+    if type(raw) is not list or len(raw) > len(POINT_QUANTITIES):
+        raise WireError("a point record is not a list of cells, or too long")
+    cells: dict[str, int] = {}
+    for cell in raw:
+        if type(cell) is not list or len(cell) != 2:
+            raise WireError("a point record's cell is not [quantity, amount]")
+        quantity, amount = cell
+        if type(amount) is str and _WIDE_INT.match(amount):
+            amount = int(amount)
+        if type(quantity) is not str or quantity not in POINT_QUANTITIES or type(amount) is not int:
+            raise WireError("a point record's cell is out of range")
+        if abs(amount) > _MAX_CELL:
+            raise WireError("a point record's cell is out of range")
+        cells[quantity] = amount
+    return Point(shard, segment, hour, cells)
+
+
+def parse_partial(key: bytes | None, value: bytes | None, shards: int) -> tuple[int, Key, int] | Point:
+    """(shard, cell, absolute value) of a partials record, or the `Point` it holds; WireError for anything a
+    shard does not write."""
     try:
         shard_text, quantity, segment, hour_text = (key or b"").decode().split("|")
         shard, hour = int(shard_text), int(hour_text)
-        number = int(value) if value else 0
+        number = int(value) if value and quantity != POINT else 0
     except (UnicodeDecodeError, ValueError):
         raise WireError(f"a partials key or value is malformed: {(key or b'')[:100]!r}") from None
     if not 0 <= shard < shards:
         raise WireError(f"a partial names shard {shard}, of {shards}")
+    if quantity == POINT:
+        return _parse_point(shard, segment, hour, value)
     if quantity in QUANTITIES or quantity in QUANTITIES_OF_HISTORY:
         if not (len(segment) <= MAX_ID_LENGTH and -_MAX_HOUR <= hour <= _MAX_HOUR and abs(number) <= _MAX_CELL):
             raise WireError(f"a partial of {quantity} is out of range")

@@ -218,6 +218,9 @@ FOREIGN_PARTIALS: tuple[tuple[bytes | None, bytes | None, str], ...] = (
     (f"{SHARDS}|mrr_now|all|0".encode(), b"1000000000000", f"a partial names shard {SHARDS}, of {SHARDS}"),
     (f"{SHARDS + 100}|__watermark||0".encode(), b"253402214400000000", f"a partial names shard {SHARDS + 100}"),
     (b"0|no_such_quantity|all|0", b"1", "a partial names an unknown quantity 'no_such_quantity'"),
+    (b"0|__point|smb|480", b"garbage", "a point record is not JSON"),
+    (b"0|__point|smb|480", b'{"h:mrr_now": 1}', "a point record is not a list of cells"),
+    (b"0|__point|smb|480", b'[["h:no_such_quantity", 1]]', "a point record's cell is out of range"),
 )
 
 # For `<app id>-snapshots`: manifests (key: the shard) that are not a manifest of ours.

@@ -17,9 +17,10 @@ from revpulse.streams.engine import Engine
 from revpulse.streams.history import BASE_OF, QUANTITIES_OF_HISTORY
 from revpulse.streams.ledger import Key
 from revpulse.streams.outputs import Outputs
-from revpulse.streams.partition import InputRecord
+from revpulse.streams.partition import InputRecord, Shard, ShardOutput
 from revpulse.streams.pipeline import Pipeline
 from revpulse.streams.rollup import Pending, Rollup
+from revpulse.streams.wire import Points, parse_partial, partial_records
 from tests.support.reference import RefSettings, compute
 from tests.unit.test_crosscheck import assert_same, random_log
 
@@ -160,3 +161,53 @@ def test_the_served_history_is_computed_a_few_points_at_a_time_and_equals_the_wh
     )
     assert pipeline.outputs.history() == expected
     assert computed == [], "every point was prepared already"
+
+
+def test_a_rollup_fed_by_the_partials_records_agrees_whole_or_compacted() -> None:
+    """What the shard agent writes: a record a cell, but a point's cells one record a segment, whole. Another
+    worker's rollup reading those records, all of them or compacted (each key's last record, tombstones gone),
+    through a change of hands and points becoming final and cut, ends with the rollup fed directly."""
+    records = random_log(12, 4000, days=330, accounts=25, disorder_days=40)
+    settings = Settings(
+        clock="event", allowed_lateness=LATENESS_DAYS * 86400, shards=2, history_days=150, fx_rates={"EUR": 1.08}
+    )
+    pipeline = Pipeline(settings)
+    written: list[tuple[bytes, bytes | None]] = []
+    cells_sent = 0
+
+    def publishing(shard: Shard) -> None:
+        apply = shard.apply
+
+        def applying(items: list, next_offset: int, *, whole_points: bool = False) -> ShardOutput:
+            nonlocal cells_sent
+            output = apply(items, next_offset, whole_points=True)
+            assert output.points is not None
+            written.extend(partial_records(shard.id, output.partials, output.points))
+            cells_sent += len(output.partials)
+            return output
+
+        shard.apply = applying  # type: ignore[method-assign]
+
+    for shard in pipeline.shards:
+        publishing(shard)
+    inputs = [InputRecord(topic, 0, offset, value, 0.0) for offset, (topic, value) in enumerate(records)]
+    for start in range(0, len(inputs), 40):
+        pipeline.process(inputs[start : start + 40])
+        if start == 40 * 90:  # shard 1 changes hands
+            points: Points = {}
+            partials = pipeline.shards[1].all_partials(points)
+            written.extend(partial_records(1, partials, points))
+            pipeline.rollup.update(1, partials)
+    assert any(shard.state.engine.history_finals.cut > 0 for shard in pipeline.shards), "points were cut"
+    assert len(written) * 3 < cells_sent, "a point's cells travel together"
+    expected = pipeline.outputs.history()
+    last = {key: index for index, (key, _) in enumerate(written)}
+    compacted = [written[index] for index in sorted(last.values()) if written[index][1] is not None]
+    for log in (written, compacted):
+        rollup = Rollup()
+        pending = Pending(rollup)
+        for key, value in log:
+            pending.add_record(parse_partial(key, value, settings.shards))
+        pending.apply()
+        assert Outputs(settings, rollup, Counter).history() == expected
+        assert rollup.ledger.items() == pipeline.rollup.ledger.items()

@@ -20,8 +20,9 @@ from revpulse.settings import Settings, Topics
 from revpulse.streams.engine import EngineConfig
 from revpulse.streams.partition import InputRecord
 from revpulse.streams.pipeline import Pipeline
+from revpulse.streams.rollup import Pending
 from revpulse.streams.state_codec import FORMAT, seal
-from revpulse.streams.wire import WireError, decode_items, encode_items, parse_partial, partial_key, partial_value
+from revpulse.streams.wire import WireError, decode_items, encode_items, parse_partial, partial_records
 from revpulse.topics import topic_of
 from tests.support.deployment import settings_for
 from tests.support.harness import Harness
@@ -218,18 +219,20 @@ def through_the_internal_topics(
                 skipped["shards/invalid_record"] += 1
                 valid, invalid = [], 0
             skipped["shards/invalid_item"] += invalid
-            output = shard.apply(valid, offset + 1)
-            assert output.dead == []
-            partials += [(partial_key(shard_id, key), partial_value(cell)) for key, cell in output.partials.items()]
+            output = shard.apply(valid, offset + 1, whole_points=True)
+            assert output.dead == [] and output.points is not None
+            partials += partial_records(shard_id, output.partials, output.points)
     for i, (key, value, _) in enumerate(partial_poison):
         partials.insert(i * len(partials) // len(partial_poison) + i, (key, value))
+    pending = Pending(pipeline.rollup)
     for key, value in partials:
         try:
-            shard_id, cell, number = parse_partial(key, value, SHARDS)
+            parsed = parse_partial(key, value, SHARDS)
         except WireError:
             skipped["partials/invalid_record"] += 1
             continue
-        pipeline.rollup.update(shard_id, {cell: number})
+        pending.add_record(parsed)
+        pending.apply()
     return {series.key: series.value for series in pipeline.refresh()}, skipped, len(routed)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from revpulse.streams import history
 from revpulse.streams.rollup import Pending, Rollup
-from revpulse.streams.wire import CUT, FINAL, RESET, SEGMENT_SEEN, WATERMARK
+from revpulse.streams.wire import CUT, FINAL, RESET, SEGMENT_SEEN, WATERMARK, Point
 
 
 def test_sums_shards_and_reapplying_changes_nothing() -> None:
@@ -89,3 +89,20 @@ def test_a_point_derived_from_a_shards_live_cells_has_the_segments_it_saw() -> N
     point = rollup.point(hour)
     assert point[(history.SEEN, "unknown")] == 1
     assert (history.SEEN, "other") not in point
+
+
+def test_a_point_record_is_the_shards_whole_segment_there_and_follows_what_came_before() -> None:
+    rollup = Rollup()
+    pending = Pending(rollup)
+    mrr, signups = history.SNAPSHOT_KEY["mrr_now"], history.WINDOW_KEY[("signups", "7d")]
+    rollup.update(0, {(mrr, "smb", 240): 3, (signups, "smb", 240): 2, (signups, "all", 240): 9})
+    rollup.update(1, {(signups, "smb", 240): 1})
+    pending.add(0, (mrr, "smb", 240), 4)  # older than the point record: it must not outlive it
+    pending.add_record(Point(0, "smb", 240, {signups: 5}))
+    pending.apply()
+    # shard 0's smb cells there are the record's (mrr gone); its `all` cell and shard 1's stay
+    assert rollup.shard_cells(0) == {(signups, "smb", 240): 5, (signups, "all", 240): 9}
+    assert rollup.points[240] == {(signups, "smb"): 6, (signups, "all"): 9}
+    pending.add_record(Point(0, "all", 240, {}))  # a tombstone: none left
+    pending.apply()
+    assert rollup.points[240] == {(signups, "smb"): 6}

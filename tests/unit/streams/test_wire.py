@@ -11,22 +11,26 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from revpulse.schemas.models import EventDecoder, latest_occurred_at
-from revpulse.streams.history import OVERLAY, SNAPSHOT_KEY
+from revpulse.streams.history import CAPTURED, OVERLAY, SNAPSHOT_KEY, WINDOW_KEY
 from revpulse.streams.partition import InputRecord, Router
-from revpulse.streams.quantities import MRR_NOW
+from revpulse.streams.quantities import MRR_NOW, SIGNUPS
 from revpulse.streams.wire import (
     CUT,
     FINAL,
     RESET,
     SEGMENT_SEEN,
     WATERMARK,
+    Point,
     WireError,
     decode_items,
     encode_items,
     item_records,
     parse_partial,
     partial_key,
+    partial_records,
     partial_value,
+    point_key,
+    point_value,
 )
 
 NOW = datetime(2024, 3, 17, 10, 0, tzinfo=UTC)
@@ -146,10 +150,10 @@ def test_no_bytes_make_the_shard_topic_decoder_raise_anything_else(value: bytes)
 @given(st.binary(max_size=80) | st.none(), st.binary(max_size=40) | st.none())
 def test_no_bytes_make_the_partials_decoder_raise_anything_else(key: bytes | None, value: bytes | None) -> None:
     try:
-        shard, _, _ = parse_partial(key, value, 8)
+        parsed = parse_partial(key, value, 8)
     except WireError:
         return
-    assert 0 <= shard < 8
+    assert 0 <= parsed[0] < 8
 
 
 def test_items_are_grouped_into_records_by_count_and_by_payload_size() -> None:
@@ -160,3 +164,77 @@ def test_items_are_grouped_into_records_by_count_and_by_payload_size() -> None:
     groups = list(item_records([item(n) for n in sizes]))
     assert [[len(i[5]) for i in group] for group in groups] == [[100_000, 100_000], [100_000], [300_000], [1, 1]]
     assert [len(group) for group in item_records([item(1)] * 2_500)] == [1_000, 1_000, 500]
+
+
+MRR_H = SNAPSHOT_KEY[MRR_NOW]
+SIGNUPS_7D = WINDOW_KEY[(SIGNUPS, "7d")]
+DAY = 490_008  # the hour of a midnight
+
+
+def test_a_point_record_comes_back_whole_with_wide_amounts_and_a_tombstone_for_none() -> None:
+    cells = {MRR_H: 10**21 * 7, SIGNUPS_7D: -3, CAPTURED: 1}
+    assert parse_partial(point_key(3, "smb", DAY), point_value(cells), 8) == Point(3, "smb", DAY, cells)
+    assert point_value({}) is None
+    assert parse_partial(point_key(3, "", DAY), None, 8) == Point(3, "", DAY, {})
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b"[",
+        b"{}",
+        b'[["h:mrr_now"]]',
+        b'[["h:mrr_now", 1, 2]]',
+        b'[["h:nope", 1]]',
+        b'[[["h:mrr_now"], 1]]',  # an unhashable quantity
+        b'[["h:mrr_now", true]]',
+        b'[["h:mrr_now", 1.5]]',
+        b'[["h:mrr_now", "1' + b"0" * 41 + b'"]]',
+        b'[["h:+mrr_now", 1]]',  # an overlay travels as a cell of its own, never in a point
+        b"[" + b",".join([b'["h:mrr_now", 1]'] * 10_000) + b"]",  # more cells than a point has quantities
+    ],
+)
+def test_a_point_record_no_shard_writes_is_a_wire_error(value: bytes) -> None:
+    with pytest.raises(WireError):
+        parse_partial(point_key(3, "smb", DAY), value, 8)
+    with pytest.raises(WireError):
+        parse_partial(b"3|__point|" + b"s" * 300 + b"|0", point_value({MRR_H: 1}), 8)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.builds(orjson.dumps, st.recursive(st.none() | st.integers(-(2**63), 2**64 - 1) | st.text(), st.lists)))
+def test_no_value_makes_a_point_record_raise_anything_else(value: bytes) -> None:
+    try:
+        parsed = parse_partial(point_key(3, "smb", DAY), value, 8)
+    except WireError:
+        return
+    assert isinstance(parsed, Point) and all(type(amount) is int for amount in parsed.cells.values())
+
+
+def test_a_shards_point_cells_go_as_one_record_a_segment_where_the_first_of_them_was() -> None:
+    overlay = (OVERLAY[MRR_H], "smb", DAY - 480)
+    partials = {
+        (MRR_NOW, "smb", 0): 5,
+        (MRR_H, "smb", DAY): 7,
+        (SIGNUPS_7D, "all", DAY): 2,
+        overlay: 1,
+        (SIGNUPS_7D, "smb", DAY): 0,  # changed, with the segment's other cells unchanged
+        (MRR_H, "enterprise", DAY): 0,  # the segment's last cell there went
+        (MRR_H, "smb", DAY + 24): 8,
+        (FINAL, "", 0): DAY - 24,
+    }
+    points = {
+        DAY: {(MRR_H, "smb"): 7, (SIGNUPS_7D, "all"): 2, (CAPTURED, ""): 1},
+        DAY + 24: {(MRR_H, "smb"): 8, (SIGNUPS_7D, "smb"): 4},
+    }
+    assert partial_records(3, partials, points) == [
+        (partial_key(3, (MRR_NOW, "smb", 0)), b"5"),
+        (point_key(3, "smb", DAY), point_value({MRR_H: 7})),
+        (point_key(3, "all", DAY), point_value({SIGNUPS_7D: 2})),
+        (partial_key(3, overlay), b"1"),
+        (point_key(3, "enterprise", DAY), None),
+        (point_key(3, "smb", DAY + 24), point_value({MRR_H: 8, SIGNUPS_7D: 4})),
+        (partial_key(3, (FINAL, "", 0)), str(DAY - 24).encode()),
+    ]
+    # without points (a standby's output), a record a cell as before
+    assert len(partial_records(3, partials, {})) == len(partials)
