@@ -71,11 +71,8 @@ class PackedSeries(Sequence[Series]):
         return len(self._names)
 
     def __iter__(self) -> Iterator[Series]:
-        numbers, kinds, other = self._numbers, self._kinds, self._other
         for i, (metric, labels) in enumerate(self._names):
-            kind = kinds[i]
-            value = numbers[i] if kind == _NUMBER else None if kind == _ABSENT else other[i]
-            yield Series(metric, labels, value)
+            yield Series(metric, labels, self._value(i))
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Sequence):
