@@ -72,6 +72,24 @@ class PointRows(Mapping[int, dict[Pair, int]]):
             for (quantity, segment), amount in other.items():
                 yield (quantity, segment, hour), amount
 
+    def groups(self) -> Iterator[tuple[str, str, list[int]]]:
+        """Every cell grouped per (quantity, segment), a group at a time: (quantity, segment, [hour, amount, ...]),
+        as `state_codec.cell_groups` lists them, without ever holding every cell as objects at once."""
+        rows = self._rows.items()
+        for column, (quantity, segment) in enumerate(self._pairs):
+            flat: list[int] = []
+            for hour, row in rows:
+                if column < len(row) and row[column]:
+                    flat += (hour, row[column])
+            if flat:
+                yield quantity, segment, flat
+        others: dict[Pair, list[int]] = {}
+        for hour, other in self._other.items():
+            for pair, amount in other.items():
+                others.setdefault(pair, []).extend((hour, amount))
+        for (quantity, segment), flat in others.items():
+            yield quantity, segment, flat
+
     # -- changing cells
 
     def swap(self, quantity: str, segment: str, hour: int, amount: int) -> int:

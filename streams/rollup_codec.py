@@ -8,6 +8,8 @@ saying why, never a rollup.
 
 from __future__ import annotations
 
+import io
+from collections.abc import Iterable, Iterator
 from typing import Any, Final
 
 import orjson
@@ -41,22 +43,52 @@ _KEYS: Final = frozenset(
 
 
 def encode_rollup(rollup: Rollup, positions: dict[int, int], key: bytes | None = None) -> bytes:
-    """`rollup` as it stands after reading the partials topic up to `positions` (partition -> next offset)."""
-    body = {
-        "format": FORMAT,
-        "positions": {str(partition): offset for partition, offset in positions.items()},
-        "watermarks": {str(shard): watermark for shard, watermark in rollup.watermarks.items()},
-        "segments_seen": {str(shard): sorted(segments) for shard, segments in rollup.shard_segments.items()},
-        "final": {str(shard): hour for shard, hour in rollup.final.items()},
-        "cut": rollup.cut,
-        "captured": {str(shard): sorted(hours) for shard, hours in rollup.captured.items()},
-        "partials": {
-            str(shard): cell_groups(rollup.shard_cells(shard))
-            for shard in rollup.partials.keys() | rollup.point_partials.keys()
-        },
-        "points": cell_groups(dict(rollup.points.cells())),
-    }
-    return seal(_dumps(body), key)
+    """`rollup` as it stands after reading the partials topic up to `positions` (partition -> next offset).
+
+    Its cells are written a shard at a time, the points a (quantity, segment) at a time: held as objects all at
+    once (a dict per shard, every kept point's cells), they took tens of MiB, at the top of the worker's memory
+    while a long history was read, for a checkpoint of a few MiB."""
+    head = _dumps(
+        {
+            "format": FORMAT,
+            "positions": {str(partition): offset for partition, offset in positions.items()},
+            "watermarks": {str(shard): watermark for shard, watermark in rollup.watermarks.items()},
+            "segments_seen": {str(shard): sorted(segments) for shard, segments in rollup.shard_segments.items()},
+            "final": {str(shard): hour for shard, hour in rollup.final.items()},
+            "cut": rollup.cut,
+            "captured": {str(shard): sorted(hours) for shard, hours in rollup.captured.items()},
+        }
+    )
+    out = io.BytesIO()
+    out.write(head[:-1])
+    out.write(b',"partials":{')
+    for n, shard in enumerate(sorted(rollup.partials.keys() | rollup.point_partials.keys())):
+        out.write(b"," if n else b"")
+        out.write(_dumps(str(shard)) + b":")
+        _write_groups(out, _shard_groups(rollup, shard))
+    out.write(b'},"points":')
+    _write_groups(out, rollup.points.groups())
+    out.write(b"}")
+    return seal(out.getvalue(), key)
+
+
+def _shard_groups(rollup: Rollup, shard: int) -> Iterator[object]:
+    """A shard's cells as `cell_groups`: its live cells and overlays, then its cells of points (never the same
+    (quantity, segment): `Rollup.update` keeps a quantity in one or the other)."""
+    yield from cell_groups(rollup.partials.get(shard, {}))
+    rows = rollup.point_partials.get(shard)
+    if rows is not None:
+        yield from rows.groups()
+
+
+def _write_groups(out: io.BytesIO, groups: Iterable[object]) -> None:
+    """The groups as a JSON list, each written as soon as it is encoded: orjson's output of even a few bytes
+    holds a 4 KiB buffer or more, so a list of them would cost far more than the checkpoint."""
+    out.write(b"[")
+    for n, group in enumerate(groups):
+        out.write(b"," if n else b"")
+        out.write(_dumps(group))
+    out.write(b"]")
 
 
 def decode_rollup(blob: bytes, shards: int, partitions: int, key: bytes | None = None) -> tuple[Rollup, dict[int, int]]:

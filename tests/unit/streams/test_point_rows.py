@@ -43,6 +43,25 @@ def test_random_changes_read_back_as_a_dict_of_dicts() -> None:
                 ((q, s, hour), amount) for hour, point in model.items() for (q, s), amount in point.items()
             )
             assert len(rows) == len(model) and all(hour in rows for hour in model)
+            grouped = [((q, s, hour), amount) for q, s, flat in rows.groups() for hour, amount in _pairs(flat)]
+            assert sorted(grouped) == sorted(rows.cells())
+
+
+def _pairs(flat: list[int]) -> list[tuple[int, int]]:
+    return list(zip(flat[0::2], flat[1::2], strict=True))
+
+
+def test_groups_list_each_pair_once_with_its_hours_and_the_cells_off_a_midnight_apart() -> None:
+    rows = PointRows()
+    rows.swap("h:mrr", "all", 48, 5)
+    rows.swap("h:mrr", "all", 24, 2**64)  # beyond 64 bits: that row becomes a list
+    rows.swap("h:signups@1d", "smb", 48, -3)
+    rows.swap("h:mrr", "all", 30, 9)  # not on a midnight: beside the rows
+    assert list(rows.groups()) == [
+        ("h:mrr", "all", [48, 5, 24, 2**64]),
+        ("h:signups@1d", "smb", [48, -3]),
+        ("h:mrr", "all", [30, 9]),
+    ]
 
 
 def test_a_point_whose_cells_all_go_to_zero_is_gone() -> None:

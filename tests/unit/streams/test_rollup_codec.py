@@ -13,6 +13,7 @@ from revpulse.settings import Settings
 from revpulse.streams.outputs import Outputs
 from revpulse.streams.partition import InputRecord
 from revpulse.streams.pipeline import Pipeline
+from revpulse.streams.rollup import Rollup
 from revpulse.streams.rollup_codec import decode_rollup, encode_rollup
 from revpulse.streams.state_codec import SnapshotError, seal, unseal
 from tests.unit.test_crosscheck import random_log
@@ -36,10 +37,35 @@ def test_a_real_rollup_round_trips_to_the_same_history_and_cells(fed: Pipeline) 
     assert rollup.final and rollup.cut and rollup.points, "final points, and points cut, are in what is checked"
     restored, positions = decode_rollup(encode_rollup(rollup, {0: 17, 1: 4}, KEY), 2, 2, KEY)
     assert positions == {0: 17, 1: 4}
-    for name in ("partials", "points", "watermarks", "segments_seen", "shard_segments", "final", "cut", "captured"):
+    names = ("partials", "point_partials", "points", "watermarks", "segments_seen", "shard_segments", "final", "cut")
+    for name in (*names, "captured"):
         assert getattr(restored, name) == getattr(rollup, name), name
     assert restored.ledger.items() == rollup.ledger.items()
     assert Outputs(SETTINGS, restored, Counter).history() == fed.outputs.history()
+
+
+def test_amounts_beyond_64_bits_round_trip_in_points_and_in_a_shard_s_cells() -> None:
+    rollup = Rollup()
+    rollup.update(
+        0, {("mrr_now", "all", 0): 2**70, ("h:c0_mrr_now@1d", "all", 48): -(2**80), ("h:c0_mrr_now@1d", "smb", 48): 3}
+    )
+    rollup.update(
+        1, {("h:c0_mrr_now@1d", "all", 48): 2**64, ("h:c0_mrr_now@1d", "all", 30): 1}
+    )  # 30: a cell beside the rows
+    restored, _ = decode_rollup(encode_rollup(rollup, {0: 0, 1: 0}), 2, 2)
+    assert restored.partials == {0: {("mrr_now", "all", 0): 2**70}, 1: {}}
+    assert dict(restored.point_partials[0]) == {
+        48: {("h:c0_mrr_now@1d", "all"): -(2**80), ("h:c0_mrr_now@1d", "smb"): 3}
+    }
+    assert dict(restored.point_partials[1]) == {
+        48: {("h:c0_mrr_now@1d", "all"): 2**64},
+        30: {("h:c0_mrr_now@1d", "all"): 1},
+    }
+    assert dict(restored.points) == {
+        48: {("h:c0_mrr_now@1d", "all"): 2**64 - 2**80, ("h:c0_mrr_now@1d", "smb"): 3},
+        30: {("h:c0_mrr_now@1d", "all"): 1},
+    }
+    assert restored.ledger.items() == {("mrr_now", "all", 0): 2**70}
 
 
 def _body(fed: Pipeline) -> dict[str, Any]:
