@@ -33,6 +33,7 @@ from revpulse.agents.rollup_agent import RollupAgent
 from revpulse.agents.router_agent import RouterAgent
 from revpulse.agents.shard_agent import ShardAgent
 from revpulse.agents.snapshots import SnapshotStore, copy_running
+from revpulse.agents.span_reader import SpanReader
 from revpulse.kafka_security import client_options, faust_options
 from revpulse.settings import Settings
 from revpulse.streams.history_query import QueryError, parse_query
@@ -95,7 +96,8 @@ def create_worker(settings: Settings) -> Worker:
         outputs.internal_skipped.labels(role, reason).inc()
 
     snapshots = SnapshotStore(settings, config, producer, skipped)
-    shards = ShardAgent(settings, config, producer, snapshots, rollup, outputs, **kwargs)
+    spans = SpanReader(settings, Router(decoder(settings), settings.shards), lambda reason: skipped("shards", reason))
+    shards = ShardAgent(settings, config, producer, snapshots, rollup, outputs, spans, **kwargs)
     router = RouterAgent(settings, Router(decoder(settings), settings.shards), producer, outputs, shards, **kwargs)
     rollup_agent = RollupAgent(
         settings,

@@ -1,10 +1,12 @@
 """The router agent: consumes the four input topics and sends each event to the shard owning its key.
 
 Input offsets are committed once the shard records of what was routed are acknowledged; a crash in between
-re-sends them, and the shards skip what they already applied (see `revpulse.streams.partition`). Items for shards this
-worker owns are applied locally first (see `ShardAgent.apply_routed` and `revpulse.agents.local_path`): metrics then
-follow one hop sooner. Fetched records wait in event-time alignment (`revpulse.streams.pacing`) until the partitions
-behind them catch up; they are only held, never committed, so a restart or rebalance fetches them again.
+re-sends them, and the shards skip what they already applied (see `revpulse.streams.partition`). Items for shards
+this worker owns are applied locally first (see `ShardAgent.apply_routed` and `revpulse.agents.local_path`): metrics
+then follow one hop sooner, and the shard topic gets only spans naming their input records, which the input topics
+hold (`revpulse.agents.span_reader`), not a copy of every event. Fetched records wait in event-time alignment
+(`revpulse.streams.pacing`) until the partitions behind them catch up; they are only held, never committed, so a
+restart or rebalance fetches them again.
 """
 
 from __future__ import annotations
@@ -23,9 +25,9 @@ from revpulse.settings import Settings
 from revpulse.streams.held import pack
 from revpulse.streams.outputs import Outputs
 from revpulse.streams.pacing import Merge
-from revpulse.streams.partition import InputRecord, Router
+from revpulse.streams.partition import InputRecord, Router, spans_of
 from revpulse.streams.windows import US_PER_SECOND
-from revpulse.streams.wire import encode_items, item_records
+from revpulse.streams.wire import SPANS_PER_RECORD, encode_items, encode_spans, item_records
 from revpulse.topics import router_group, shard_topic
 
 log = logging.getLogger(__name__)
@@ -50,7 +52,8 @@ class RouterAgent(BatchAgent):
         self.local = local  # this worker's shards: items for those it owns are applied before they are sent
         self.shard_topic = shard_topic(settings)
         slack = round(settings.input_alignment * US_PER_SECOND)
-        self.merge: Merge[tuple[str, int], InputRecord, tuple[InputRecord, list[Decoded]]] = Merge(
+        # A held record, once decoded: its events and rejections, and the bound on occurred_at they were decoded with.
+        self.merge: Merge[tuple[str, int], InputRecord, tuple[InputRecord, list[Decoded], int]] = Merge(
             slack, self._decode, pack
         )
         self.latest_us = latest_occurred_at(outputs.clock())  # the wall clock bounds occurred_at; set per release
@@ -94,13 +97,13 @@ class RouterAgent(BatchAgent):
             self.aligned_after = now + ALIGNMENT_STALL
         await self._route(await self._release())
 
-    def _decode(self, item: InputRecord) -> tuple[int | None, tuple[InputRecord, list[Decoded]]]:
-        """A held record's earliest event time (None: no valid event) and its events and rejections."""
+    def _decode(self, item: InputRecord) -> tuple[int | None, tuple[InputRecord, list[Decoded], int]]:
+        """A held record's earliest event time (None: no valid event), and its events and rejections."""
         decoded = self.router.decode(item, self.latest_us)
         times = [event.t for event, _ in decoded if isinstance(event, Event)]
-        return min(times, default=None), (item, decoded)
+        return min(times, default=None), (item, decoded, self.latest_us)
 
-    async def _release(self) -> list[tuple[InputRecord, list[Decoded]]]:
+    async def _release(self) -> list[tuple[InputRecord, list[Decoded], int]]:
         """The held records that may go now (`Merge.release`), all of them with alignment off; pauses the
         partitions left holding records, so what is held stays about two fetches a partition."""
         self.latest_us = latest_occurred_at(self.outputs.clock())
@@ -142,22 +145,29 @@ class RouterAgent(BatchAgent):
                 unread.add((tp.topic, tp.partition))
         return unread
 
-    async def _route(self, records: list[tuple[InputRecord, list[Decoded]]]) -> None:
-        """Send records to their shards (applying this worker's first), then commit their offsets."""
+    async def _route(self, records: list[tuple[InputRecord, list[Decoded], int]]) -> None:
+        """Send records to their shards (applying this worker's first, for which spans go), then commit their
+        offsets."""
         if not records:
             return
-        routed = self.router.route_decoded(records)
+        routed = self.router.route_decoded((record, decoded) for record, decoded, _ in records)
         plan = await self.local.apply_routed(routed)
+        bounds = {(record.topic, record.partition, record.offset): bound for record, _, bound in records}
+        values: list[tuple[int, bytes]] = []
+        for shard, items in routed.items():
+            if plan[shard][1]:
+                spans = spans_of(items, bounds)
+                values += [
+                    (shard, encode_spans(spans[at : at + SPANS_PER_RECORD]))
+                    for at in range(0, len(spans), SPANS_PER_RECORD)
+                ]
+            else:
+                values += [(shard, encode_items(group)) for group in item_records(items)]
         acked = await send_all(
-            self.io.producer,
-            (
-                (self.shard_topic, shard, None, encode_items(group), None)
-                for shard, items in routed.items()
-                for group in item_records(items)
-            ),
+            self.io.producer, ((self.shard_topic, shard, None, value, None) for shard, value in values)
         )
         self.local.local_path.routed_sent(plan, {partition: ranges for (_, partition), ranges in acked.items()})
         offsets: dict[TopicPartition, int] = {}
-        for record, _ in records:
+        for record, _, _ in records:
             offsets[TopicPartition(record.topic, record.partition)] = record.offset + 1
         await self.commit(offsets)

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -22,13 +23,14 @@ from revpulse.agents.base import MAX_BATCH, BatchAgent, Batches, OutRecord, Prod
 from revpulse.agents.letters import WrittenLetters
 from revpulse.agents.local_path import LocalPath, Plan
 from revpulse.agents.snapshots import SnapshotStore
+from revpulse.agents.span_reader import REREAD_RECORDS, SpanReader
 from revpulse.schemas.models import latest_occurred_at
 from revpulse.settings import Settings
 from revpulse.streams.engine import EngineConfig
 from revpulse.streams.outputs import Outcomes, Outputs
 from revpulse.streams.partition import DeadLetter, Shard, ShardOutput, ShardState, total_outcomes
 from revpulse.streams.rollup import Rollup
-from revpulse.streams.wire import Item, Points, WireError, decode_items, partial_records
+from revpulse.streams.wire import Item, Points, Span, WireError, decode_items, decode_spans, is_spans, partial_records
 from revpulse.topics import partials_topic, shard_group, shard_topic
 
 log = logging.getLogger(__name__)
@@ -45,10 +47,13 @@ class ShardAgent(BatchAgent):
         snapshots: SnapshotStore,
         rollup: Rollup,
         outputs: Outputs,
+        spans: SpanReader,
         **kwargs: Any,
     ) -> None:
         super().__init__(settings, [shard_topic(settings)], shard_group(settings), **kwargs)
         self.config = config
+        self.spans = spans
+        self.inputs = frozenset(settings.topics.inputs)
         self.io = producer
         self.snapshots = snapshots
         self.rollup = rollup
@@ -202,6 +207,7 @@ class ShardAgent(BatchAgent):
         await super().on_stop()
         if self.standby_consumer is not None:
             await self.standby_consumer.stop()
+        await self.spans.stop()
 
     @Service.task
     async def _standby_follower(self) -> None:
@@ -223,11 +229,12 @@ class ShardAgent(BatchAgent):
                     if fresh and fresh[0].offset != shard.state.next_offset:
                         follower.seek(tp, shard.state.next_offset)  # a gap: fetch again from where it is
                     elif fresh:
-                        items = self._decode(fresh)
-                        output = shard.apply(items, fresh[-1].offset + 1)
-                        if output.dead:
-                            # The owner writes these; kept in case it dies before it could.
-                            self.standby_letters.setdefault(tp.partition, []).append((fresh[-1].offset, output.dead))
+                        async for items in self._items(shard.id, fresh):
+                            output = shard.apply(items, fresh[-1].offset + 1)
+                            if output.dead:
+                                # The owner writes these; kept in case it dies before it could.
+                                letters = self.standby_letters.setdefault(tp.partition, [])
+                                letters.append((fresh[-1].offset, output.dead))
 
     async def handle(self, batches: Batches) -> None:
         async with self._lock:
@@ -237,10 +244,10 @@ class ShardAgent(BatchAgent):
                 shard = self.shards.get(tp.partition)
                 if shard is None:
                     continue
-                items = self._decode([r for r in records if not self.local_path.applied(shard.id, r.offset)])
-                output = shard.apply(items, records[-1].offset + 1, whole_points=True)
+                unapplied = [r for r in records if not self.local_path.applied(shard.id, r.offset)]
+                async for items in self._items(shard.id, unapplied):
+                    outputs.append((shard.id, shard.apply(items, records[-1].offset + 1, whole_points=True)))
                 self.local_path.consumed(shard.id, shard.state.next_offset)
-                outputs.append((shard.id, output))
                 commits[tp] = shard.state.next_offset
             await self._publish(outputs)
             for tp in commits:
@@ -330,13 +337,26 @@ class ShardAgent(BatchAgent):
         for letter in fresh:
             self.letters_written.add(letter)
 
-    def _decode(self, records: list[ConsumerRecord]) -> list[Item]:
-        """The items of shard-topic records. The topic is input like any other: a record or item RevPulse did
-        not write is logged, counted and skipped, and the rest goes on."""
+    async def _items(self, shard_id: int, records: list[ConsumerRecord]) -> AsyncIterator[list[Item]]:
+        """The items of shard-topic records, in order, in lists to apply one after the other; spans are read
+        again from the input (`SpanReader`), at most `REREAD_RECORDS` input records at a time. The topic is
+        input like any other: a record or item RevPulse did not write is logged, counted and skipped, and the rest
+        goes on. Yields at least once, so every batch is applied, if only to move the shard's offset."""
         latest_us = latest_occurred_at(time.time())
         items: list[Item] = []
+        spans: list[Span] = []
+        size = 0
+        yielded = False
         for record in records:
             try:
+                if is_spans(record.value):
+                    found = decode_spans(record.value, self.inputs)
+                    if spans and size + sum(last - first + 1 for _, _, first, last, _ in found) > REREAD_RECORDS:
+                        yield items + await self._reread(shard_id, spans)
+                        items, spans, size, yielded = [], [], 0, True
+                    spans += found
+                    size += sum(last - first + 1 for _, _, first, last, _ in found)
+                    continue
                 valid, invalid = decode_items(record.value, latest_us)
             except WireError as exc:
                 log.warning("shard topic partition %d offset %d skipped: %s", record.partition, record.offset, exc)
@@ -347,5 +367,16 @@ class ShardAgent(BatchAgent):
                     "shard topic partition %d offset %d: %d items skipped", record.partition, record.offset, invalid
                 )
                 self.outputs.internal_skipped.labels("shards", "invalid_item").inc(invalid)
+            if spans:
+                items += await self._reread(shard_id, spans)
+                spans, size = [], 0
             items += valid
+        if spans:
+            items += await self._reread(shard_id, spans)
+        if items or not yielded:
+            yield items
+
+    async def _reread(self, shard_id: int, spans: list[Span]) -> list[Item]:
+        items = await self.spans.items(shard_id, spans)
+        self.outputs.routed_items.labels("reread").inc(len(items))
         return items

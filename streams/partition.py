@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import zlib
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -24,7 +24,18 @@ from revpulse.streams import history
 from revpulse.streams.engine import Engine, EngineConfig
 from revpulse.streams.ledger import Key
 from revpulse.streams.windows import US_PER_SECOND
-from revpulse.streams.wire import CUT, FINAL, RESET, SEGMENT_SEEN, WATERMARK, Item, Points, event_of
+from revpulse.streams.wire import (
+    CUT,
+    FINAL,
+    RESET,
+    SEGMENT_SEEN,
+    SPAN_RECORDS,
+    WATERMARK,
+    Item,
+    Points,
+    Span,
+    event_of,
+)
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +115,28 @@ class Router:
                     wire = [*head, "r", item.reason, item.detail, item.type]
                 out.setdefault(shard_of(key, self.shards), []).append(wire)
         return out
+
+
+def spans_of(items: Iterable[Item], bounds: Mapping[tuple[str, int, int], int]) -> list[Span]:
+    """The input records `items` came from (routed in one batch, so in offset order per partition), as spans:
+    per partition, runs of offsets whose records were decoded with one bound on occurred_at, which `bounds` gives
+    per (topic, partition, offset). A span may cover records in between with no item of these: a bound only grows
+    along a partition, so they were decoded with the same one, and the shard reading them again drops them."""
+    runs: dict[tuple[str, int], list[list[int]]] = {}
+    for item in items:
+        topic, partition, offset = item[0], item[1], item[2]
+        bound = bounds[(topic, partition, offset)]
+        partition_runs = runs.setdefault((topic, partition), [])
+        last = partition_runs[-1] if partition_runs else None
+        if last is not None and last[2] == bound and last[0] <= offset < last[0] + SPAN_RECORDS:
+            last[1] = max(last[1], offset)
+        else:
+            partition_runs.append([offset, offset, bound])
+    return [
+        (topic, partition, first, last, bound)
+        for (topic, partition), found in runs.items()
+        for first, last, bound in found
+    ]
 
 
 @dataclass

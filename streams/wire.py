@@ -1,4 +1,4 @@
-"""Wire formats of the internal topics: routed items (`<id>-shards`) and partial ledgers (`<id>-partials`).
+"""Wire formats of the internal topics: routed items or spans (`<id>-shards`) and partial ledgers (`<id>-partials`).
 
 Both are read back by every worker, so both decoders treat their bytes as untrusted input.
 """
@@ -174,6 +174,51 @@ def decode_items(value: bytes | None, latest_us: int) -> tuple[list[Item], int]:
         with contextlib.suppress(WireError):
             items.append(check_item(item, latest_us))
     return items, len(raw) - len(items)
+
+
+# A shard-topic record for items a worker applied to its own shard as it routed them (`LocalPath`): instead of
+# the items, the input records they came from, per input partition, as runs of offsets decoded with one bound
+# on occurred_at. The input topics hold those records; a shard that did not apply them (it restarted, or took
+# the shard over) reads them again. Encoded as a JSON object, which an item list never is.
+Span = tuple[str, int, int, int, int]  # (input topic, partition, first offset, last offset, latest occurred_at µs)
+SPANS_PER_RECORD = 4_096
+SPAN_RECORDS = 1_000_000  # records one span may name: a router's batch is at most a few fetches a partition
+
+
+def encode_spans(spans: list[Span]) -> bytes:
+    return orjson.dumps({"spans": spans})
+
+
+def is_spans(value: bytes | None) -> bool:
+    return value is not None and value[:1] == b"{"
+
+
+def decode_spans(value: bytes, inputs: frozenset[str]) -> list[Span]:
+    """The spans of a shard-topic record `is_spans` picked; WireError unless every span names a partition of an
+    input topic and a run of at most `SPAN_RECORDS` offsets, with a bound a clock could give."""
+    try:
+        raw = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        raise WireError("a shard-topic record is not JSON") from None
+    if type(raw) is not dict or raw.keys() != {"spans"} or type(raw["spans"]) is not list:
+        raise WireError("a shard-topic object is not a list of spans")
+    if len(raw["spans"]) > SPANS_PER_RECORD:
+        raise WireError("a shard-topic record names too many spans")
+    spans: list[Span] = []
+    for span in raw["spans"]:
+        if type(span) is not list or len(span) != 5 or type(span[0]) is not str:
+            raise WireError("a span is not [topic, partition, first, last, bound]")
+        topic, partition, first, last, bound = span
+        if not all(type(n) is int for n in (partition, first, last, bound)):
+            raise WireError("a span's numbers are not integers")
+        if topic not in inputs:
+            raise WireError("a span names a topic that is not an input topic")
+        if not (0 <= partition < 2**31 and 0 <= first <= last < 2**63 and last - first < SPAN_RECORDS):
+            raise WireError("a span's partition or offsets are out of range")
+        if not 0 <= bound < 2**62:
+            raise WireError("a span's bound is out of range")
+        spans.append((topic, partition, first, last, bound))
+    return spans
 
 
 def partial_key(shard: int, key: Key) -> bytes:

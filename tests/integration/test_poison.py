@@ -34,6 +34,7 @@ from tests.support.poison import (
     POISON,
     Poison,
     big_amount_events,
+    foreign_spans,
     valid_events,
 )
 
@@ -143,7 +144,7 @@ async def _produce(settings: Settings, sent: list[Sent]) -> None:
             metadata = await producer.send_and_wait(topic, poison.value)
             sent.append(Sent(poison, topic, metadata.partition, metadata.offset))
         for shard in range(settings.shards):
-            for value in FOREIGN_SHARD_RECORDS:
+            for value in (*FOREIGN_SHARD_RECORDS, *foreign_spans(topics.billing)):
                 key = None if value is not None else b"tombstone"  # a client sends no record without either
                 await producer.send_and_wait(shard_topic(settings), value, key=key, partition=shard)
         for partition in range(PARTIALS_PARTITIONS):
@@ -230,6 +231,8 @@ def test_the_foreign_internal_records_are_counted_as_skipped(run: Run) -> None:
     shards = worker.settings.shards
     assert skipped.get(("shards", "invalid_record")) == FOREIGN_RECORDS * shards, skipped
     assert skipped.get(("shards", "invalid_item")) == FOREIGN_ITEMS * shards, skipped
+    assert skipped.get(("shards", "unknown_partition")) == shards, skipped
+    assert skipped.get(("shards", "input_gone")) == shards, skipped
 
 
 def test_a_restart_reads_the_poison_again_and_serves_the_same_metrics(run: Run) -> None:

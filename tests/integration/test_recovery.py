@@ -16,6 +16,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from revpulse.agents.base import read_topic
 from revpulse.local.processes import WorkerProcess
@@ -162,3 +163,50 @@ def test_a_checkpoint_of_a_partials_topic_since_re_created_is_dropped(broker: st
         workers.stop("w1")
     assert after == before
     assert "not the one the rollup checkpoint read" in worker.log.read_text(errors="replace")[log_start:]
+
+
+def _routed(worker: WorkerProcess, path: str) -> float:
+    """`revpulse_routed_items_total{path=...}` of a worker."""
+    status, body = worker.get("/metrics")
+    assert status == 200
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(body.decode())
+        for sample in family.samples
+        if sample.name == "revpulse_routed_items_total" and sample.labels["path"] == path
+    )
+
+
+def test_a_worker_killed_before_any_snapshot_reads_its_spans_again(broker: str, tmp_path: Path) -> None:
+    """What a worker applied to its own shards as it routed went to the shard topic as spans only: killed with
+    no snapshot written, its successor rebuilds from the shard topic, reads exactly those items again from the
+    input topics, and serves the same metrics and dead letters."""
+    workers = deployment(broker, tmp_path, REVPULSE_SNAPSHOT_INTERVAL="1h")
+    env = workers.env
+    lines = [orjson.dumps(event) for _, event in generate(SynthConfig(accounts=100, days=30), events=8_000)]
+    worker = workers.start("w1")
+    try:
+        # Each shard takes the local path once it has consumed what it was sent before: the second half does.
+        sent = asyncio.run(_produce_log(broker, env, lines[:4_000]))
+        _wait_for_counts(worker, sent)
+        sent += asyncio.run(_produce_log(broker, env, lines[4_000:]))
+        _wait_for_counts(worker, sent)
+        time.sleep(0.5)
+        before = orjson.loads(worker.get("/api/metrics")[1])
+        local = _routed(worker, "local")
+    finally:
+        workers.kill("w1")
+    assert local > 0, "no item took the local path"
+    letters_before = asyncio.run(read_topic(worker.settings, worker.settings.topics.deadletter))
+
+    worker = workers.start("w1")
+    try:
+        assert orjson.loads(worker.get("/healthz")[1])["events"] == sent
+        after = orjson.loads(worker.get("/api/metrics")[1])
+        reread = _routed(worker, "reread")
+    finally:
+        workers.stop("w1")
+    assert len(before) > 1000 and after == before
+    assert reread == local
+    letters_after = asyncio.run(read_topic(worker.settings, worker.settings.topics.deadletter))
+    assert len(letters_before) == len(letters_after) > 0

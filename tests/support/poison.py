@@ -208,6 +208,16 @@ FOREIGN_SHARD_RECORDS: tuple[bytes | None, ...] = (  # for `<app id>-shards`
 FOREIGN_RECORDS = 4  # of FOREIGN_SHARD_RECORDS, skipped whole
 FOREIGN_ITEMS = 4  # skipped items, of the last one
 
+
+def foreign_spans(billing: str) -> tuple[bytes, ...]:
+    """Spans of the right shape naming no records of input topic `billing`: a partition it does not have
+    (`unknown_partition`), offsets past a partition's end (`input_gone`), counted apiece."""
+    return (
+        orjson.dumps({"spans": [[billing, 999, 0, 0, 0]]}),
+        orjson.dumps({"spans": [[billing, 0, 900_000, 900_005, 0]]}),
+    )
+
+
 SHARDS = Settings().shards
 # For `<app id>-partials`: (key, value, what the WireError says).
 FOREIGN_PARTIALS: tuple[tuple[bytes | None, bytes | None, str], ...] = (

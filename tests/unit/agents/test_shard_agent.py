@@ -11,9 +11,11 @@ import pytest
 from revpulse.agents.base import ProducerService
 from revpulse.agents.shard_agent import ShardAgent
 from revpulse.agents.snapshots import SnapshotStore
+from revpulse.agents.span_reader import SpanReader
 from revpulse.streams.engine import EngineConfig
 from revpulse.streams.outputs import Outputs
-from revpulse.streams.partition import Shard, ShardState
+from revpulse.streams.partition import Router, Shard, ShardState
+from revpulse.streams.pipeline import decoder
 from revpulse.streams.rollup import Rollup
 from tests.support.deployment import settings_for
 
@@ -26,7 +28,8 @@ def test_a_copy_that_cannot_be_forked_is_logged_and_tried_again_next_turn(
     producer = ProducerService(settings)
     rollup = Rollup()
     snapshots = SnapshotStore(settings, config, producer, lambda role, reason: None)
-    agent = ShardAgent(settings, config, producer, snapshots, rollup, Outputs(settings, rollup, dict))
+    spans = SpanReader(settings, Router(decoder(settings), settings.shards), lambda reason: None)
+    agent = ShardAgent(settings, config, producer, snapshots, rollup, Outputs(settings, rollup, dict), spans)
     agent.shards[3] = Shard(3, config)
     agent.shards[3].state.next_offset = 40  # applied since its last snapshot (none): due, size unknown
 

@@ -19,11 +19,16 @@ from revpulse.streams.wire import (
     FINAL,
     RESET,
     SEGMENT_SEEN,
+    SPAN_RECORDS,
+    SPANS_PER_RECORD,
     WATERMARK,
     Point,
     WireError,
     decode_items,
+    decode_spans,
     encode_items,
+    encode_spans,
+    is_spans,
     item_records,
     parse_partial,
     partial_key,
@@ -238,3 +243,53 @@ def test_a_shards_point_cells_go_as_one_record_a_segment_where_the_first_of_them
     ]
     # without points (a standby's output), a record a cell as before
     assert len(partial_records(3, partials, {})) == len(partials)
+
+
+INPUTS = frozenset({"billing.events", "product.events"})
+
+
+def test_spans_a_router_wrote_come_back_whole() -> None:
+    spans = [("billing.events", 0, 3, 5, LATEST), ("product.events", 3, 0, SPAN_RECORDS - 1, 0)]
+    value = encode_spans(spans)
+    assert is_spans(value)
+    assert decode_spans(value, INPUTS) == spans
+    assert not is_spans(encode_items(routed(EVENT))) and not is_spans(None) and not is_spans(b"")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b'{"spans": [["crm.events", 0, 1, 2, 3]]}',  # not an input topic
+        b'{"spans": [["billing.events", -1, 1, 2, 3]]}',
+        b'{"spans": [["billing.events", 0, 5, 4, 3]]}',  # first after last
+        b'{"spans": [["billing.events", 0, 0, %d, 3]]}' % SPAN_RECORDS,  # one offset too many
+        b'{"spans": [["billing.events", 0, 1, 2, -3]]}',
+        b'{"spans": [["billing.events", 0, true, 2, 3]]}',
+        b'{"spans": [["billing.events", 0, 1.0, 2, 3]]}',
+        b'{"spans": [["billing.events", 0, 1, 2]]}',
+        b'{"spans": [["billing.events", 0, 1, 2, 3]], "more": 1}',
+        b'{"spans": {"billing.events": 0}}',
+        b'{"spans": [["billing.events", 0, 1, 2, 3]' + b', ["billing.events", 0, 1, 2, 3]' * SPANS_PER_RECORD + b"]}",
+        b"{not json",
+    ],
+)
+def test_spans_no_router_writes_are_a_wire_error(value: bytes) -> None:
+    assert is_spans(value)
+    with pytest.raises(WireError):
+        decode_spans(value, INPUTS)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(
+    st.builds(lambda b: b"{" + b, st.binary(max_size=120))
+    | st.builds(
+        lambda spans: orjson.dumps({"spans": spans}),
+        st.lists(st.lists(st.sampled_from(sorted(INPUTS)) | st.integers(-(2**63), 2**64 - 1) | st.none())),
+    )
+)
+def test_no_bytes_make_the_spans_decoder_raise_anything_else(value: bytes) -> None:
+    try:
+        spans = decode_spans(value, INPUTS)
+    except WireError:
+        return
+    assert all(topic in INPUTS and 0 <= last - first < SPAN_RECORDS for topic, _, first, last, _ in spans)

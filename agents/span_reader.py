@@ -1,0 +1,117 @@
+"""Input records read again for the spans a shard meets on its topic (`revpulse.streams.wire.Span`)."""
+
+from __future__ import annotations
+
+import bisect
+import logging
+from collections.abc import Callable
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from revpulse.agents.base import MAX_BATCH, consumer, topic_partitions
+from revpulse.settings import Settings
+from revpulse.streams.partition import InputRecord, Router
+from revpulse.streams.wire import Item, Span
+
+log = logging.getLogger(__name__)
+
+# Input records a shard reads again at once: what it holds while it does (a rebuild meets a span a batch).
+REREAD_RECORDS = 20_000
+
+
+class SpanReader:
+    """A worker routes an item to a shard it owns by applying it there and then, and writes the shard topic only
+    spans naming the input records (`LocalPath`). A shard meeting such a record it did not apply (after a restart,
+    a takeover, or as a standby) reads those records again from the input topics, decodes them with the bound
+    the router used and keeps its own items: exactly what the router applied.
+
+    A span naming a partition that does not exist is skipped and counted (`unknown_partition`); one whose
+    records the input partition no longer reaches (re-created, or cut short) ends where the partition ends,
+    counted (`input_gone`). Records the input has dropped within a span (compaction, retention) are not there
+    to read: keep input retention longer than snapshots take (README, Operations).
+    """
+
+    def __init__(self, settings: Settings, router: Router, on_skip: Callable[[str], None]) -> None:
+        self.settings = settings
+        self.router = router
+        self.on_skip = on_skip
+        self.reader: AIOKafkaConsumer | None = None
+
+    async def stop(self) -> None:
+        if self.reader is not None:
+            await self.reader.stop()
+            self.reader = None
+
+    async def items(self, shard_id: int, spans: list[Span]) -> list[Item]:
+        """The items for shard `shard_id` of the records `spans` name, span by span."""
+        records = await self._fetch(spans)
+        items: list[Item] = []
+        for topic, partition, first, last, bound in spans:
+            found = records.get((topic, partition), [])
+            offsets = [record.offset for record in found]
+            run = found[bisect.bisect_left(offsets, first) : bisect.bisect_right(offsets, last)]
+            decoded = [(record, self.router.decode(record, bound)) for record in run]
+            items += self.router.route_decoded(decoded).get(shard_id, [])
+        return items
+
+    async def _fetch(self, spans: list[Span]) -> dict[tuple[str, int], list[InputRecord]]:
+        """The records in `spans`, per partition in offset order, each partition's spans read as merged runs."""
+        if self.reader is None:
+            self.reader = consumer(self.settings, None)
+            await self.reader.start()
+        reader = self.reader
+        wanted: dict[TopicPartition, list[list[int]]] = {}
+        for topic, partition, first, last, _ in sorted(spans):
+            runs = wanted.setdefault(TopicPartition(topic, partition), [])
+            if runs and first <= runs[-1][1] + 1:
+                runs[-1][1] = max(runs[-1][1], last)
+            else:
+                runs.append([first, last])
+        for tp in list(wanted):
+            if tp not in await topic_partitions(reader, tp.topic):
+                log.warning("shard topic: a span names %s[%d], which does not exist; skipped", tp.topic, tp.partition)
+                self.on_skip("unknown_partition")
+                del wanted[tp]
+        out: dict[tuple[str, int], list[InputRecord]] = {(tp.topic, tp.partition): [] for tp in wanted}
+        reader.assign(list(wanted))
+        current: dict[TopicPartition, list[int]] = {}
+
+        def advance(tp: TopicPartition) -> None:
+            if wanted[tp]:
+                current[tp] = wanted[tp].pop(0)
+                reader.seek(tp, current[tp][0])
+            else:
+                current.pop(tp, None)
+
+        for tp in wanted:
+            advance(tp)
+        while current:
+            batches = await reader.getmany(*current, timeout_ms=200, max_records=MAX_BATCH)
+            for tp, batch in batches.items():
+                if tp not in current:
+                    continue
+                first, last = current[tp]
+                kept = out[(tp.topic, tp.partition)]
+                kept += [
+                    InputRecord(tp.topic, tp.partition, r.offset, r.value, r.timestamp / 1000)
+                    for r in batch
+                    if first <= r.offset <= last
+                ]
+                if batch and batch[-1].offset >= last:
+                    advance(tp)  # what this batch holds past the run is fetched again from the next run's start
+            for tp in list(current):
+                # Read to the partition's end without reaching the run's: the rest is not there.
+                highwater = reader.highwater(tp)
+                if highwater is None or await reader.position(tp) < highwater:
+                    continue
+                if highwater <= current[tp][1]:
+                    log.warning(
+                        "shard topic: a span of %s[%d] ends at %d, past the partition's end (%d)",
+                        tp.topic,
+                        tp.partition,
+                        current[tp][1],
+                        highwater,
+                    )
+                    self.on_skip("input_gone")
+                advance(tp)
+        return out
