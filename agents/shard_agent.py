@@ -351,11 +351,12 @@ class ShardAgent(BatchAgent):
             try:
                 if is_spans(record.value):
                     found = decode_spans(record.value, self.inputs)
-                    if spans and size + sum(last - first + 1 for _, _, first, last, _ in found) > REREAD_RECORDS:
+                    count = sum(last - first + 1 for _, _, first, last, _ in found)
+                    if spans and size + count > REREAD_RECORDS:
                         yield items + await self._reread(shard_id, spans)
                         items, spans, size, yielded = [], [], 0, True
                     spans += found
-                    size += sum(last - first + 1 for _, _, first, last, _ in found)
+                    size += count
                     continue
                 valid, invalid = decode_items(record.value, latest_us)
             except WireError as exc:

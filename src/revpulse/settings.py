@@ -175,7 +175,7 @@ class Settings:
     internal_retention: Retention = "compact"
     # Not in SPEC §6: how the worker's producers compress what they write (shard topic, partials, snapshots, the
     # metric and dead-letter topics): Kafka's own batch compression, which every Kafka client reads. The shard
-    # topic repeats every event a second time; on the embedded broker, which deletes nothing, it is what grows.
+    # topic carries every event routed to another worker's shard a second time (its own shards get spans).
     # zstd (Kafka 2.1 and later): aiokafka's lz4 is its slow high-compression level, and a worker spent a tenth
     # of its time in it.
     compression: Compression = "zstd"

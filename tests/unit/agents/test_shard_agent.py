@@ -1,22 +1,24 @@
-"""The shard agent's periodic snapshots, with no broker."""
+"""The shard agent with no broker: its periodic snapshots, and the order in which it reads spans again."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
 from revpulse.agents.base import ProducerService
 from revpulse.agents.shard_agent import ShardAgent
 from revpulse.agents.snapshots import SnapshotStore
-from revpulse.agents.span_reader import SpanReader
+from revpulse.agents.span_reader import REREAD_RECORDS, SpanReader
 from revpulse.streams.engine import EngineConfig
 from revpulse.streams.outputs import Outputs
 from revpulse.streams.partition import Router, Shard, ShardState
 from revpulse.streams.pipeline import decoder
 from revpulse.streams.rollup import Rollup
+from revpulse.streams.wire import Item, Span, encode_spans
 from tests.support.deployment import settings_for
 
 
@@ -42,3 +44,59 @@ def test_a_copy_that_cannot_be_forked_is_logged_and_tried_again_next_turn(
 
     assert "could not fork a copy to encode snapshots of shards [3]" in caplog.text
     assert agent._due().keys() == {3}
+
+
+class _Record(NamedTuple):
+    value: bytes | None
+    partition: int = 0
+    offset: int = 0
+
+
+class _Spans:
+    """Stands in for the input topics: each span reads back as one item naming it."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[Span]] = []
+
+    async def items(self, shard_id: int, spans: list[Span]) -> list[Item]:
+        self.calls.append(spans)
+        return [[shard_id, *span] for span in spans]
+
+    async def stop(self) -> None:
+        pass
+
+
+def _agent(tmp_path: Path, spans: _Spans) -> ShardAgent:
+    settings = settings_for(tmp_path)
+    producer = ProducerService(settings)
+    rollup = Rollup()
+    snapshots = SnapshotStore(settings, EngineConfig(), producer, lambda role, reason: None)
+    outputs = Outputs(settings, rollup, dict)
+    return ShardAgent(settings, EngineConfig(), producer, snapshots, rollup, outputs, spans)  # type: ignore[arg-type]
+
+
+def test_spans_are_read_again_in_order_at_most_reread_records_at_a_time(tmp_path: Path) -> None:
+    topic = settings_for(tmp_path).topics.billing
+    a = (topic, 0, 0, 14_999, 7)  # 15,000 records
+    b = (topic, 1, 0, 9_999, 7)  # 10,000: with a, past REREAD_RECORDS
+    c = (topic, 0, 15_000, 15_000, 8)
+    spans = _Spans()
+    agent = _agent(tmp_path, spans)
+    records = [_Record(encode_spans([a])), _Record(encode_spans([b])), _Record(encode_spans([c]))]
+
+    async def read() -> list[list[Item]]:
+        return [items async for items in agent._items(3, records)]  # type: ignore[arg-type]
+
+    assert REREAD_RECORDS == 20_000
+    assert asyncio.run(read()) == [[[3, *a]], [[3, *b], [3, *c]]]
+    assert spans.calls == [[a], [b, c]]
+
+
+def test_a_batch_of_nothing_to_apply_is_still_applied_once(tmp_path: Path) -> None:
+    agent = _agent(tmp_path, _Spans())
+    junk = [_Record(b"garbage", offset=4)]
+
+    async def read() -> list[list[Item]]:
+        return [items async for items in agent._items(0, junk)]  # type: ignore[arg-type]
+
+    assert asyncio.run(read()) == [[]]
