@@ -114,4 +114,6 @@ class SpanReader:
                     )
                     self.on_skip("input_gone")
                 advance(tp)
+        # Assigned, the consumer would go on holding a fetch ahead for each partition (a MiB or so apiece).
+        reader.unsubscribe()
         return out
