@@ -339,7 +339,8 @@ class ShardAgent(BatchAgent):
 
     async def _items(self, shard_id: int, records: list[ConsumerRecord]) -> AsyncIterator[list[Item]]:
         """The items of shard-topic records, in order, in lists to apply one after the other; spans are read
-        again from the input (`SpanReader`), at most `REREAD_RECORDS` input records at a time. The topic is
+        again from the input (`SpanReader`), at most `REREAD_RECORDS` input records at a time (a span names at
+        most `SPAN_RECORDS`), however many a record names. The topic is
         input like any other: a record or item RevPulse did not write is logged, counted and skipped, and the rest
         goes on. Yields at least once, so every batch is applied, if only to move the shard's offset."""
         latest_us = latest_occurred_at(time.time())
@@ -350,13 +351,13 @@ class ShardAgent(BatchAgent):
         for record in records:
             try:
                 if is_spans(record.value):
-                    found = decode_spans(record.value, self.inputs)
-                    count = sum(last - first + 1 for _, _, first, last, _ in found)
-                    if spans and size + count > REREAD_RECORDS:
-                        yield items + await self._reread(shard_id, spans)
-                        items, spans, size, yielded = [], [], 0, True
-                    spans += found
-                    size += count
+                    for span in decode_spans(record.value, self.inputs):
+                        count = span[3] - span[2] + 1
+                        if spans and size + count > REREAD_RECORDS:
+                            yield items + await self._reread(shard_id, spans)
+                            items, spans, size, yielded = [], [], 0, True
+                        spans.append(span)
+                        size += count
                     continue
                 valid, invalid = decode_items(record.value, latest_us)
             except WireError as exc:

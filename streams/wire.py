@@ -182,7 +182,7 @@ def decode_items(value: bytes | None, latest_us: int) -> tuple[list[Item], int]:
 # the shard over) reads them again. Encoded as a JSON object, which an item list never is.
 Span = tuple[str, int, int, int, int]  # (input topic, partition, first offset, last offset, latest occurred_at µs)
 SPANS_PER_RECORD = 4_096
-SPAN_RECORDS = 1_000_000  # records one span may name: a router's batch is at most a few fetches a partition
+SPAN_RECORDS = 10_000  # offsets one span may name (a router's longer runs take several): what a shard reads at once
 
 
 def encode_spans(spans: list[Span]) -> bytes:

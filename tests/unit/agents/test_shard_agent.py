@@ -18,7 +18,7 @@ from revpulse.streams.outputs import Outputs
 from revpulse.streams.partition import Router, Shard, ShardState
 from revpulse.streams.pipeline import decoder
 from revpulse.streams.rollup import Rollup
-from revpulse.streams.wire import Item, Span, encode_spans
+from revpulse.streams.wire import SPAN_RECORDS, Item, Span, encode_spans
 from tests.support.deployment import settings_for
 
 
@@ -77,19 +77,22 @@ def _agent(tmp_path: Path, spans: _Spans) -> ShardAgent:
 
 def test_spans_are_read_again_in_order_at_most_reread_records_at_a_time(tmp_path: Path) -> None:
     topic = settings_for(tmp_path).topics.billing
-    a = (topic, 0, 0, 14_999, 7)  # 15,000 records
-    b = (topic, 1, 0, 9_999, 7)  # 10,000: with a, past REREAD_RECORDS
-    c = (topic, 0, 15_000, 15_000, 8)
+    a = (topic, 0, 0, 9_999, 7)  # 10,000 records
+    b = (topic, 1, 0, 9_999, 7)  # 10,000: with a, REREAD_RECORDS
+    c = (topic, 0, 10_000, 10_000, 8)  # one more: read apart
     spans = _Spans()
     agent = _agent(tmp_path, spans)
-    records = [_Record(encode_spans([a])), _Record(encode_spans([b])), _Record(encode_spans([c]))]
 
-    async def read() -> list[list[Item]]:
+    async def read(records: list[_Record]) -> list[list[Item]]:
         return [items async for items in agent._items(3, records)]  # type: ignore[arg-type]
 
-    assert REREAD_RECORDS == 20_000
-    assert asyncio.run(read()) == [[[3, *a]], [[3, *b], [3, *c]]]
-    assert spans.calls == [[a], [b, c]]
+    assert REREAD_RECORDS == 20_000 and SPAN_RECORDS == 10_000
+    apart = [_Record(encode_spans([a])), _Record(encode_spans([b])), _Record(encode_spans([c]))]
+    assert asyncio.run(read(apart)) == [[[3, *a], [3, *b]], [[3, *c]]]
+    assert spans.calls == [[a, b], [c]]
+    # One record naming them all is read in the same pieces.
+    assert asyncio.run(read([_Record(encode_spans([a, b, c]))])) == [[[3, *a], [3, *b]], [[3, *c]]]
+    assert spans.calls[2:] == [[a, b], [c]]
 
 
 def test_a_batch_of_nothing_to_apply_is_still_applied_once(tmp_path: Path) -> None:
