@@ -45,11 +45,12 @@ class SpanReader:
     async def items(self, shard_id: int, spans: list[Span]) -> list[Item]:
         """The items for shard `shard_id` of the records `spans` name, span by span."""
         records = await self._fetch(spans)
+        offsets = {source: [record.offset for record in found] for source, found in records.items()}
         items: list[Item] = []
         for topic, partition, first, last, bound in spans:
             found = records.get((topic, partition), [])
-            offsets = [record.offset for record in found]
-            run = found[bisect.bisect_left(offsets, first) : bisect.bisect_right(offsets, last)]
+            at = offsets.get((topic, partition), [])
+            run = found[bisect.bisect_left(at, first) : bisect.bisect_right(at, last)]
             decoded = [(record, self.router.decode(record, bound)) for record in run]
             items += self.router.route_decoded(decoded).get(shard_id, [])
         return items
