@@ -8,7 +8,8 @@ Once caught up it checkpoints the rollup in the data dir (`rollup_codec`), with 
 snapshot interval but at most once a minute (encoding it holds the loop: 0.3 s for 400 days of history), and
 when the worker stops; a restart takes the checkpoint and reads on from there. A topic that ends before a
 checkpoint's offset, or delivers a record from before it, is not the one it read (re-created): the rollup starts
-over."""
+over. It decides that as it starts, before this worker's shards start: they feed the rollup directly, and what
+they gave it must not be thrown away with the checkpoint."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from revpulse.topics import partials_topic
 log = logging.getLogger(__name__)
 
 CHECKPOINT_EVERY = 60.0  # seconds, at least
+CHECK_TIMEOUT = 30.0  # seconds to learn whether the topic reaches a checkpoint's offsets
 
 
 class RollupAgent(BatchAgent):
@@ -53,7 +55,6 @@ class RollupAgent(BatchAgent):
         self.caught_up = False
         self.path = Path(settings.data_dir) / settings.app_id / "rollup.state"
         self.key = settings.state_key.encode() if settings.state_key else None
-        self.restored_from: dict[int, int] = {}  # partition -> the checkpoint's offset, until caught up
         self._saved_at = time.monotonic()
         self._applied: dict[int, int] = {}  # partition -> the offset after the last record applied (or skipped)
 
@@ -62,10 +63,15 @@ class RollupAgent(BatchAgent):
         assert self.consumer is not None
         tps = await topic_partitions(self.consumer, self.topics[0])
         positions = self._restore(len(tps))
+        if positions and not await self._reaches(positions):
+            log.warning("the partials topic is not the one the rollup checkpoint read: reading it from the start")
+            self.path.unlink(missing_ok=True)
+            vars(self.rollup).update(vars(Rollup()))
+            await self.consumer.seek_to_beginning(*tps)
+            positions = None
         if positions:
             for tp in tps:
                 self.consumer.seek(tp, positions[tp.partition])
-            self.restored_from = positions
             self._applied = dict(positions)
 
     async def on_stop(self) -> None:
@@ -92,23 +98,29 @@ class RollupAgent(BatchAgent):
         log.info("rollup restored from its checkpoint; reading the partials on from %s", positions)
         return positions
 
-    async def _start_over(self) -> None:
-        """The checkpoint is of another topic: forget it and what it gave, and read the topic from the start."""
+    async def _reaches(self, positions: dict[int, int]) -> bool:
+        """Whether every partition reaches the checkpoint's offset of it, as a fetch there shows: one that ends
+        before it, or is read from before it (the consumer's reset when the offset is past the end), is of
+        another topic. Undecided in CHECK_TIMEOUT counts as another: reading from the start is only slower."""
         assert self.consumer is not None
-        log.warning("the partials topic is not the one the rollup checkpoint read: reading it from the start")
-        self.path.unlink(missing_ok=True)
-        vars(self.rollup).update(vars(Rollup()))
-        self.restored_from = {}
-        self._applied = {}
-        await self.consumer.seek_to_beginning(*self.consumer.assignment())
+        waiting = {tp for tp in self.consumer.assignment() if positions.get(tp.partition, 0) > 0}
+        for tp in waiting:
+            self.consumer.seek(tp, positions[tp.partition])
+        deadline = time.monotonic() + CHECK_TIMEOUT
+        while waiting and time.monotonic() < deadline:
+            batches = await self.consumer.getmany(*waiting, timeout_ms=200, max_records=1)
+            if any(records and records[0].offset < positions[tp.partition] for tp, records in batches.items()):
+                return False
+            for tp in list(waiting):
+                highwater = self.consumer.highwater(tp)
+                if highwater is not None:
+                    if highwater < positions[tp.partition]:
+                        return False
+                    waiting.discard(tp)
+        return not waiting
 
     async def handle(self, batches: Batches) -> None:
         """Apply a batch of partials (called with empty batches too, until the reader has caught up)."""
-        if self.restored_from and any(
-            records and records[0].offset < self.restored_from.get(tp.partition, 0) for tp, records in batches.items()
-        ):
-            await self._start_over()
-            return
         pending = Pending(self.rollup)
         for tp, records in batches.items():
             if records:
@@ -178,14 +190,8 @@ class RollupAgent(BatchAgent):
         paused = self.consumer.paused()  # only echoes of this worker's partials: nothing to catch up on
         for tp in self.consumer.assignment() - paused:
             highwater = self.consumer.highwater(tp)
-            position = await self.consumer.position(tp)
-            checkpoint = self.restored_from.get(tp.partition, 0)
-            if position < checkpoint or (highwater is not None and highwater < checkpoint):
-                await self._start_over()  # the topic ends before the checkpoint's offset: it is another one
+            if highwater is None or await self.consumer.position(tp) < highwater:
                 return False
-            if highwater is None or position < highwater:
-                return False
-        self.restored_from = {}
         return True
 
 

@@ -60,7 +60,12 @@ class ShardAgent(BatchAgent):
         self.outputs = outputs
         self.partials_topic = partials_topic(settings)
         self.shards: dict[int, Shard] = {}
-        self.catching_up: dict[int, int] = {}  # shard -> committed offset it has not reached yet
+        # Shard -> the offset it must reach before it serves: its committed offset, raised to the end of the shard
+        # topic once a fetch shows it (`_end_unseen`), since a previous owner may have applied, on the local path,
+        # items past its last commit.
+        self.catching_up: dict[int, int] = {}
+        self._end_unseen: set[int] = set()
+        self._letters_unread = False  # a target was raised past a commit: letters of those items may be written
         self.letters_written: WrittenLetters | None = None
         self.standby: dict[int, Shard] = {}  # shards held but not owned: since a revocation, or as replicas
         self.standby_consumer: AIOKafkaConsumer | None = None
@@ -150,9 +155,9 @@ class ShardAgent(BatchAgent):
             for tp in partitions:
                 shard = self.shards[tp.partition]
                 self.consumer.seek(tp, shard.state.next_offset)
-                if committed[tp.partition] > shard.state.next_offset:
-                    self.catching_up[tp.partition] = committed[tp.partition]
-            if self.catching_up:
+                self.catching_up[tp.partition] = committed[tp.partition]
+                self._end_unseen.add(tp.partition)
+            if any(self.catching_up[p] > self.shards[p].state.next_offset for p in committed):
                 # Another worker may have written letters that this catching up would write again.
                 await self.letters_written.read(self.settings)
             await self._follow_standbys(set(committed))
@@ -170,6 +175,7 @@ class ShardAgent(BatchAgent):
             for tp in partitions:
                 shard = self.shards.pop(tp.partition, None)
                 self.catching_up.pop(tp.partition, None)
+                self._end_unseen.discard(tp.partition)
                 self.local_path.close(tp.partition)
                 if shard is not None:
                     if self._snapshotted.get(shard.id) != shard.state.next_offset:
@@ -204,6 +210,8 @@ class ShardAgent(BatchAgent):
         await super().on_start()
 
     async def on_stop(self) -> None:
+        async with self._lock:
+            pass  # the batch in flight first: it may be reading spans with the reader stopped below
         await super().on_stop()
         if self.standby_consumer is not None:
             await self.standby_consumer.stop()
@@ -221,6 +229,8 @@ class ShardAgent(BatchAgent):
                 continue
             batches = await follower.getmany(timeout_ms=200, max_records=MAX_BATCH)
             async with self._lock:
+                if self.should_stop:
+                    return
                 for tp, records in batches.items():
                     shard = self.standby.get(tp.partition)
                     if shard is None:
@@ -238,11 +248,23 @@ class ShardAgent(BatchAgent):
 
     async def handle(self, batches: Batches) -> None:
         async with self._lock:
+            if self.should_stop:
+                return  # `on_stop` waited for the batch before; the span reader is gone
+            self._settle_catching_up()  # the fetch of this batch may be the first to show a partition's end
+            if self._letters_unread:
+                assert self.letters_written is not None
+                await self.letters_written.read(self.settings)
+                self._letters_unread = False
             commits: dict[TopicPartition, int] = {}
             outputs: list[tuple[int, ShardOutput]] = []
+            assert self.consumer is not None
+            assignment = self.consumer.assignment()
             for tp, records in batches.items():
                 shard = self.shards.get(tp.partition)
-                if shard is None:
+                # A batch fetched while `on_assigned` ran, before it moved the partition to its shard's offset,
+                # is stale: the consumer's position (which only handing out a fetch or a seek moves) no longer
+                # follows it. The partition is fetched again from the shard's offset.
+                if shard is None or tp not in assignment or await self.consumer.position(tp) != records[-1].offset + 1:
                     continue
                 unapplied = [r for r in records if not self.local_path.applied(shard.id, r.offset)]
                 async for items in self._items(shard.id, unapplied):
@@ -250,12 +272,28 @@ class ShardAgent(BatchAgent):
                 self.local_path.consumed(shard.id, shard.state.next_offset)
                 commits[tp] = shard.state.next_offset
             await self._publish(outputs)
-            for tp in commits:
-                until = self.catching_up.get(tp.partition)
-                if until is not None and commits[tp] >= until:
-                    del self.catching_up[tp.partition]
+            self._settle_catching_up()
             await self.commit(commits)
         self._consumed.set()
+
+    async def idle(self) -> None:
+        self._settle_catching_up()  # a shard already at the end of its partition gets no batch to apply
+
+    def _settle_catching_up(self) -> None:
+        """Raise each catching-up shard's target to the end of its partition as first fetched; drop those that
+        reached it."""
+        assert self.consumer is not None
+        for partition, until in list(self.catching_up.items()):
+            if partition in self._end_unseen:
+                highwater = self.consumer.highwater(TopicPartition(self.topics[0], partition))
+                if highwater is None:
+                    continue
+                self._end_unseen.discard(partition)
+                if highwater > until:
+                    self._letters_unread = True
+                until = self.catching_up[partition] = max(until, highwater)
+            if self.shards[partition].state.next_offset >= until:
+                del self.catching_up[partition]
 
     @Service.task
     async def _snapshot_periodically(self) -> None:

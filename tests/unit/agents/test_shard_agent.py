@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import pytest
+from aiokafka import TopicPartition
 
 from revpulse.agents.base import ProducerService
 from revpulse.agents.shard_agent import ShardAgent
@@ -103,3 +104,102 @@ def test_a_batch_of_nothing_to_apply_is_still_applied_once(tmp_path: Path) -> No
         return [items async for items in agent._items(0, junk)]  # type: ignore[arg-type]
 
     assert asyncio.run(read()) == [[]]
+
+
+class _Fetched:
+    """Stands in for the shard-topic consumer: the high watermark each partition's last fetch showed."""
+
+    def __init__(self, topic: str, highwater: dict[int, int]) -> None:
+        self.topic = topic
+        self.highwaters = highwater
+
+    def highwater(self, tp: object) -> int | None:
+        assert getattr(tp, "topic", None) == self.topic
+        return self.highwaters.get(getattr(tp, "partition", -1))
+
+
+def test_a_shard_serves_only_once_it_reached_the_end_of_its_partition_as_first_fetched(tmp_path: Path) -> None:
+    """A previous owner may have applied, on the local path, items past its last commit: a new owner is not
+    ready at the committed offset but at the end its first fetch shows; a later end does not hold it back."""
+    agent = _agent(tmp_path, _Spans())
+    consumer = _Fetched(agent.topics[0], {})
+    agent.consumer = consumer  # type: ignore[assignment]
+    for shard_id, (applied, committed) in {0: (10, 10), 1: (4, 10), 2: (10, 10)}.items():
+        agent.shards[shard_id] = Shard(shard_id, EngineConfig())
+        agent.shards[shard_id].state.next_offset = applied
+        agent.catching_up[shard_id] = committed
+        agent._end_unseen.add(shard_id)
+
+    asyncio.run(agent.idle())  # no fetch answered yet: nothing is known of the ends
+    assert agent.catching_up == {0: 10, 1: 10, 2: 10}
+
+    consumer.highwaters.update({0: 13, 1: 10, 2: 10})
+    asyncio.run(agent.idle())
+    assert agent.catching_up == {0: 13, 1: 10}
+    assert agent._letters_unread, "shard 0's previous owner may have written letters past its commit"
+
+    consumer.highwaters.update({0: 20, 1: 30})  # written since: live traffic, not a previous owner's
+    agent.shards[0].state.next_offset = 13
+    agent.shards[1].state.next_offset = 10
+    asyncio.run(agent.idle())
+    assert agent.catching_up == {}
+    assert agent.ready is False  # not assigned in this test
+    agent.assigned = True
+    assert agent.ready is True
+
+
+class _Named(_Spans):
+    """Records the spans it is asked for; they name no item (records of other shards)."""
+
+    async def items(self, shard_id: int, spans: list[Span]) -> list[Item]:
+        await super().items(shard_id, spans)
+        return []
+
+
+class _Positioned:
+    """Stands in for the shard-topic consumer after `on_assigned` moved partition 0 to offset 0."""
+
+    def __init__(self, topic: str, position: int) -> None:
+        self.tp = TopicPartition(topic, 0)
+        self.at = position
+
+    def assignment(self) -> set[TopicPartition]:
+        return {self.tp}
+
+    async def position(self, tp: TopicPartition) -> int:
+        return self.at
+
+    def highwater(self, tp: TopicPartition) -> int | None:
+        return None
+
+
+def test_a_batch_fetched_before_the_partition_moved_to_its_shards_offset_is_not_applied(tmp_path: Path) -> None:
+    """The consumer fetched offset 1 on (from the committed offset) while `on_assigned` ran, which then moved it
+    to the shard's offset 0: that batch is dropped and the partition read again from 0, in order."""
+    spans = _Named()
+    agent = _agent(tmp_path, spans)
+    consumer = _Positioned(agent.topics[0], 0)
+    agent.consumer = consumer  # type: ignore[assignment]
+    agent.shards[0] = Shard(0, EngineConfig())
+    published: list[object] = []
+    committed: list[dict[TopicPartition, int]] = []
+
+    async def publish(outputs: list[object]) -> None:
+        published.extend(outputs)
+
+    async def commit(offsets: dict[TopicPartition, int]) -> None:
+        committed.append(offsets)
+
+    agent._publish = publish  # type: ignore[method-assign,assignment]
+    agent.commit = commit  # type: ignore[method-assign]
+    topic = settings_for(tmp_path).topics.billing
+    stale = [_Record(encode_spans([(topic, 0, 5, 9, 7)]), 0, 1)]
+    asyncio.run(agent.handle({consumer.tp: stale}))  # type: ignore[dict-item]
+    assert (agent.shards[0].state.next_offset, spans.calls, published, committed) == (0, [], [], [{}])
+
+    consumer.at = 2  # the fetch from 0 handed out offsets 0 and 1
+    fresh = [_Record(encode_spans([(topic, 0, 0, 4, 7)]), 0, 0), *stale]
+    asyncio.run(agent.handle({consumer.tp: fresh}))  # type: ignore[dict-item]
+    assert agent.shards[0].state.next_offset == 2
+    assert spans.calls == [[(topic, 0, 0, 4, 7), (topic, 0, 5, 9, 7)]]
+    assert committed[-1] == {consumer.tp: 2}
