@@ -378,45 +378,54 @@ class ShardAgent(BatchAgent):
     async def _items(self, shard_id: int, records: list[ConsumerRecord]) -> AsyncIterator[list[Item]]:
         """The items of shard-topic records, in order, in lists to apply one after the other; spans are read
         again from the input (`SpanReader`), at most `REREAD_RECORDS` input records at a time (a span names at
-        most `SPAN_RECORDS`), however many a record names. The topic is
-        input like any other: a record or item RevPulse did not write is logged, counted and skipped, and the rest
-        goes on. Yields at least once, so every batch is applied, if only to move the shard's offset."""
+        most `SPAN_RECORDS`) however many a record names, and a list holds the items of at most the reader's
+        budget of input bytes. The topic is input like any other: a record or item RevPulse did not write is
+        logged, counted and skipped, and the rest goes on. Yields at least once, so every batch is applied, if
+        only to move the shard's offset."""
         latest_us = latest_occurred_at(time.time())
         items: list[Item] = []
         spans: list[Span] = []
         size = 0
         yielded = False
-        for record in records:
-            try:
-                if is_spans(record.value):
-                    for span in decode_spans(record.value, self.inputs):
-                        count = span[3] - span[2] + 1
-                        if spans and size + count > REREAD_RECORDS:
-                            yield items + await self._reread(shard_id, spans)
-                            items, spans, size, yielded = [], [], 0, True
-                        spans.append(span)
-                        size += count
+        for record in [*records, None]:  # None: the end, where spans left are read too
+            valid: list[Item] = []
+            if record is not None:
+                try:
+                    if is_spans(record.value):
+                        for span in decode_spans(record.value, self.inputs):
+                            count = span[3] - span[2] + 1
+                            if spans and size + count > REREAD_RECORDS:
+                                async for chunk in self._reread(shard_id, spans, items):
+                                    yield chunk
+                                items, spans, size, yielded = [], [], 0, True
+                            spans.append(span)
+                            size += count
+                        continue
+                    valid, invalid = decode_items(record.value, latest_us)
+                except WireError as exc:
+                    log.warning("shard topic partition %d offset %d skipped: %s", record.partition, record.offset, exc)
+                    self.outputs.internal_skipped.labels("shards", "invalid_record").inc()
                     continue
-                valid, invalid = decode_items(record.value, latest_us)
-            except WireError as exc:
-                log.warning("shard topic partition %d offset %d skipped: %s", record.partition, record.offset, exc)
-                self.outputs.internal_skipped.labels("shards", "invalid_record").inc()
-                continue
-            if invalid:
-                log.warning(
-                    "shard topic partition %d offset %d: %d items skipped", record.partition, record.offset, invalid
-                )
-                self.outputs.internal_skipped.labels("shards", "invalid_item").inc(invalid)
+                if invalid:
+                    log.warning(
+                        "shard topic partition %d offset %d: %d items skipped", record.partition, record.offset, invalid
+                    )
+                    self.outputs.internal_skipped.labels("shards", "invalid_item").inc(invalid)
             if spans:
-                items += await self._reread(shard_id, spans)
+                rereads, items = self._reread(shard_id, spans, items), []
+                async for chunk in rereads:  # all but the last applied now: one chunk (the usual) waits for more
+                    if items:
+                        yield items
+                        yielded = True
+                    items = chunk
                 spans, size = [], 0
             items += valid
-        if spans:
-            items += await self._reread(shard_id, spans)
         if items or not yielded:
             yield items
 
-    async def _reread(self, shard_id: int, spans: list[Span]) -> list[Item]:
-        items = await self.spans.items(shard_id, spans)
-        self.outputs.routed_items.labels("reread").inc(len(items))
-        return items
+    async def _reread(self, shard_id: int, spans: list[Span], before: list[Item]) -> AsyncIterator[list[Item]]:
+        """`before` then the items of `spans`, in the reader's lists (the first after `before`)."""
+        async for chunk in self.spans.chunks(shard_id, spans):
+            self.outputs.routed_items.labels("reread").inc(len(chunk))
+            yield before + chunk
+            before = []

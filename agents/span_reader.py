@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bisect
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -17,6 +17,9 @@ log = logging.getLogger(__name__)
 
 # Input records a shard reads again at once: what it holds while it does (a rebuild meets a span a batch).
 REREAD_RECORDS = 20_000
+# Input bytes it holds at most (about: plus a fetch): records may be as large as the broker takes (a flood of
+# megabyte junk is dead letters, and spans like any other), and 20,000 of those would not fit in memory.
+REREAD_BYTES = 64 * 2**20
 
 
 class SpanReader:
@@ -31,10 +34,13 @@ class SpanReader:
     to read: keep input retention longer than snapshots take (README, Operations).
     """
 
-    def __init__(self, settings: Settings, router: Router, on_skip: Callable[[str], None]) -> None:
+    def __init__(
+        self, settings: Settings, router: Router, on_skip: Callable[[str], None], budget: int = REREAD_BYTES
+    ) -> None:
         self.settings = settings
         self.router = router
         self.on_skip = on_skip
+        self.budget = budget  # input bytes held at once
         self.reader: AIOKafkaConsumer | None = None
 
     async def stop(self) -> None:
@@ -42,9 +48,27 @@ class SpanReader:
             await self.reader.stop()
             self.reader = None
 
-    async def items(self, shard_id: int, spans: list[Span]) -> list[Item]:
-        """The items for shard `shard_id` of the records `spans` name, span by span."""
-        records = await self._fetch(spans)
+    async def chunks(self, shard_id: int, spans: list[Span]) -> AsyncIterator[list[Item]]:
+        """The items for shard `shard_id` of the records `spans` name, in span order, in lists to apply one after
+        the other: one list when the records fit in the budget; else, read again a span at a time, one list a
+        budget of its records (at least one record)."""
+        records, whole = await self._fetch(spans)
+        if whole:
+            yield self._decode(shard_id, spans, records)
+            return
+        del records
+        for topic, partition, first, last, bound in spans:
+            while first <= last:
+                part, whole = await self._fetch([(topic, partition, first, last, bound)])
+                found = part.get((topic, partition), [])
+                end = last if whole or not found else found[-1].offset
+                yield self._decode(shard_id, [(topic, partition, first, end, bound)], part)
+                first = end + 1
+
+    def _decode(
+        self, shard_id: int, spans: list[Span], records: dict[tuple[str, int], list[InputRecord]]
+    ) -> list[Item]:
+        """The items for shard `shard_id` of the records of `spans`, span by span."""
         offsets = {source: [record.offset for record in found] for source, found in records.items()}
         items: list[Item] = []
         for topic, partition, first, last, bound in spans:
@@ -55,8 +79,10 @@ class SpanReader:
             items += self.router.route_decoded(decoded).get(shard_id, [])
         return items
 
-    async def _fetch(self, spans: list[Span]) -> dict[tuple[str, int], list[InputRecord]]:
-        """The records in `spans`, per partition in offset order, each partition's spans read as merged runs."""
+    async def _fetch(self, spans: list[Span]) -> tuple[dict[tuple[str, int], list[InputRecord]], bool]:
+        """The records in `spans`, per partition in offset order, each partition's spans read as merged runs; and
+        whether that is all of them. It stops once what it holds is over the budget: then, read from one span,
+        it is that span's records from its first offset on."""
         if self.reader is None:
             self.reader = consumer(self.settings, None)
             await self.reader.start()
@@ -86,6 +112,7 @@ class SpanReader:
 
         for tp in wanted:
             advance(tp)
+        held = 0
         while current:
             batches = await reader.getmany(*current, timeout_ms=200, max_records=MAX_BATCH)
             for tp, batch in batches.items():
@@ -93,11 +120,10 @@ class SpanReader:
                     continue
                 first, last = current[tp]
                 kept = out[(tp.topic, tp.partition)]
-                kept += [
-                    InputRecord(tp.topic, tp.partition, r.offset, r.value, r.timestamp / 1000)
-                    for r in batch
-                    if first <= r.offset <= last
-                ]
+                for r in batch:
+                    if first <= r.offset <= last:
+                        kept.append(InputRecord(tp.topic, tp.partition, r.offset, r.value, r.timestamp / 1000))
+                        held += len(r.value or b"")
                 if batch and batch[-1].offset >= last:
                     advance(tp)  # what this batch holds past the run is fetched again from the next run's start
             for tp in list(current):
@@ -115,6 +141,9 @@ class SpanReader:
                     )
                     self.on_skip("input_gone")
                 advance(tp)
+            if held > self.budget and current:
+                reader.unsubscribe()
+                return out, False
         # Assigned, the consumer would go on holding a fetch ahead for each partition (a MiB or so apiece).
         reader.unsubscribe()
-        return out
+        return out, True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -19,8 +20,9 @@ from revpulse.streams.outputs import Outputs
 from revpulse.streams.partition import Router, Shard, ShardState
 from revpulse.streams.pipeline import decoder
 from revpulse.streams.rollup import Rollup
-from revpulse.streams.wire import SPAN_RECORDS, Item, Span, encode_spans
+from revpulse.streams.wire import SPAN_RECORDS, Item, Span, encode_items, encode_spans
 from tests.support.deployment import settings_for
+from tests.unit.streams.test_wire import EVENT, routed
 
 
 def test_a_copy_that_cannot_be_forked_is_logged_and_tried_again_next_turn(
@@ -47,6 +49,11 @@ def test_a_copy_that_cannot_be_forked_is_logged_and_tried_again_next_turn(
     assert agent._due().keys() == {3}
 
 
+def routed_item() -> Item:
+    (item,) = routed(EVENT)
+    return item  # type: ignore[return-value]
+
+
 class _Record(NamedTuple):
     value: bytes | None
     partition: int = 0
@@ -54,14 +61,21 @@ class _Record(NamedTuple):
 
 
 class _Spans:
-    """Stands in for the input topics: each span reads back as one item naming it."""
+    """Stands in for the input topics: each span reads back as one item naming it; `apart`: a list a span, as
+    when the records are over the reader's budget."""
 
-    def __init__(self) -> None:
+    def __init__(self, apart: bool = False) -> None:
         self.calls: list[list[Span]] = []
+        self.apart = apart
 
-    async def items(self, shard_id: int, spans: list[Span]) -> list[Item]:
+    async def chunks(self, shard_id: int, spans: list[Span]) -> AsyncIterator[list[Item]]:
         self.calls.append(spans)
-        return [[shard_id, *span] for span in spans]
+        items = [self.item(shard_id, span) for span in spans]
+        for chunk in [[item] for item in items] if self.apart else [items]:
+            yield chunk
+
+    def item(self, shard_id: int, span: Span) -> Item:
+        return [shard_id, *span]
 
     async def stop(self) -> None:
         pass
@@ -94,6 +108,24 @@ def test_spans_are_read_again_in_order_at_most_reread_records_at_a_time(tmp_path
     # One record naming them all is read in the same pieces.
     assert asyncio.run(read([_Record(encode_spans([a, b, c]))])) == [[[3, *a], [3, *b]], [[3, *c]]]
     assert spans.calls[2:] == [[a, b], [c]]
+
+
+def test_the_readers_lists_are_applied_apart_and_the_last_with_the_items_after_it(tmp_path: Path) -> None:
+    """Records over the reader's budget come in several lists: each is applied before the next is read, but
+    the last goes on with the items of the records after it, as one list does."""
+    topic = settings_for(tmp_path).topics.billing
+    a, b = (topic, 0, 0, 4, 7), (topic, 0, 5, 9, 7)
+    item = routed_item()
+    records = [_Record(encode_spans([a, b]), offset=0), _Record(encode_items([item]), offset=1)]
+
+    def read(spans: _Spans) -> list[list[Item]]:
+        async def run() -> list[list[Item]]:
+            return [items async for items in _agent(tmp_path, spans)._items(3, records)]  # type: ignore[arg-type]
+
+        return asyncio.run(run())
+
+    assert read(_Spans()) == [[[3, *a], [3, *b], item]]
+    assert read(_Spans(apart=True)) == [[[3, *a]], [[3, *b], item]]
 
 
 def test_a_batch_of_nothing_to_apply_is_still_applied_once(tmp_path: Path) -> None:
@@ -151,9 +183,10 @@ def test_a_shard_serves_only_once_it_reached_the_end_of_its_partition_as_first_f
 class _Named(_Spans):
     """Records the spans it is asked for; they name no item (records of other shards)."""
 
-    async def items(self, shard_id: int, spans: list[Span]) -> list[Item]:
-        await super().items(shard_id, spans)
-        return []
+    async def chunks(self, shard_id: int, spans: list[Span]) -> AsyncIterator[list[Item]]:
+        async for _ in super().chunks(shard_id, spans):
+            pass
+        yield []
 
 
 class _Positioned:
