@@ -39,7 +39,7 @@ from revpulse.settings import Settings
 from revpulse.streams.history_query import QueryError, parse_query
 from revpulse.streams.history_query import answer as history_answer
 from revpulse.streams.outputs import Outputs
-from revpulse.streams.partition import Router
+from revpulse.streams.partition import Router, total_outcomes
 from revpulse.streams.pipeline import decoder, engine_config
 from revpulse.streams.rollup import Rollup
 from revpulse.topics import partials_topic, raw_topics, shard_topic, snapshot_topic
@@ -174,6 +174,7 @@ def create_worker(settings: Settings) -> Worker:
             "status": "ok",
             "events": sum(outcomes.values()),
             "shards": sorted(shards.shards),
+            "standby_events": sum(total_outcomes(shards.standby.values()).values()),
             "as_of": outputs.as_of_text,
         }
         return Response(body=orjson.dumps(body), content_type="application/json")

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import ConsumerStoppedError
 from mode import Service
 
 from revpulse.agents.base import MAX_BATCH, BatchAgent, Batches, OutRecord, ProducerService, consumer, send_all
@@ -53,6 +54,7 @@ class ShardAgent(BatchAgent):
         super().__init__(settings, [shard_topic(settings)], shard_group(settings), **kwargs)
         self.config = config
         self.spans = spans
+        self.standby_spans = spans.twin()  # the standby follower's: it reads outside the lock, beside `handle`
         self.inputs = frozenset(settings.topics.inputs)
         self.io = producer
         self.snapshots = snapshots
@@ -216,6 +218,7 @@ class ShardAgent(BatchAgent):
         if self.standby_consumer is not None:
             await self.standby_consumer.stop()
         await self.spans.stop()
+        await self.standby_spans.stop()
 
     @Service.task
     async def _standby_follower(self) -> None:
@@ -228,23 +231,44 @@ class ShardAgent(BatchAgent):
                 await self.sleep(0.2)
                 continue
             batches = await follower.getmany(timeout_ms=200, max_records=MAX_BATCH)
-            async with self._lock:
-                if self.should_stop:
-                    return
-                for tp, records in batches.items():
+            for tp, records in batches.items():
+                async with self._lock:
+                    if self.should_stop:
+                        return
                     shard = self.standby.get(tp.partition)
                     if shard is None:
                         continue
-                    fresh = [record for record in records if record.offset >= shard.state.next_offset]
-                    if fresh and fresh[0].offset != shard.state.next_offset:
-                        follower.seek(tp, shard.state.next_offset)  # a gap: fetch again from where it is
-                    elif fresh:
-                        async for items in self._items(shard.id, fresh):
-                            output = shard.apply(items, fresh[-1].offset + 1)
-                            if output.dead:
-                                # The owner writes these; kept in case it dies before it could.
-                                letters = self.standby_letters.setdefault(tp.partition, [])
-                                letters.append((fresh[-1].offset, output.dead))
+                    start = shard.state.next_offset
+                    fresh = [record for record in records if record.offset >= start]
+                    if fresh and fresh[0].offset != start:
+                        follower.seek(tp, start)  # a gap: fetch again from where it is
+                        continue
+                if fresh:
+                    try:
+                        await self._follow(shard, start, fresh)
+                    except ConsumerStoppedError:
+                        if self.should_stop:
+                            return  # `on_stop` stopped the reader under a reread
+                        raise
+
+    async def _follow(self, shard: Shard, start: int, records: list[ConsumerRecord]) -> None:
+        """Apply to standby `shard`, at offset `start`, the shard-topic records from there. Spans are read again
+        outside the lock, which the owned shards and the local path wait for; each list is applied under it, and
+        only while the shard is still this standby at `start`: a takeover meanwhile finds it at `start` with a
+        prefix of the items applied, which it skips as applied (by source position) when it reads them again."""
+        end = records[-1].offset + 1
+        async with contextlib.aclosing(self._items(shard.id, records, self.standby_spans)) as lists:
+            async for items in lists:
+                async with self._lock:
+                    if self.should_stop or self.standby.get(shard.id) is not shard or shard.state.next_offset != start:
+                        return
+                    output = shard.apply(items, start)
+                    if output.dead:
+                        # The owner writes these; kept in case it dies before it could.
+                        self.standby_letters.setdefault(shard.id, []).append((end - 1, output.dead))
+        async with self._lock:
+            if self.standby.get(shard.id) is shard and shard.state.next_offset == start:
+                shard.state.next_offset = end
 
     async def handle(self, batches: Batches) -> None:
         async with self._lock:
@@ -267,7 +291,7 @@ class ShardAgent(BatchAgent):
                 if shard is None or tp not in assignment or await self.consumer.position(tp) != records[-1].offset + 1:
                     continue
                 unapplied = [r for r in records if not self.local_path.applied(shard.id, r.offset)]
-                async for items in self._items(shard.id, unapplied):
+                async for items in self._items(shard.id, unapplied, self.spans):
                     outputs.append((shard.id, shard.apply(items, records[-1].offset + 1, whole_points=True)))
                 self.local_path.consumed(shard.id, shard.state.next_offset)
                 commits[tp] = shard.state.next_offset
@@ -375,7 +399,9 @@ class ShardAgent(BatchAgent):
         for letter in fresh:
             self.letters_written.add(letter)
 
-    async def _items(self, shard_id: int, records: list[ConsumerRecord]) -> AsyncIterator[list[Item]]:
+    async def _items(
+        self, shard_id: int, records: list[ConsumerRecord], reader: SpanReader
+    ) -> AsyncIterator[list[Item]]:
         """The items of shard-topic records, in order, in lists to apply one after the other; spans are read
         again from the input (`SpanReader`), at most `REREAD_RECORDS` input records at a time (a span names at
         most `SPAN_RECORDS`) however many a record names, and a list holds the items of at most the reader's
@@ -395,7 +421,7 @@ class ShardAgent(BatchAgent):
                         for span in decode_spans(record.value, self.inputs):
                             count = span[3] - span[2] + 1
                             if spans and size + count > REREAD_RECORDS:
-                                async for chunk in self._reread(shard_id, spans, items):
+                                async for chunk in self._reread(shard_id, spans, items, reader):
                                     yield chunk
                                 items, spans, size, yielded = [], [], 0, True
                             spans.append(span)
@@ -412,7 +438,7 @@ class ShardAgent(BatchAgent):
                     )
                     self.outputs.internal_skipped.labels("shards", "invalid_item").inc(invalid)
             if spans:
-                rereads, items = self._reread(shard_id, spans, items), []
+                rereads, items = self._reread(shard_id, spans, items, reader), []
                 async for chunk in rereads:  # all but the last applied now: one chunk (the usual) waits for more
                     if items:
                         yield items
@@ -423,9 +449,11 @@ class ShardAgent(BatchAgent):
         if items or not yielded:
             yield items
 
-    async def _reread(self, shard_id: int, spans: list[Span], before: list[Item]) -> AsyncIterator[list[Item]]:
+    async def _reread(
+        self, shard_id: int, spans: list[Span], before: list[Item], reader: SpanReader
+    ) -> AsyncIterator[list[Item]]:
         """`before` then the items of `spans`, in the reader's lists (the first after `before`)."""
-        async for chunk in self.spans.chunks(shard_id, spans):
+        async for chunk in reader.chunks(shard_id, spans):
             self.outputs.routed_items.labels("reread").inc(len(chunk))
             yield before + chunk
             before = []

@@ -43,6 +43,10 @@ class SpanReader:
         self.budget = budget  # input bytes held at once
         self.reader: AIOKafkaConsumer | None = None
 
+    def twin(self) -> SpanReader:
+        """A reader like this one, with a consumer of its own: for a task reading beside this reader's."""
+        return SpanReader(self.settings, self.router, self.on_skip, self.budget)
+
     async def stop(self) -> None:
         if self.reader is not None:
             await self.reader.stop()

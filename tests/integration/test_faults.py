@@ -208,9 +208,18 @@ def test_a_standby_replica_takes_over_without_a_restore(tmp_path: Path, fault_lo
         try:
             first, second = chunks(fault_log.records, 2)
             survivor = cluster.start("w1")
-            cluster.start("w2")
+            doomed = cluster.start("w2")
             cluster.produce(first)
-            time.sleep(2)
+
+            # each holds the other's shards, applied as far as their owner once the first half is in
+            deadline = time.monotonic() + 60
+            while True:
+                health = [orjson.loads(worker.get("/healthz")[1]) for worker in (survivor, doomed)]
+                pairs = [(h["standby_events"], other["events"]) for h, other in zip(health, health[::-1], strict=True)]
+                if all(owned > 0 and standby == owned for standby, owned in pairs):
+                    break
+                assert time.monotonic() < deadline, f"standby replicas behind their owners: {pairs}"
+                time.sleep(0.5)
             restores_before = survivor.log.read_text().count("restored at offset")
             cluster.kill("w2")
             cluster.produce(second)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -74,6 +74,9 @@ class _Spans:
         for chunk in [[item] for item in items] if self.apart else [items]:
             yield chunk
 
+    def twin(self) -> _Spans:
+        return self
+
     def item(self, shard_id: int, span: Span) -> Item:
         return [shard_id, *span]
 
@@ -99,7 +102,7 @@ def test_spans_are_read_again_in_order_at_most_reread_records_at_a_time(tmp_path
     agent = _agent(tmp_path, spans)
 
     async def read(records: list[_Record]) -> list[list[Item]]:
-        return [items async for items in agent._items(3, records)]  # type: ignore[arg-type]
+        return [items async for items in agent._items(3, records, spans)]  # type: ignore[arg-type]
 
     assert REREAD_RECORDS == 20_000 and SPAN_RECORDS == 10_000
     apart = [_Record(encode_spans([a])), _Record(encode_spans([b])), _Record(encode_spans([c]))]
@@ -120,7 +123,7 @@ def test_the_readers_lists_are_applied_apart_and_the_last_with_the_items_after_i
 
     def read(spans: _Spans) -> list[list[Item]]:
         async def run() -> list[list[Item]]:
-            return [items async for items in _agent(tmp_path, spans)._items(3, records)]  # type: ignore[arg-type]
+            return [items async for items in _agent(tmp_path, spans)._items(3, records, spans)]  # type: ignore[arg-type]
 
         return asyncio.run(run())
 
@@ -133,7 +136,7 @@ def test_a_batch_of_nothing_to_apply_is_still_applied_once(tmp_path: Path) -> No
     junk = [_Record(b"garbage", offset=4)]
 
     async def read() -> list[list[Item]]:
-        return [items async for items in agent._items(0, junk)]  # type: ignore[arg-type]
+        return [items async for items in agent._items(0, junk, agent.spans)]  # type: ignore[arg-type]
 
     assert asyncio.run(read()) == [[]]
 
@@ -236,3 +239,49 @@ def test_a_batch_fetched_before_the_partition_moved_to_its_shards_offset_is_not_
     assert agent.shards[0].state.next_offset == 2
     assert spans.calls == [[(topic, 0, 0, 4, 7), (topic, 0, 5, 9, 7)]]
     assert committed[-1] == {consumer.tp: 2}
+
+
+class _ThreeLists(_Spans):
+    """Reads any spans back as three lists of real items; `between` runs as the third is read, once the first
+    was applied (the shard agent holds a list back until the next arrives)."""
+
+    def __init__(self, between: Callable[[], None] = lambda: None) -> None:
+        super().__init__()
+        self.between = between
+        events = [{**EVENT, "event_id": f"e{n}", "account_id": f"a{n}", "subscription_id": f"s{n}"} for n in range(3)]
+        self.lists = [[item] for item in routed(*events)]
+
+    async def chunks(self, shard_id: int, spans: list[Span]) -> AsyncIterator[list[Item]]:
+        self.calls.append(spans)
+        yield self.lists[0]  # type: ignore[misc]
+        yield self.lists[1]  # type: ignore[misc]
+        self.between()
+        yield self.lists[2]  # type: ignore[misc]
+
+
+def _standby(tmp_path: Path, reader: _ThreeLists) -> tuple[ShardAgent, Shard, list[_Record]]:
+    agent = _agent(tmp_path, reader)
+    shard = agent.standby[0] = Shard(0, EngineConfig())
+    shard.state.next_offset = 5
+    topic = settings_for(tmp_path).topics.billing
+    return agent, shard, [_Record(encode_spans([(topic, 0, 0, 1, 7)]), 0, 5)]
+
+
+def test_a_standby_applies_the_lists_it_reads_outside_the_lock_and_moves_on_at_the_end(tmp_path: Path) -> None:
+    reader = _ThreeLists()
+    agent, shard, records = _standby(tmp_path, reader)
+    asyncio.run(agent._follow(shard, 5, records))  # type: ignore[arg-type]
+    assert shard.state.next_offset == 6
+    assert shard.state.outcomes[("billing.events", "subscription.started", "accepted")] == 3
+
+
+def test_a_standby_taken_over_between_two_lists_is_left_at_its_offset(tmp_path: Path) -> None:
+    """The new owner reads the record again from offset 5 and skips the item already applied."""
+    agent: ShardAgent | None = None
+    reader = _ThreeLists(lambda: agent.standby.pop(0) and None if agent else None)
+    agent, shard, records = _standby(tmp_path, reader)
+    asyncio.run(agent._follow(shard, 5, records))  # type: ignore[arg-type]
+    assert shard.state.next_offset == 5
+    assert shard.state.outcomes[("billing.events", "subscription.started", "accepted")] == 1
+    shard.apply([item for chunk in reader.lists for item in chunk], 6)
+    assert shard.state.outcomes[("billing.events", "subscription.started", "accepted")] == 3
