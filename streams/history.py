@@ -109,6 +109,8 @@ def capture(live: LiveCells, day_us: int) -> dict[Key, int]:
     cell, before, kept = live.values.get, live.before, live.sums
     moved = live.captured_day == day - 1
     dirty = live.dirty
+    olds = [day - 1 - n for n in _DAYS]  # the day each window let go of since the day before
+    starts = [dh - n * 24 for n in _DAYS]  # the first hour of day D − n, each window's
     out: dict[Key, int] = {}
     for group, by_day in live.days.items():
         quantity, segment = group
@@ -122,11 +124,12 @@ def capture(live: LiveCells, day_us: int) -> dict[Key, int]:
             continue
         sums = kept.get(group) if moved and group not in dirty else None
         if sums is not None:
+            get = by_day.get
             if step:
-                sums = [total + by_day.get(day - 1 - n, 0) for total, n in zip(sums, _DAYS, strict=True)]
+                sums = [total + get(old, 0) for total, old in zip(sums, olds, strict=True)]
             else:
-                last = by_day.get(day - 1, 0)
-                sums = [total + last - by_day.get(day - 1 - n, 0) for total, n in zip(sums, _DAYS, strict=True)]
+                last = get(day - 1, 0)
+                sums = [total + last - get(old, 0) for total, old in zip(sums, olds, strict=True)]
         else:
             # running[i]: Σ of the days before day first + i (and, for a step, everything before those)
             days = map(by_day.get, range(first, first + _SPAN), repeat(0))
@@ -134,14 +137,18 @@ def capture(live: LiveCells, day_us: int) -> dict[Key, int]:
             whole = running[_SPAN]
             sums = [running[_SPAN - n] if step else whole - running[_SPAN - n] for n in _DAYS]
         kept[group] = sums
-        for name, n, total in zip(_WINDOW_KEYS[quantity], _DAYS, sums, strict=True):
-            start = dh - n * 24  # the first hour of day D − n
-            if step:
+        names = _WINDOW_KEYS[quantity]
+        if step:
+            for name, start, total in zip(names, starts, sums, strict=True):
                 value = total + cell((quantity, segment, start), 0) + cell((quantity, segment, start + 1), 0)
-            else:
-                value = total - cell((quantity, segment, start), 0) + cell((quantity, segment, dh), 0)
-            if value:
-                out[(name, segment, dh)] = value
+                if value:
+                    out[(name, segment, dh)] = value
+        else:
+            now = cell((quantity, segment, dh), 0)  # the hour of D, in every window
+            for name, start, total in zip(names, starts, sums, strict=True):
+                value = total - cell((quantity, segment, start), 0) + now
+                if value:
+                    out[(name, segment, dh)] = value
     live.captured_day = day
     dirty.clear()
     return out

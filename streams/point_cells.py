@@ -158,6 +158,33 @@ class PackedCells(MutableMapping[Key, int]):
             out.setdefault((key[0], key[1]), []).append(key[2])
         return out
 
+    def update(self, cells: Mapping[Key, int] | Iterable[tuple[Key, int]] = (), /) -> None:  # type: ignore[override]
+        """As a dict's, in one loop: a cell on its row's days, or on the day after them (a new point), is set in
+        place; any other goes through `__setitem__`."""
+        rows, others = self._rows, self._other
+        for key, amount in cells.items() if isinstance(cells, Mapping) else cells:
+            row = rows.get((key[0], key[1]))
+            hour = key[2]
+            if row is not None and type(hour) is int and type(amount) is int and ABSENT < amount <= INT64_MAX:
+                day, rest = divmod(hour, DAY_HOURS)
+                amounts = row.amounts
+                index = day - row.first
+                size = len(amounts)
+                if not rest and 0 <= index < size:
+                    if amounts[index] == ABSENT:
+                        self._count += 1
+                    amounts[index] = amount
+                elif not rest and index == size and 0 < size < MAX_ROW_DAYS:
+                    amounts.append(amount)
+                    self._count += 1
+                else:
+                    self[key] = amount
+                    continue
+                if others:
+                    others.pop(key, None)  # one place for a key
+            else:
+                self[key] = amount
+
     def __setitem__(self, key: Key, amount: int) -> None:
         quantity, segment, hour = key
         if (

@@ -44,7 +44,7 @@ def test_random_changes_give_what_a_dict_gives() -> None:
             # A midnight's point at once, mostly one day past its rows' ends (a cell there may be a stray one).
             day = hour // DAY + (rng.random() < 0.9)
             point = {(q, s, day * DAY): rng.choice((rng.randrange(1, 10**6), 2**64, ABSENT)) for q, s in pairs}
-            packed.update(point)
+            packed.update(point if rng.random() < 0.5 else list(point.items()))
             plain.update(point)
         elif action < 0.6:
             amount = rng.choice((rng.randrange(-(10**12), 10**12), 2**70, -(2**63), 2**63 - 1, 0))
