@@ -126,15 +126,24 @@ class ShardAgent(BatchAgent):
         assert self.consumer is not None
         async with self._lock:
             committed = {tp.partition: await self.consumer.committed(tp) or 0 for tp in partitions}
-            if self.letters_written is None:
-                self.letters_written = WrittenLetters()
-                await self.letters_written.read(self.settings)
             # A shard held as a standby (or kept since its revocation) is exact as of its own offset, whatever
             # another owner did since: it resumes there. Others come from their latest snapshot.
             missing = {p: offset for p, offset in committed.items() if p not in self.shards and p not in self.standby}
             restored = await self.snapshots.load(missing) if missing else {}
             taken_over = {p: self.standby_letters.pop(p, []) for p in committed if p in self.standby}
-            if any(taken_over.values()):
+
+            def start(p: int) -> int:
+                held = self.shards.get(p, self.standby.get(p))
+                state = held.state if held is not None else restored.get(p)
+                return state.next_offset if state is not None else 0
+
+            # The letters already written, read once: on the first assignment, before writing the letters a
+            # standby owes, and when a shard catches up past its own offset (another worker may have written
+            # the letters this catching up would write again).
+            first = self.letters_written is None
+            if first or any(taken_over.values()) or any(start(p) < committed[p] for p in committed):
+                if self.letters_written is None:
+                    self.letters_written = WrittenLetters()
                 await self.letters_written.read(self.settings)
             for partition in committed:
                 if partition not in self.shards:
@@ -159,9 +168,6 @@ class ShardAgent(BatchAgent):
                 self.consumer.seek(tp, shard.state.next_offset)
                 self.catching_up[tp.partition] = committed[tp.partition]
                 self._end_unseen.add(tp.partition)
-            if any(self.catching_up[p] > self.shards[p].state.next_offset for p in committed):
-                # Another worker may have written letters that this catching up would write again.
-                await self.letters_written.read(self.settings)
             await self._follow_standbys(set(committed))
             log.info(
                 "shards: own %s, catching up %s, standby %s",
@@ -257,17 +263,21 @@ class ShardAgent(BatchAgent):
         only while the shard is still this standby at `start`: a takeover meanwhile finds it at `start` with a
         prefix of the items applied, which it skips as applied (by source position) when it reads them again."""
         end = records[-1].offset + 1
+
+        def held() -> bool:  # still this standby, at `start`
+            return self.standby.get(shard.id) is shard and shard.state.next_offset == start
+
         async with contextlib.aclosing(self._items(shard.id, records, self.standby_spans)) as lists:
             async for items in lists:
                 async with self._lock:
-                    if self.should_stop or self.standby.get(shard.id) is not shard or shard.state.next_offset != start:
+                    if self.should_stop or not held():
                         return
                     output = shard.apply(items, start)
                     if output.dead:
                         # The owner writes these; kept in case it dies before it could.
                         self.standby_letters.setdefault(shard.id, []).append((end - 1, output.dead))
         async with self._lock:
-            if self.standby.get(shard.id) is shard and shard.state.next_offset == start:
+            if held():
                 shard.state.next_offset = end
 
     async def handle(self, batches: Batches) -> None:

@@ -55,17 +55,20 @@ class SpanReader:
     async def chunks(self, shard_id: int, spans: list[Span]) -> AsyncIterator[list[Item]]:
         """The items for shard `shard_id` of the records `spans` name, in span order, in lists to apply one after
         the other: one list when the records fit in the budget; else, read again a span at a time, one list a
-        budget of its records (at least one record)."""
-        records, whole = await self._fetch(spans)
+        budget of its records (at least one record). Each span skipped or cut short is counted once."""
+        spans = await self._known(spans)
+        records, whole, gone = await self._fetch(spans)
         if whole:
+            self._count_gone(gone)
             yield self._decode(shard_id, spans, records)
             return
-        del records
+        del records  # what the span-by-span reads below find again, gone runs included, counts
         for topic, partition, first, last, bound in spans:
             while first <= last:
-                part, whole = await self._fetch([(topic, partition, first, last, bound)])
+                part, whole, gone = await self._fetch([(topic, partition, first, last, bound)])
+                self._count_gone(gone)
                 found = part.get((topic, partition), [])
-                end = last if whole or not found else found[-1].offset
+                end = last if whole or gone or not found else found[-1].offset
                 yield self._decode(shard_id, [(topic, partition, first, end, bound)], part)
                 first = end + 1
 
@@ -83,13 +86,43 @@ class SpanReader:
             items += self.router.route_decoded(decoded).get(shard_id, [])
         return items
 
-    async def _fetch(self, spans: list[Span]) -> tuple[dict[tuple[str, int], list[InputRecord]], bool]:
-        """The records in `spans`, per partition in offset order, each partition's spans read as merged runs; and
-        whether that is all of them. It stops once what it holds is over the budget: then, read from one span,
-        it is that span's records from its first offset on."""
+    async def _known(self, spans: list[Span]) -> list[Span]:
+        """`spans` but those naming a partition that does not exist, each of those counted."""
         if self.reader is None:
             self.reader = consumer(self.settings, None)
             await self.reader.start()
+        partitions: dict[str, list[TopicPartition]] = {}
+        known: list[Span] = []
+        for span in spans:
+            topic, partition = span[0], span[1]
+            if topic not in partitions:
+                partitions[topic] = await topic_partitions(self.reader, topic)
+            if TopicPartition(topic, partition) in partitions[topic]:
+                known.append(span)
+            else:
+                log.warning("shard topic: a span names %s[%d], which does not exist; skipped", topic, partition)
+                self.on_skip("unknown_partition")
+        return known
+
+    def _count_gone(self, gone: list[tuple[TopicPartition, int, int]]) -> None:
+        for tp, last, highwater in gone:
+            log.warning(
+                "shard topic: a span of %s[%d] ends at %d, past the partition's end (%d)",
+                tp.topic,
+                tp.partition,
+                last,
+                highwater,
+            )
+            self.on_skip("input_gone")
+
+    async def _fetch(
+        self, spans: list[Span]
+    ) -> tuple[dict[tuple[str, int], list[InputRecord]], bool, list[tuple[TopicPartition, int, int]]]:
+        """The records in `spans` (of partitions that exist), per partition in offset order, each partition's
+        spans read as merged runs; whether that is all of them; and the runs found to end past their partition's
+        end (the partition, the run's last offset, the partition's end). It stops once what it holds is over the
+        budget: then, read from one span, it is that span's records from its first offset on."""
+        assert self.reader is not None, "_known starts the reader"
         reader = self.reader
         wanted: dict[TopicPartition, list[list[int]]] = {}
         for topic, partition, first, last, _ in sorted(spans):
@@ -98,12 +131,8 @@ class SpanReader:
                 runs[-1][1] = max(runs[-1][1], last)
             else:
                 runs.append([first, last])
-        for tp in list(wanted):
-            if tp not in await topic_partitions(reader, tp.topic):
-                log.warning("shard topic: a span names %s[%d], which does not exist; skipped", tp.topic, tp.partition)
-                self.on_skip("unknown_partition")
-                del wanted[tp]
         out: dict[tuple[str, int], list[InputRecord]] = {(tp.topic, tp.partition): [] for tp in wanted}
+        gone: list[tuple[TopicPartition, int, int]] = []
         reader.assign(list(wanted))
         current: dict[TopicPartition, list[int]] = {}
 
@@ -117,7 +146,7 @@ class SpanReader:
         for tp in wanted:
             advance(tp)
         held = 0
-        while current:
+        while current and held <= self.budget:
             batches = await reader.getmany(*current, timeout_ms=200, max_records=MAX_BATCH)
             for tp, batch in batches.items():
                 if tp not in current:
@@ -136,18 +165,8 @@ class SpanReader:
                 if highwater is None or await reader.position(tp) < highwater:
                     continue
                 if highwater <= current[tp][1]:
-                    log.warning(
-                        "shard topic: a span of %s[%d] ends at %d, past the partition's end (%d)",
-                        tp.topic,
-                        tp.partition,
-                        current[tp][1],
-                        highwater,
-                    )
-                    self.on_skip("input_gone")
+                    gone.append((tp, current[tp][1], highwater))
                 advance(tp)
-            if held > self.budget and current:
-                reader.unsubscribe()
-                return out, False
         # Assigned, the consumer would go on holding a fetch ahead for each partition (a MiB or so apiece).
         reader.unsubscribe()
-        return out, True
+        return out, not current, gone

@@ -285,3 +285,52 @@ def test_a_standby_taken_over_between_two_lists_is_left_at_its_offset(tmp_path: 
     assert shard.state.outcomes[("billing.events", "subscription.started", "accepted")] == 1
     shard.apply([item for chunk in reader.lists for item in chunk], 6)
     assert shard.state.outcomes[("billing.events", "subscription.started", "accepted")] == 3
+
+
+class _Committed:
+    """Stands in for the shard-topic consumer on assignment: the offsets committed, the seeks made."""
+
+    def __init__(self, committed: dict[TopicPartition, int]) -> None:
+        self.offsets = committed
+        self.seeks: dict[TopicPartition, int] = {}
+
+    async def committed(self, tp: TopicPartition) -> int | None:
+        return self.offsets.get(tp)
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.seeks[tp] = offset
+
+
+def test_the_dead_letters_are_read_once_on_an_assignment_and_not_again_when_nothing_is_owed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first assignment reads the letters written, once, though shard 1 also catches up past its snapshot
+    (reason enough on its own); a later one of shards at their commits, with no letters owed, reads none."""
+    agent = _agent(tmp_path, _Spans())
+    topic = agent.topics[0]
+    reads: list[int] = []
+
+    async def read(self: object, settings: object) -> None:
+        reads.append(1)
+
+    async def load(committed: dict[int, int]) -> dict[int, ShardState | None]:
+        restored = {0: ShardState(Shard(0, EngineConfig()).state.engine, next_offset=5)}
+        restored[1] = ShardState(Shard(1, EngineConfig()).state.engine, next_offset=3)
+        return {p: restored.get(p) for p in committed}
+
+    async def publish(outputs: list[object]) -> None:
+        pass
+
+    monkeypatch.setattr("revpulse.agents.letters.WrittenLetters.read", read)
+    agent.snapshots.load = load  # type: ignore[method-assign]
+    agent._publish = publish  # type: ignore[method-assign,assignment]
+    consumer = _Committed({TopicPartition(topic, 0): 5, TopicPartition(topic, 1): 9})
+    agent.consumer = consumer  # type: ignore[assignment]
+
+    asyncio.run(agent.on_assigned(set(consumer.offsets)))
+    assert (len(reads), agent.catching_up) == (1, {0: 5, 1: 9})
+    assert consumer.seeks == {TopicPartition(topic, 0): 5, TopicPartition(topic, 1): 3}
+
+    consumer.offsets = {TopicPartition(topic, 2): 0}
+    asyncio.run(agent.on_assigned(set(consumer.offsets)))
+    assert len(reads) == 1
