@@ -21,7 +21,7 @@ from pathlib import Path
 import orjson
 
 from bench.datasets import DataSet, cached, input_topics, load
-from bench.workers import Deployment, Rate, wait_until
+from bench.workers import Deployment, wait_until
 from revpulse.local.broker import EmbeddedBroker
 
 MIB = 2**20
@@ -51,12 +51,8 @@ def main() -> None:
         app_id = f"long-read-{int(time.time())}"
         deployment = Deployment(broker.bootstrap, topics, app_id, root, env)
         try:
-            deployment.start(args.workers, wait=False)
-            first = deployment.wait_first_commit()
-            started = time.perf_counter()
-            deployment.wait_counted(total, args.timeout)
+            rate = deployment.timed_read(args.workers, total, args.timeout)
             read = time.perf_counter()
-            rate = Rate(total - first, read - started)
             print(f"{args.workers} worker(s), {' '.join(args.env) or 'defaults'}: {rate.eps:,.0f} events/s", flush=True)
             if int(env.get("REVPULSE_STANDBY_REPLICAS", "0")) and args.workers > 1:
                 expected = (args.workers - 1) * total

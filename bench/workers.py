@@ -205,6 +205,16 @@ class Deployment:
     def wait_counted(self, total: int, timeout: float) -> None:
         wait_until(lambda: self.events_counted() >= total, f"{self.app_id}: {total:,} events counted", timeout)
 
+    def timed_read(self, workers: int, total: int, timeout: float) -> Rate:
+        """Start `workers` fresh workers over already loaded topics. The rate: the events after the router
+        group's first commit over the time from that commit until the events counted over all workers reach
+        `total`."""
+        self.start(workers, wait=False)
+        first = self.wait_first_commit()
+        started = time.perf_counter()
+        self.wait_counted(total, timeout)
+        return Rate(total - first, time.perf_counter() - started)
+
     def wait_first_commit(self, timeout: float = 120) -> int:
         """Until the router group committed input offsets (consumption has begun); the records committed then."""
         return asyncio.run(
@@ -268,15 +278,10 @@ class WorkerRun:
 
 
 def timed_run(deployment: Deployment, workers: int, total: int, *, api: bool, timeout: float = 1800) -> WorkerRun:
-    """`workers` fresh workers over already loaded topics. Rate: the events after the router group's first
-    commit over the time from that commit until the events counted over all workers reach `total`. Then each
-    worker's peak RSS (VmHWM) and, with `api`, the settled `/api/metrics`."""
+    """`workers` fresh workers over already loaded topics (`Deployment.timed_read`); then each worker's peak RSS
+    (VmHWM) and, with `api`, the settled `/api/metrics`."""
     try:
-        deployment.start(workers, wait=False)
-        first = deployment.wait_first_commit()
-        started = time.perf_counter()
-        deployment.wait_counted(total, timeout)
-        rate = Rate(total - first, time.perf_counter() - started)
+        rate = deployment.timed_read(workers, total, timeout)
         settled = deployment.settled_api() if api else None
         return WorkerRun(workers, rate, deployment.status("VmHWM"), settled)
     finally:
